@@ -1,0 +1,290 @@
+//! The pipeline definition: what a user writes in `pipelines/*.toml`.
+//!
+//! [`Pipeline::from_file`] parses and validates a definition and reports every problem it
+//! finds with file, line, column and field path. The typed result leaves no room for the
+//! states validation rules out: an OpenAI teacher always has at least one endpoint, rates are
+//! in range, counts are non-zero.
+
+mod locate;
+pub mod mock;
+mod raw;
+mod template;
+mod validate;
+
+use std::fmt;
+use std::num::{NonZeroU32, NonZeroU64};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use locate::{FieldPath, Position};
+pub use mock::{FaultRates, MockSettings, ReasoningStyle};
+pub use template::{MissingField, Template};
+
+/// The R1 recipe's instruction for math problems (DeepSeek-R1 usage recommendations).
+pub const R1_MATH_INSTRUCTION: &str =
+    "Please reason step by step, and put your final answer within \\boxed{}.";
+/// DeepSeek-R1's recommended sampling temperature.
+pub const R1_TEMPERATURE: f64 = 0.6;
+/// DeepSeek-R1's recommended nucleus sampling.
+pub const R1_TOP_P: f64 = 0.95;
+
+/// A validated pipeline definition.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pipeline {
+    pub name: String,
+    pub source: Source,
+    pub prompt: Prompt,
+    pub teacher: Teacher,
+    pub verify: Verify,
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Source {
+    /// Resolved against the directory of the definition file.
+    pub path: PathBuf,
+    pub format: SourceFormat,
+    /// Field holding a stable id; without one, the id is a hash of the row.
+    pub id_field: Option<String>,
+    pub prompt_field: String,
+    pub answer_field: Option<String>,
+    pub answer_extract: AnswerExtract,
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// A JSON array of objects.
+    Json,
+    Parquet,
+}
+
+impl SourceFormat {
+    pub fn from_extension(path: &Path) -> Option<Self> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "jsonl" | "ndjson" => Some(Self::Jsonl),
+            "json" => Some(Self::Json),
+            "parquet" => Some(Self::Parquet),
+            _ => None,
+        }
+    }
+}
+
+/// How the reference answer is read out of the answer field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerExtract {
+    /// The field is the answer.
+    #[default]
+    Verbatim,
+    /// GSM8K: the worked solution ends with `#### <answer>`.
+    Gsm8k,
+    /// MATH: the answer is the last `\boxed{…}` of the solution.
+    Boxed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prompt {
+    /// DeepSeek advise against a system prompt for R1; leave it unset unless the teacher needs it.
+    pub system: Option<String>,
+    pub template: Template,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TeacherKind {
+    Openai,
+    Local,
+    Mock,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Teacher {
+    pub backend: Backend,
+    pub sampling: Sampling,
+    /// Samples per prompt (`n`).
+    pub samples_per_prompt: NonZeroU32,
+    /// Limit on a whole request, and on silence within a stream.
+    pub timeout: Duration,
+    /// Retries after the first attempt on 429, 5xx, timeouts and dropped connections.
+    pub retries: u32,
+    pub stream: bool,
+    pub pricing: Option<Pricing>,
+}
+
+impl Teacher {
+    pub fn kind(&self) -> TeacherKind {
+        match self.backend {
+            Backend::Openai { .. } => TeacherKind::Openai,
+            Backend::Local(_) => TeacherKind::Local,
+            Backend::Mock { .. } => TeacherKind::Mock,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Backend {
+    Openai {
+        endpoints: Vec<Endpoint>,
+    },
+    Local(LocalModel),
+    /// The built-in simulator, started in-process and spoken to over HTTP like any endpoint.
+    Mock {
+        model: String,
+        limits: Limits,
+        settings: MockSettings,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Endpoint {
+    pub base_url: String,
+    pub model: String,
+    /// Name of the environment variable holding the key (never the key itself).
+    pub api_key_env: Option<String>,
+    pub limits: Limits,
+}
+
+/// Per-endpoint admission limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Requests in flight at once.
+    pub concurrency: NonZeroU32,
+    pub requests_per_minute: Option<NonZeroU32>,
+    pub tokens_per_minute: Option<NonZeroU64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LocalModel {
+    pub checkpoint: PathBuf,
+    pub batch_size: NonZeroU32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Sampling {
+    pub max_tokens: NonZeroU32,
+    pub temperature: f64,
+    pub top_p: f64,
+}
+
+/// US dollars per million tokens, for the cost estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Pricing {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verify {
+    /// Compare the extracted final answer with the reference.
+    pub math: bool,
+    /// Require `<think>…</think>` reasoning followed by an answer.
+    pub format: bool,
+    /// Reject when more than this share of letters is in a script other than the main one.
+    pub max_mixed_script_ratio: Option<f64>,
+    pub max_completion_tokens: Option<NonZeroU32>,
+    /// Reject when more than this share of the text is repeated n-grams.
+    pub max_repetition_ratio: Option<f64>,
+    pub code: Option<CodeCheck>,
+    pub keep: KeepPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CodeCheck {
+    pub tests_field: String,
+    pub entry_point_field: Option<String>,
+    pub timeout: Duration,
+    pub memory_mb: NonZeroU32,
+}
+
+/// Which verified samples of a prompt are accepted into the dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeepPolicy {
+    /// The first sample (by index) that passes every check.
+    FirstCorrect,
+    /// Every sample that passes every check.
+    #[default]
+    AllCorrect,
+    /// Every sample, each with its verdicts (rejected ones are marked so).
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Output {
+    /// Runs go to `<dir>/<name>`.
+    pub dir: PathBuf,
+    pub shard_rows: NonZeroU32,
+    pub shard_interval: Duration,
+}
+
+/// A definition that could not be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read pipeline definition {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", Diagnostics(file, problems))]
+    Invalid {
+        file: PathBuf,
+        problems: Vec<Diagnostic>,
+    },
+}
+
+/// One problem in a definition, located in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub path: FieldPath,
+    pub position: Option<Position>,
+    pub message: String,
+}
+
+struct Diagnostics<'a>(&'a Path, &'a [Diagnostic]);
+
+impl fmt::Display for Diagnostics<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Diagnostics(file, problems) = self;
+        let plural = if problems.len() == 1 { "" } else { "s" };
+        write!(
+            f,
+            "{} has {} error{plural}:",
+            file.display(),
+            problems.len()
+        )?;
+        for problem in problems.iter() {
+            write!(f, "\n  {}", file.display())?;
+            if let Some(Position { line, column }) = problem.position {
+                write!(f, ":{line}:{column}")?;
+            }
+            write!(f, ": {}: {}", problem.path, problem.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl Pipeline {
+    /// Reads and validates a definition; relative paths in it resolve against its directory.
+    pub fn from_file(path: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base_dir = path.parent().unwrap_or_else(|| Path::new(""));
+        Self::parse(&text, path, base_dir)
+    }
+
+    /// Validates definition `text`; `file` only names it in errors.
+    pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Self, SpecError> {
+        validate::parse(text, base_dir).map_err(|problems| SpecError::Invalid {
+            file: file.to_owned(),
+            problems,
+        })
+    }
+}

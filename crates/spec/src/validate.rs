@@ -1,0 +1,811 @@
+//! From the raw definition to a typed [`Pipeline`], collecting every problem with its place.
+
+use std::num::{NonZeroU32, NonZeroU64};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::locate::{FieldPath, Locator, Position};
+use crate::raw::{RawCode, RawEndpoint, RawPipeline, RawSource, RawTeacher, RawVerify};
+use crate::{
+    AnswerExtract, Backend, CodeCheck, Diagnostic, Endpoint, Limits, LocalModel, Output, Pipeline,
+    Pricing, Prompt, R1_MATH_INSTRUCTION, R1_TEMPERATURE, R1_TOP_P, Sampling, Source, SourceFormat,
+    Teacher, TeacherKind, Template, Verify,
+};
+
+const DEFAULT_MAX_TOKENS: u32 = 32_768;
+const DEFAULT_CONCURRENCY: u32 = 16;
+const DEFAULT_TIMEOUT_SECS: f64 = 600.0;
+const DEFAULT_RETRIES: u32 = 8;
+const DEFAULT_MOCK_MODEL: &str = "distillery-mock-r1";
+
+pub(crate) fn parse(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Diagnostic>> {
+    let locator = Locator::new(text);
+    let raw: RawPipeline = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(error) => {
+            let (path, position) = match error.span() {
+                Some(span) => (
+                    locator.path_at(span.start),
+                    Some(Position::of_offset(text, span.start)),
+                ),
+                None => (FieldPath::root(), None),
+            };
+            return Err(vec![Diagnostic {
+                path,
+                position,
+                message: error.message().trim().to_owned(),
+            }]);
+        }
+    };
+    let mut checker = Checker {
+        text,
+        locator,
+        problems: Vec::new(),
+    };
+    let pipeline = checker.pipeline(raw, base_dir);
+    match pipeline {
+        Some(pipeline) if checker.problems.is_empty() => Ok(pipeline),
+        _ => Err(checker.problems),
+    }
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    locator: Locator<'a>,
+    problems: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, path: FieldPath, message: impl Into<String>) {
+        let position = self
+            .locator
+            .span_of(&path)
+            .map(|span| Position::of_offset(self.text, span.start));
+        self.problems.push(Diagnostic {
+            path,
+            position,
+            message: message.into(),
+        });
+    }
+
+    fn required<T>(&mut self, value: Option<T>, path: FieldPath, what: &str) -> Option<T> {
+        if value.is_none() {
+            self.error(path, format!("is required: {what}"));
+        }
+        value
+    }
+
+    fn count(&mut self, value: Option<i64>, default: u32, path: FieldPath) -> NonZeroU32 {
+        let fallback = NonZeroU32::new(default).unwrap_or(NonZeroU32::MIN);
+        match value {
+            None => fallback,
+            Some(v) => match u32::try_from(v).ok().and_then(NonZeroU32::new) {
+                Some(v) => v,
+                None => {
+                    self.error(
+                        path,
+                        format!("must be a whole number from 1 to {}, got {v}", u32::MAX),
+                    );
+                    fallback
+                }
+            },
+        }
+    }
+
+    fn optional_count(&mut self, value: Option<i64>, path: FieldPath) -> Option<NonZeroU32> {
+        value.map(|v| self.count(Some(v), 1, path))
+    }
+
+    fn optional_count_u64(&mut self, value: Option<i64>, path: FieldPath) -> Option<NonZeroU64> {
+        let v = value?;
+        let parsed = u64::try_from(v).ok().and_then(NonZeroU64::new);
+        if parsed.is_none() {
+            self.error(
+                path,
+                format!("must be a whole number of at least 1, got {v}"),
+            );
+        }
+        parsed
+    }
+
+    fn ratio(&mut self, value: Option<f64>, path: FieldPath) -> Option<f64> {
+        let v = value?;
+        if !(v > 0.0 && v <= 1.0) {
+            self.error(
+                path,
+                format!("must be a share above 0 and at most 1, got {v}"),
+            );
+        }
+        Some(v)
+    }
+
+    fn seconds(&mut self, value: Option<f64>, default: f64, path: FieldPath) -> Duration {
+        let secs = value.unwrap_or(default);
+        match Duration::try_from_secs_f64(secs) {
+            Ok(duration) if secs > 0.0 => duration,
+            _ => {
+                self.error(
+                    path,
+                    format!("must be a positive number of seconds, got {secs}"),
+                );
+                Duration::from_secs_f64(default)
+            }
+        }
+    }
+
+    fn identifier(&mut self, value: Option<String>, path: FieldPath) -> Option<String> {
+        let value = value?;
+        if value.trim().is_empty() {
+            self.error(path, "must not be empty");
+        }
+        Some(value)
+    }
+
+    fn pipeline(&mut self, raw: RawPipeline, base_dir: &Path) -> Option<Pipeline> {
+        let root = FieldPath::root();
+        let name = match raw.name {
+            Some(name) if is_run_name(&name) => Some(name),
+            Some(name) => {
+                self.error(
+                    root.key("name"),
+                    format!(
+                        "`{name}` cannot name a run directory: use letters, digits, `-`, `_` and `.`"
+                    ),
+                );
+                None
+            }
+            None => {
+                self.error(
+                    root.key("name"),
+                    "is required: the run's name, e.g. `gsm8k-r1`",
+                );
+                None
+            }
+        };
+        let source = self.required(raw.source, root.key("source"), "a [source] table");
+        let source = source.and_then(|source| self.source(source, base_dir));
+        let teacher = self.required(raw.teacher, root.key("teacher"), "a [teacher] table");
+        let teacher = teacher.and_then(|teacher| self.teacher(teacher, source.as_ref(), base_dir));
+        let prompt = self.prompt(raw.prompt.unwrap_or_default(), source.as_ref());
+        let verify = self.verify(raw.verify.unwrap_or_default(), source.as_ref());
+        let output = self.output(raw.output.unwrap_or_default());
+        Some(Pipeline {
+            name: name?,
+            source: source?,
+            prompt: prompt?,
+            teacher: teacher?,
+            verify,
+            output,
+        })
+    }
+
+    fn source(&mut self, raw: RawSource, base_dir: &Path) -> Option<Source> {
+        let at = FieldPath::root().key("source");
+        let path = self.required(
+            raw.path,
+            at.key("path"),
+            "the JSONL, JSON or Parquet file of prompts",
+        );
+        let path = path.map(|path| base_dir.join(path));
+        let format = match (raw.format, &path) {
+            (Some(format), _) => Some(format),
+            (None, Some(path)) => {
+                let format = SourceFormat::from_extension(path);
+                if format.is_none() {
+                    self.error(
+                        at.key("path"),
+                        format!(
+                            "cannot tell the format of {} from its extension; set source.format to \"jsonl\", \"json\" or \"parquet\"",
+                            path.display()
+                        ),
+                    );
+                }
+                format
+            }
+            (None, None) => None,
+        };
+        let prompt_field = self.required(
+            raw.prompt_field,
+            at.key("prompt_field"),
+            "the field of each row that holds the problem, e.g. \"question\"",
+        );
+        let prompt_field = self.identifier(prompt_field, at.key("prompt_field"));
+        let id_field = self.identifier(raw.id_field, at.key("id_field"));
+        let answer_field = self.identifier(raw.answer_field, at.key("answer_field"));
+        if raw.answer_extract.is_some() && answer_field.is_none() {
+            self.error(
+                at.key("answer_extract"),
+                "needs source.answer_field to read from",
+            );
+        }
+        if raw.limit == Some(0) {
+            self.error(
+                at.key("limit"),
+                "must be at least 1 (leave it out to use every row)",
+            );
+        }
+        Some(Source {
+            path: path?,
+            format: format?,
+            id_field,
+            prompt_field: prompt_field?,
+            answer_field,
+            answer_extract: raw.answer_extract.unwrap_or(AnswerExtract::Verbatim),
+            limit: raw.limit,
+        })
+    }
+
+    fn prompt(&mut self, raw: crate::raw::RawPrompt, source: Option<&Source>) -> Option<Prompt> {
+        let at = FieldPath::root().key("prompt");
+        let template = match raw.template {
+            Some(text) => {
+                let template = Template::parse(&text);
+                if template.fields().next().is_none() {
+                    self.error(
+                        at.key("template"),
+                        "has no `{field}` placeholder, so every prompt would be the same",
+                    );
+                }
+                template
+            }
+            None => {
+                let field = &source?.prompt_field;
+                Template::parse(&format!("{{{field}}}\n{R1_MATH_INSTRUCTION}"))
+            }
+        };
+        Some(Prompt {
+            system: raw.system,
+            template,
+        })
+    }
+
+    fn teacher(
+        &mut self,
+        raw: RawTeacher,
+        source: Option<&Source>,
+        base_dir: &Path,
+    ) -> Option<Teacher> {
+        let at = FieldPath::root().key("teacher");
+        let kind = raw.kind.unwrap_or(TeacherKind::Openai);
+        let limits = Limits {
+            concurrency: self.count(raw.concurrency, DEFAULT_CONCURRENCY, at.key("concurrency")),
+            requests_per_minute: self
+                .optional_count(raw.requests_per_minute, at.key("requests_per_minute")),
+            tokens_per_minute: self
+                .optional_count_u64(raw.tokens_per_minute, at.key("tokens_per_minute")),
+        };
+        let api_key_env = self.env_var_name(raw.api_key_env.clone(), at.key("api_key_env"));
+
+        for (present, key) in [
+            (
+                raw.base_url.is_some() || raw.endpoints.is_some(),
+                "base_url",
+            ),
+            (raw.local.is_some(), "local"),
+            (raw.mock.is_some(), "mock"),
+        ] {
+            let allowed = matches!(
+                (kind, key),
+                (TeacherKind::Openai, "base_url")
+                    | (TeacherKind::Local, "local")
+                    | (TeacherKind::Mock, "mock")
+            );
+            if present && !allowed {
+                let key = if key == "base_url" && raw.base_url.is_none() {
+                    "endpoints"
+                } else {
+                    key
+                };
+                self.error(
+                    at.key(key),
+                    format!(
+                        "does not apply to a teacher of kind \"{}\"",
+                        kind_name(kind)
+                    ),
+                );
+            }
+        }
+
+        let backend = match kind {
+            TeacherKind::Openai => {
+                let endpoints = self.endpoints(&raw, api_key_env, limits);
+                Some(Backend::Openai { endpoints })
+            }
+            TeacherKind::Local => {
+                let local = self.required(
+                    raw.local,
+                    at.key("local"),
+                    "a [teacher.local] table with the checkpoint",
+                );
+                local.and_then(|local| {
+                    let at = at.key("local");
+                    let checkpoint = self.required(
+                        local.checkpoint,
+                        at.key("checkpoint"),
+                        "a Hugging Face checkpoint directory or a GGUF file",
+                    );
+                    let batch_size = self.count(local.batch_size, 8, at.key("batch_size"));
+                    Some(Backend::Local(LocalModel {
+                        checkpoint: base_dir.join(checkpoint?),
+                        batch_size,
+                    }))
+                })
+            }
+            TeacherKind::Mock => {
+                let mut settings = raw.mock.unwrap_or_default();
+                for (field, message) in settings.problems() {
+                    let mut path = at.key("mock");
+                    for part in field.split('.') {
+                        path = path.key(part);
+                    }
+                    self.error(path, message);
+                }
+                settings.dataset = match settings.dataset.take() {
+                    Some(dataset) => Some(base_dir.join(dataset)),
+                    None => source.map(|source| source.path.clone()),
+                };
+                Some(Backend::Mock {
+                    model: raw.model.unwrap_or_else(|| DEFAULT_MOCK_MODEL.to_owned()),
+                    limits,
+                    settings,
+                })
+            }
+        };
+
+        let max_tokens = self.count(raw.max_tokens, DEFAULT_MAX_TOKENS, at.key("max_tokens"));
+        let temperature = raw.temperature.unwrap_or(R1_TEMPERATURE);
+        if !(0.0..=2.0).contains(&temperature) {
+            self.error(
+                at.key("temperature"),
+                format!("must be between 0 and 2, got {temperature}"),
+            );
+        }
+        let top_p = raw.top_p.unwrap_or(R1_TOP_P);
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            self.error(
+                at.key("top_p"),
+                format!("must be above 0 and at most 1, got {top_p}"),
+            );
+        }
+        let samples_per_prompt = self.count(raw.n, 1, at.key("n"));
+        if samples_per_prompt.get() > 128 {
+            self.error(
+                at.key("n"),
+                format!("must be at most 128 samples per prompt, got {samples_per_prompt}"),
+            );
+        }
+        let retries = match raw.retries {
+            None => DEFAULT_RETRIES,
+            Some(v @ 0..=100) => v as u32,
+            Some(v) => {
+                self.error(at.key("retries"), format!("must be from 0 to 100, got {v}"));
+                DEFAULT_RETRIES
+            }
+        };
+        let timeout = self.seconds(
+            raw.timeout_secs,
+            DEFAULT_TIMEOUT_SECS,
+            at.key("timeout_secs"),
+        );
+        let pricing = match (raw.input_cost_per_mtok, raw.output_cost_per_mtok) {
+            (None, None) => None,
+            (input, output) => {
+                for (value, key) in [
+                    (input, "input_cost_per_mtok"),
+                    (output, "output_cost_per_mtok"),
+                ] {
+                    if value.is_some_and(|v| !(v >= 0.0 && v.is_finite())) {
+                        self.error(
+                            at.key(key),
+                            "must be a non-negative price in dollars per million tokens",
+                        );
+                    }
+                }
+                Some(Pricing {
+                    input_per_mtok: input.unwrap_or(0.0),
+                    output_per_mtok: output.unwrap_or(0.0),
+                })
+            }
+        };
+        Some(Teacher {
+            backend: backend?,
+            sampling: Sampling {
+                max_tokens,
+                temperature,
+                top_p,
+            },
+            samples_per_prompt,
+            timeout,
+            retries,
+            stream: raw.stream.unwrap_or(true),
+            pricing,
+        })
+    }
+
+    fn endpoints(
+        &mut self,
+        raw: &RawTeacher,
+        api_key_env: Option<String>,
+        limits: Limits,
+    ) -> Vec<Endpoint> {
+        let at = FieldPath::root().key("teacher");
+        let written: Vec<(FieldPath, RawEndpoint)> = match (&raw.base_url, &raw.endpoints) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    at.key("endpoints"),
+                    "give either teacher.base_url (one endpoint) or [[teacher.endpoints]], not both",
+                );
+                return Vec::new();
+            }
+            (Some(base_url), None) => vec![(
+                at.clone(),
+                RawEndpoint {
+                    base_url: Some(base_url.clone()),
+                    ..RawEndpoint::default()
+                },
+            )],
+            (None, Some(endpoints)) if !endpoints.is_empty() => endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, endpoint)| {
+                    (
+                        at.key("endpoints").index(i),
+                        RawEndpoint {
+                            base_url: endpoint.base_url.clone(),
+                            model: endpoint.model.clone(),
+                            api_key_env: endpoint.api_key_env.clone(),
+                            concurrency: endpoint.concurrency,
+                            requests_per_minute: endpoint.requests_per_minute,
+                            tokens_per_minute: endpoint.tokens_per_minute,
+                        },
+                    )
+                })
+                .collect(),
+            _ => {
+                self.error(
+                    at.key("base_url"),
+                    "is required for an OpenAI-compatible teacher (or give [[teacher.endpoints]]), e.g. \"https://api.deepseek.com\"",
+                );
+                return Vec::new();
+            }
+        };
+        let mut endpoints = Vec::with_capacity(written.len());
+        for (path, endpoint) in written {
+            let base_url = endpoint.base_url.unwrap_or_default();
+            if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                self.error(
+                    path.key("base_url"),
+                    format!("must be an http:// or https:// URL, got \"{base_url}\""),
+                );
+            }
+            let model = endpoint.model.or_else(|| raw.model.clone());
+            if model.is_none() {
+                self.error(
+                    path.key("model"),
+                    "is required: the model name the endpoint serves, e.g. \"deepseek-reasoner\"",
+                );
+            }
+            let endpoint_key = self.env_var_name(endpoint.api_key_env, path.key("api_key_env"));
+            let endpoint_limits = Limits {
+                concurrency: match endpoint.concurrency {
+                    Some(_) => self.count(
+                        endpoint.concurrency,
+                        DEFAULT_CONCURRENCY,
+                        path.key("concurrency"),
+                    ),
+                    None => limits.concurrency,
+                },
+                requests_per_minute: self
+                    .optional_count(
+                        endpoint.requests_per_minute,
+                        path.key("requests_per_minute"),
+                    )
+                    .or(limits.requests_per_minute),
+                tokens_per_minute: self
+                    .optional_count_u64(endpoint.tokens_per_minute, path.key("tokens_per_minute"))
+                    .or(limits.tokens_per_minute),
+            };
+            endpoints.push(Endpoint {
+                base_url: base_url.trim_end_matches('/').to_owned(),
+                model: model.unwrap_or_default(),
+                api_key_env: endpoint_key.or_else(|| api_key_env.clone()),
+                limits: endpoint_limits,
+            });
+        }
+        endpoints
+    }
+
+    fn env_var_name(&mut self, value: Option<String>, path: FieldPath) -> Option<String> {
+        let name = value?;
+        let valid = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            // Never echo the value: it may be a key pasted in by mistake.
+            let hint = if name.starts_with("sk-") || name.len() > 40 {
+                "; it looks like a key itself: put the key in an environment variable and name the variable here"
+            } else {
+                ""
+            };
+            self.error(
+                path,
+                format!("must name an environment variable (letters, digits and `_`){hint}"),
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    fn verify(&mut self, raw: RawVerify, source: Option<&Source>) -> Verify {
+        let at = FieldPath::root().key("verify");
+        let has_answers = source.is_some_and(|source| source.answer_field.is_some());
+        if raw.math == Some(true) && !has_answers && source.is_some() {
+            self.error(
+                at.key("math"),
+                "needs source.answer_field: there is nothing to compare answers with",
+            );
+        }
+        let max_mixed_script_ratio =
+            self.ratio(raw.max_mixed_script_ratio, at.key("max_mixed_script_ratio"));
+        let max_repetition_ratio =
+            self.ratio(raw.max_repetition_ratio, at.key("max_repetition_ratio"));
+        let max_completion_tokens =
+            self.optional_count(raw.max_completion_tokens, at.key("max_completion_tokens"));
+        let code = raw.code.and_then(|code| self.code(code));
+        Verify {
+            math: raw.math.unwrap_or(has_answers && code.is_none()),
+            format: raw.format.unwrap_or(true),
+            max_mixed_script_ratio,
+            max_completion_tokens,
+            max_repetition_ratio,
+            code,
+            keep: raw.keep.unwrap_or_default(),
+        }
+    }
+
+    fn code(&mut self, raw: RawCode) -> Option<CodeCheck> {
+        let at = FieldPath::root().key("verify").key("code");
+        let tests_field = self.required(
+            raw.tests_field,
+            at.key("tests_field"),
+            "the field holding the tests to run",
+        );
+        Some(CodeCheck {
+            tests_field: tests_field?,
+            entry_point_field: raw.entry_point_field,
+            timeout: self.seconds(raw.timeout_secs, 10.0, at.key("timeout_secs")),
+            memory_mb: self.count(raw.memory_mb, 512, at.key("memory_mb")),
+        })
+    }
+
+    fn output(&mut self, raw: crate::raw::RawOutput) -> Output {
+        let at = FieldPath::root().key("output");
+        Output {
+            dir: PathBuf::from(raw.dir.unwrap_or_else(|| "runs".to_owned())),
+            shard_rows: self.count(raw.shard_rows, 5_000, at.key("shard_rows")),
+            shard_interval: self.seconds(
+                raw.shard_interval_secs,
+                60.0,
+                at.key("shard_interval_secs"),
+            ),
+        }
+    }
+}
+
+fn is_run_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn kind_name(kind: TeacherKind) -> &'static str {
+    match kind {
+        TeacherKind::Openai => "openai",
+        TeacherKind::Local => "local",
+        TeacherKind::Mock => "mock",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SpecError;
+
+    const MINIMAL: &str = r#"
+name = "t"
+[source]
+path = "data.jsonl"
+prompt_field = "question"
+answer_field = "answer"
+[teacher]
+base_url = "http://localhost:8000/v1"
+model = "m"
+"#;
+
+    fn errors(text: &str) -> Vec<String> {
+        match crate::Pipeline::parse(text, Path::new("p.toml"), Path::new("/base")) {
+            Ok(_) => Vec::new(),
+            Err(SpecError::Invalid { problems, .. }) => problems
+                .iter()
+                .map(|p| {
+                    let at = p
+                        .position
+                        .map_or(String::new(), |p| format!("{}:{}", p.line, p.column));
+                    format!("{at} {}: {}", p.path, p.message)
+                })
+                .collect(),
+            Err(other) => vec![other.to_string()],
+        }
+    }
+
+    #[test]
+    fn minimal_definition_gets_r1_defaults() {
+        let pipeline =
+            crate::Pipeline::parse(MINIMAL, Path::new("p.toml"), Path::new("/base")).unwrap();
+        assert_eq!(pipeline.source.path, Path::new("/base/data.jsonl"));
+        assert_eq!(pipeline.source.format, SourceFormat::Jsonl);
+        assert_eq!(pipeline.teacher.sampling.temperature, 0.6);
+        assert_eq!(pipeline.teacher.sampling.top_p, 0.95);
+        assert_eq!(pipeline.teacher.samples_per_prompt.get(), 1);
+        assert!(pipeline.teacher.stream);
+        assert_eq!(pipeline.prompt.system, None);
+        assert_eq!(
+            pipeline.prompt.template.as_str(),
+            "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
+        );
+        assert!(
+            pipeline.verify.math,
+            "math checking is on when there are reference answers"
+        );
+        let Backend::Openai { endpoints } = &pipeline.teacher.backend else {
+            panic!("expected an OpenAI backend");
+        };
+        assert_eq!(endpoints.len(), 1);
+        assert_eq!(endpoints[0].limits.concurrency.get(), DEFAULT_CONCURRENCY);
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_line_column_and_path() {
+        let text = MINIMAL.replace("model = \"m\"", "model = \"m\"\ntemprature = 0.7");
+        let errors = errors(&text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("10:1 teacher.temprature: unknown field `temprature`"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_is_reported_at_the_value() {
+        let text = MINIMAL.replace("model = \"m\"", "model = \"m\"\nn = \"four\"");
+        let errors = errors(&text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("10:5 teacher.n: invalid type"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_a_position() {
+        let errors = errors("name = \"t\"\n[source\npath = 1\n");
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].starts_with("2:"), "{errors:?}");
+    }
+
+    #[test]
+    fn every_semantic_error_is_reported_at_once() {
+        let text = r#"
+name = "bad name!"
+[source]
+path = "data.txt"
+answer_extract = "gsm8k"
+[teacher]
+temperature = 3.0
+top_p = 0
+n = 0
+[[teacher.endpoints]]
+base_url = "localhost:8000"
+api_key_env = "sk-abcdef0123456789"
+[[teacher.endpoints]]
+base_url = "http://b/v1"
+model = "m"
+concurrency = -2
+"#;
+        let errors = errors(text);
+        let expected = [
+            "2:8 name: `bad name!` cannot name a run directory",
+            "4:8 source.path: cannot tell the format of /base/data.txt",
+            "3:2 source.prompt_field: is required",
+            "5:18 source.answer_extract: needs source.answer_field",
+            "11:12 teacher.endpoints[0].base_url: must be an http:// or https:// URL",
+            "10:1 teacher.endpoints[0].model: is required",
+            "12:15 teacher.endpoints[0].api_key_env: must name an environment variable (letters, digits and `_`); it looks like a key itself",
+            "16:15 teacher.endpoints[1].concurrency: must be a whole number from 1",
+            "7:15 teacher.temperature: must be between 0 and 2, got 3",
+            "8:9 teacher.top_p: must be above 0 and at most 1, got 0",
+            "9:5 teacher.n: must be a whole number from 1",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (got, want) in errors.iter().zip(expected) {
+            assert!(got.starts_with(want), "got {got:?}, want {want:?}");
+        }
+        assert!(
+            !errors.iter().any(|e| e.contains("sk-abcdef")),
+            "a pasted key is never echoed"
+        );
+    }
+
+    #[test]
+    fn mock_settings_are_checked_and_default_to_the_source() {
+        let text = r#"
+name = "m"
+[source]
+path = "d.jsonl"
+prompt_field = "question"
+answer_field = "answer"
+[teacher]
+kind = "mock"
+[teacher.mock]
+accuracy = 1.5
+[teacher.mock.faults]
+rate_limit = 0.7
+server_error = 0.7
+"#;
+        let errors = errors(text);
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(errors[0].starts_with("10:12 teacher.mock.accuracy: must be between 0 and 1"));
+        assert!(errors[1].contains("teacher.mock.faults: fault rates add up to 1.400"));
+
+        let ok = text.replace("accuracy = 1.5", "").replace("0.7", "0.1");
+        let pipeline = crate::Pipeline::parse(&ok, Path::new("p.toml"), Path::new("/b")).unwrap();
+        let Backend::Mock {
+            settings, model, ..
+        } = pipeline.teacher.backend
+        else {
+            panic!("expected the mock backend");
+        };
+        assert_eq!(settings.dataset.as_deref(), Some(Path::new("/b/d.jsonl")));
+        assert_eq!(model, DEFAULT_MOCK_MODEL);
+    }
+
+    #[test]
+    fn base_url_and_endpoints_are_exclusive_and_kind_specific_tables_checked() {
+        let text = MINIMAL.replace(
+            "model = \"m\"",
+            "model = \"m\"\n[[teacher.endpoints]]\nbase_url = \"http://x\"\n[teacher.local]\ncheckpoint = \"c\"",
+        );
+        let errors = errors(&text);
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(
+            errors.iter().any(
+                |e| e.contains("teacher.local: does not apply to a teacher of kind \"openai\"")
+            )
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("teacher.endpoints: give either teacher.base_url"))
+        );
+    }
+
+    #[test]
+    fn shipped_pipelines_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                crate::Pipeline::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+                seen += 1;
+            }
+        }
+        assert!(
+            seen >= 3,
+            "expected the three example pipelines, found {seen}"
+        );
+    }
+}
