@@ -1,1 +1,186 @@
-//! placeholder
+//! Teachers: the models that write the reasoning traces.
+//!
+//! [`OpenAiTeacher`] speaks the chat-completions API of DeepSeek, OpenAI, vLLM, SGLang and
+//! llama.cpp, over one or several endpoints, with retries, backoff and rate limits. A
+//! [`Completion`] is only returned whole: every requested sample, or an error — so a caller
+//! that records completions never records half of one.
+
+mod backoff;
+mod http;
+mod limits;
+mod openai;
+pub mod reasoning;
+mod wire;
+
+use std::fmt;
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use backoff::{Backoff, parse_retry_after};
+pub use openai::{OpenAiTeacher, TeacherOptions, TeacherStats};
+pub use reasoning::ReasoningSource;
+
+/// Installs the TLS crypto provider reqwest uses (ring). Idempotent; call once at start-up.
+pub fn install_tls_provider() {
+    // An error only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+/// One prompt to send, asking for `samples` independent answers.
+#[derive(Debug, Clone)]
+pub struct TeacherRequest {
+    pub messages: Vec<Message>,
+    pub samples: NonZeroU32,
+}
+
+/// Why the model stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum FinishReason {
+    Stop,
+    /// Hit `max_tokens`: the answer is cut off.
+    Length,
+    ContentFilter,
+    Other(String),
+}
+
+impl From<String> for FinishReason {
+    fn from(value: String) -> Self {
+        match value.as_str() {
+            "stop" | "eos" => Self::Stop,
+            "length" => Self::Length,
+            "content_filter" => Self::ContentFilter,
+            _ => Self::Other(value),
+        }
+    }
+}
+
+impl From<FinishReason> for String {
+    fn from(value: FinishReason) -> Self {
+        value.to_string()
+    }
+}
+
+impl fmt::Display for FinishReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::ContentFilter => "content_filter",
+            Self::Other(other) => other,
+        })
+    }
+}
+
+/// One answer of the teacher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    /// 0-based, unique within a completion.
+    pub index: u32,
+    pub reasoning: Option<String>,
+    pub content: String,
+    pub reasoning_source: ReasoningSource,
+    pub finish_reason: FinishReason,
+}
+
+/// Token accounting as reported by the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Part of `completion_tokens` spent reasoning, where the server says.
+    pub reasoning_tokens: u64,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Self) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.reasoning_tokens += other.reasoning_tokens;
+    }
+}
+
+/// Every sample asked for, with where and how they were obtained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub samples: Vec<Sample>,
+    pub usage: Usage,
+    pub model: String,
+    /// The base URL of the endpoint that answered.
+    pub endpoint: String,
+    /// HTTP attempts made, including failed ones.
+    pub attempts: u32,
+    /// From the first attempt to the last byte.
+    pub latency: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TeacherError {
+    #[error(
+        "environment variable {variable} is not set; it should hold the API key for {endpoint}"
+    )]
+    MissingApiKey { variable: String, endpoint: String },
+    /// A refusal that every later request would get too (bad key, unknown model): stop.
+    #[error("{endpoint} refused the request with HTTP {status}, and would refuse every other: {message}{hint}")]
+    Fatal {
+        endpoint: String,
+        status: u16,
+        message: String,
+        hint: &'static str,
+    },
+    /// The server refuses this prompt (e.g. longer than the context): skip it, go on.
+    #[error("{endpoint} rejected this prompt with HTTP {status}: {message}")]
+    Rejected {
+        endpoint: String,
+        status: u16,
+        message: String,
+    },
+    #[error("gave up after {attempts} attempts; last error: {last_error}")]
+    Exhausted { attempts: u32, last_error: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+impl TeacherError {
+    /// Whether the whole run should stop rather than skip this prompt.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Self::MissingApiKey { .. } | Self::Fatal { .. } | Self::Client(_)
+        )
+    }
+}
+
+/// A source of teacher completions.
+pub trait Teacher: Send + Sync {
+    fn complete(
+        &self,
+        request: &TeacherRequest,
+    ) -> impl Future<Output = Result<Completion, TeacherError>> + Send;
+}
