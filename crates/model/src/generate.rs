@@ -1,0 +1,409 @@
+//! Batched sampling with a KV cache.
+
+use candle_core::{DType, Tensor};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use crate::error::{Error, Result};
+use crate::model::{LayerCache, Model};
+
+/// How to sample. `temperature == 0` is greedy (argmax), which ignores `top_p` and `seed`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    pub temperature: f64,
+    /// Nucleus sampling: keep the smallest set of tokens whose probability reaches `top_p`.
+    pub top_p: f64,
+    /// Seed of the sampler; the same prompts, options and weights give the same tokens.
+    pub seed: u64,
+    /// Generation of a sequence stops after it emits one of these (the stop token is kept in
+    /// `Generated::tokens`). Usually the tokenizer's EOS ids.
+    pub stop_token_ids: Vec<u32>,
+}
+
+impl GenerateOptions {
+    /// Greedy decoding of up to `max_new_tokens` tokens, no stop tokens.
+    pub fn greedy(max_new_tokens: usize) -> Self {
+        GenerateOptions {
+            max_new_tokens,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            stop_token_ids: vec![],
+        }
+    }
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            max_new_tokens: 256,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            stop_token_ids: vec![],
+        }
+    }
+}
+
+/// Why a sequence stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// It emitted a stop token.
+    Stop,
+    /// It reached `max_new_tokens`.
+    Length,
+}
+
+/// One prompt's continuation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    /// New tokens only (not the prompt), including the stop token if there was one.
+    pub tokens: Vec<u32>,
+    pub finish: FinishReason,
+}
+
+/// One streamed token: `index` is the prompt's position in the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenEvent {
+    pub index: usize,
+    pub token: u32,
+    /// Set on the last token of that sequence.
+    pub finish: Option<FinishReason>,
+}
+
+impl Model {
+    /// Continue every prompt (batched, left-padded, KV-cached). Prompts may differ in length.
+    pub fn generate(&self, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Result<Vec<Generated>> {
+        self.generate_stream(prompts, opts, |_| {})
+    }
+
+    /// Like [`Model::generate`], calling `on_token` for every new token as soon as it is
+    /// sampled (in batch order within a step).
+    pub fn generate_stream(
+        &self,
+        prompts: &[Vec<u32>],
+        opts: &GenerateOptions,
+        mut on_token: impl FnMut(TokenEvent),
+    ) -> Result<Vec<Generated>> {
+        if let Some(i) = prompts.iter().position(Vec::is_empty) {
+            return Err(Error::InvalidInput(format!("prompt {i} is empty")));
+        }
+        if let Some(&bad) = prompts
+            .iter()
+            .flatten()
+            .find(|&&t| t as usize >= self.config().vocab_size)
+        {
+            return Err(Error::InvalidInput(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                self.config().vocab_size
+            )));
+        }
+        if !(opts.temperature >= 0.0 && opts.top_p > 0.0) {
+            return Err(Error::InvalidInput(format!(
+                "temperature must be >= 0 and top_p > 0 (got {} and {})",
+                opts.temperature, opts.top_p
+            )));
+        }
+        let mut results: Vec<Generated> = prompts
+            .iter()
+            .map(|_| Generated {
+                tokens: Vec::new(),
+                finish: FinishReason::Length,
+            })
+            .collect();
+        if prompts.is_empty() || opts.max_new_tokens == 0 {
+            return Ok(results);
+        }
+        let dev = self.device().clone();
+        let mut rng = StdRng::seed_from_u64(opts.seed);
+
+        // Prefill: left-pad so every row's last prompt token sits in the last column.
+        let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        // `active[r]` is the prompt index of batch row r; `pads[r]` its left padding.
+        let mut active: Vec<usize> = (0..prompts.len()).collect();
+        let mut pads: Vec<usize> = prompts.iter().map(|p| width - p.len()).collect();
+        let mut ids = Vec::with_capacity(prompts.len() * width);
+        let mut pos = Vec::with_capacity(prompts.len() * width);
+        let mut mask = vec![f32::NEG_INFINITY; prompts.len() * width * width];
+        for (r, p) in prompts.iter().enumerate() {
+            let pad = pads[r];
+            for i in 0..width {
+                ids.push(if i < pad { 0 } else { p[i - pad] });
+                pos.push(i.saturating_sub(pad) as u32);
+                let base = (r * width + i) * width;
+                if i < pad {
+                    // A padding query sees only itself, so its softmax stays finite.
+                    mask[base + i] = 0.0;
+                } else {
+                    mask[base + pad..=base + i].fill(0.0);
+                }
+            }
+        }
+        let b = prompts.len();
+        let input = Tensor::from_vec(ids, (b, width), &dev)?;
+        let positions = Tensor::from_vec(pos, (b, width), &dev)?;
+        let mask = Tensor::from_vec(mask, (b, 1, width, width), &dev)?;
+        let mut caches: Vec<LayerCache> = vec![None; self.config().num_hidden_layers];
+        let hidden = self.run_layers(&input, &positions, &mask, Some(&mut caches))?;
+        let mut logits = self.lm_head(&hidden.narrow(1, width - 1, 1)?)?.squeeze(1)?;
+        let mut seen = width; // columns in the KV cache
+
+        loop {
+            let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            let mut next_tokens = Vec::with_capacity(active.len());
+            let mut keep = Vec::with_capacity(active.len());
+            for (r, row) in rows.iter().enumerate() {
+                let idx = active[r];
+                let token = sample(row, opts, &mut rng);
+                let out = &mut results[idx];
+                out.tokens.push(token);
+                let finish = if opts.stop_token_ids.contains(&token) {
+                    Some(FinishReason::Stop)
+                } else if out.tokens.len() >= opts.max_new_tokens {
+                    Some(FinishReason::Length)
+                } else {
+                    None
+                };
+                if let Some(f) = finish {
+                    out.finish = f;
+                } else {
+                    keep.push(r);
+                    next_tokens.push(token);
+                }
+                on_token(TokenEvent {
+                    index: idx,
+                    token,
+                    finish,
+                });
+            }
+            if keep.is_empty() {
+                break;
+            }
+            // Drop finished rows from the batch (and their KV cache) so they cost nothing.
+            if keep.len() < active.len() {
+                let keep_t = Tensor::from_vec(
+                    keep.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+                    keep.len(),
+                    &dev,
+                )?;
+                for c in caches.iter_mut() {
+                    if let Some((k, v)) = c.take() {
+                        *c = Some((k.index_select(&keep_t, 0)?, v.index_select(&keep_t, 0)?));
+                    }
+                }
+                active = keep.iter().map(|&r| active[r]).collect();
+                pads = keep.iter().map(|&r| pads[r]).collect();
+            }
+            let b = active.len();
+            let input = Tensor::from_vec(next_tokens, (b, 1), &dev)?;
+            let positions = Tensor::from_vec(
+                pads.iter().map(|&p| (seen - p) as u32).collect::<Vec<_>>(),
+                (b, 1),
+                &dev,
+            )?;
+            let mut mask = vec![0f32; b * (seen + 1)];
+            for (r, &p) in pads.iter().enumerate() {
+                mask[r * (seen + 1)..r * (seen + 1) + p].fill(f32::NEG_INFINITY);
+            }
+            let mask = Tensor::from_vec(mask, (b, 1, 1, seen + 1), &dev)?;
+            let hidden = self.run_layers(&input, &positions, &mask, Some(&mut caches))?;
+            logits = self.lm_head(&hidden)?.squeeze(1)?;
+            seen += 1;
+        }
+        Ok(results)
+    }
+}
+
+/// Greedy argmax at temperature 0, else temperature + nucleus (top-p) sampling.
+fn sample(logits: &[f32], opts: &GenerateOptions, rng: &mut StdRng) -> u32 {
+    if opts.temperature <= 0.0 {
+        return argmax(logits);
+    }
+    let inv_t = 1.0 / opts.temperature;
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let mut probs: Vec<(u32, f64)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i as u32, ((l as f64 - max) * inv_t).exp()))
+        .collect();
+    // Stable sort by descending probability, ties by id, so sampling is reproducible.
+    probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let total: f64 = probs.iter().map(|p| p.1).sum();
+    let mut kept = 0.0;
+    let mut cut = probs.len();
+    for (i, p) in probs.iter().enumerate() {
+        kept += p.1 / total;
+        if kept >= opts.top_p {
+            cut = i + 1;
+            break;
+        }
+    }
+    let probs = &probs[..cut];
+    let mass: f64 = probs.iter().map(|p| p.1).sum();
+    let mut x = rng.random::<f64>() * mass;
+    for &(id, p) in probs {
+        x -= p;
+        if x <= 0.0 {
+            return id;
+        }
+    }
+    probs.last().map_or(0, |p| p.0)
+}
+
+/// Index of the largest logit (the first one on ties); NaN never wins.
+pub(crate) fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] || logits[best].is_nan() {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Arch;
+    use crate::model::tests::{test_config, test_model};
+    use candle_core::{Device, IndexOp};
+
+    /// Greedy decoding by re-running the full forward over the whole sequence each step.
+    fn greedy_by_full_forward(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
+        let mut seq = prompt.to_vec();
+        for _ in 0..n {
+            let input = Tensor::new(seq.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let logits = model.forward(&input, None).unwrap();
+            let last = logits
+                .i((0, seq.len() - 1))
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            seq.push(argmax(&last));
+        }
+        seq[prompt.len()..].to_vec()
+    }
+
+    #[test]
+    fn cached_batched_greedy_matches_full_forward() {
+        for arch in [Arch::Qwen2, Arch::Llama] {
+            let cfg = test_config(arch);
+            let (model, _) = test_model(&cfg, 21);
+            let prompts = vec![
+                vec![5u32, 6, 7, 8, 9, 10, 11],
+                vec![40u32],
+                vec![1u32, 90, 3],
+            ];
+            let out = model
+                .generate(&prompts, &GenerateOptions::greedy(10))
+                .unwrap();
+            for (p, g) in prompts.iter().zip(&out) {
+                assert_eq!(g.finish, FinishReason::Length);
+                assert_eq!(
+                    g.tokens,
+                    greedy_by_full_forward(&model, p, 10),
+                    "{arch} {p:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn stop_tokens_end_a_sequence_and_the_rest_continue() {
+        let cfg = test_config(Arch::Llama);
+        let (model, _) = test_model(&cfg, 3);
+        let prompts = vec![vec![5u32, 6, 7], vec![60u32, 2]];
+        let free = model
+            .generate(&prompts, &GenerateOptions::greedy(6))
+            .unwrap();
+        // Stop on prompt 0's third token: prompt 0 ends there, prompt 1 is unaffected unless it
+        // emits that token too.
+        let stop = free[0].tokens[2];
+        let opts = GenerateOptions {
+            stop_token_ids: vec![stop],
+            ..GenerateOptions::greedy(6)
+        };
+        let mut streamed: Vec<Vec<u32>> = vec![vec![]; 2];
+        let mut finishes = 0;
+        let out = model
+            .generate_stream(&prompts, &opts, |ev| {
+                streamed[ev.index].push(ev.token);
+                finishes += ev.finish.is_some() as usize;
+            })
+            .unwrap();
+        let first_stop = free[0].tokens.iter().position(|&t| t == stop).unwrap();
+        assert_eq!(out[0].tokens, free[0].tokens[..=first_stop]);
+        assert_eq!(out[0].finish, FinishReason::Stop);
+        let cut = free[1].tokens.iter().position(|&t| t == stop);
+        match cut {
+            Some(i) => assert_eq!(out[1].tokens, free[1].tokens[..=i]),
+            None => assert_eq!(out[1], free[1]),
+        }
+        assert_eq!(streamed, vec![out[0].tokens.clone(), out[1].tokens.clone()]);
+        assert_eq!(finishes, 2);
+    }
+
+    #[test]
+    fn sampling_is_seeded_and_top_p_tiny_is_greedy() {
+        let cfg = test_config(Arch::Qwen2);
+        let (model, _) = test_model(&cfg, 9);
+        let prompts = vec![vec![1u32, 2, 3], vec![4u32]];
+        let opts = GenerateOptions {
+            temperature: 1.0,
+            seed: 42,
+            ..GenerateOptions::greedy(12)
+        };
+        let a = model.generate(&prompts, &opts).unwrap();
+        let b = model.generate(&prompts, &opts).unwrap();
+        assert_eq!(a, b);
+        let other = model
+            .generate(
+                &prompts,
+                &GenerateOptions {
+                    seed: 43,
+                    ..opts.clone()
+                },
+            )
+            .unwrap();
+        assert_ne!(a, other, "a different seed should sample differently");
+        // top_p so small that only the most likely token survives = greedy.
+        let nucleus = model
+            .generate(
+                &prompts,
+                &GenerateOptions {
+                    top_p: 1e-9,
+                    ..opts
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            nucleus,
+            model
+                .generate(&prompts, &GenerateOptions::greedy(12))
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_prompts_are_errors() {
+        let cfg = test_config(Arch::Qwen2);
+        let (model, _) = test_model(&cfg, 1);
+        let e = model
+            .generate(&[vec![]], &GenerateOptions::greedy(2))
+            .unwrap_err();
+        assert!(e.to_string().contains("empty"), "{e}");
+        let e = model
+            .generate(&[vec![5000]], &GenerateOptions::greedy(2))
+            .unwrap_err();
+        assert!(e.to_string().contains("5000"), "{e}");
+        assert!(
+            model
+                .generate(&[], &GenerateOptions::greedy(2))
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

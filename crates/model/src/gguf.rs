@@ -1,0 +1,541 @@
+//! GGUF (llama.cpp) files: dequantised weights under HF names, tokenizer from metadata.
+
+use std::collections::HashMap;
+use std::io::{BufReader, Read, Seek};
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{Content, Value as GValue};
+use candle_core::{DType, Device, Tensor};
+use serde_json::{Value, json};
+use tokenizers::Tokenizer;
+
+use crate::checkpoint::{Checkpoint, varmap_from};
+use crate::config::{Arch, Config};
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// llama.cpp's name for an HF tensor name (`None` for names it has no equivalent of).
+fn gguf_name(hf: &str) -> Option<String> {
+    let fixed = match hf {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let (module, suffix) = rest.rsplit_once('.')?;
+    let short = match module {
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{short}.{suffix}"))
+}
+
+/// llama.cpp's converter permutes Llama q/k rows from HF's rotate-half layout to interleaved
+/// pairs (`reshape(heads, 2, hd/2, ..).swapaxes(1, 2)`); this is the inverse.
+fn unpermute(t: &Tensor, heads: usize) -> Result<Tensor> {
+    let dims = t.dims().to_vec();
+    let out = dims[0];
+    let hd = out / heads;
+    let rest: Vec<usize> = dims[1..].to_vec();
+    let mut shape = vec![heads, hd / 2, 2];
+    shape.extend(&rest);
+    Ok(t.reshape(shape)?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape(dims)?)
+}
+
+/// Load a GGUF checkpoint (dequantised to f32, then converted to `dtype`).
+pub(crate) fn load(path: &Path, device: &Device, dtype: DType) -> Result<Checkpoint> {
+    let bad = |message: String| Error::Gguf {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = BufReader::new(file);
+    let mut magic = [0u8; 4];
+    reader
+        .read_exact(&mut magic)
+        .map_err(|_| Error::NotACheckpoint(path.to_path_buf()))?;
+    if &magic != b"GGUF" {
+        return Err(Error::NotACheckpoint(path.to_path_buf()));
+    }
+    reader.rewind().map_err(|e| Error::io(path, e))?;
+    let content = Content::read(&mut reader).map_err(|e| bad(e.to_string()))?;
+    let md = &content.metadata;
+    let arch_name = get_str(md, "general.architecture").map_err(&bad)?;
+    let arch = Arch::parse(&arch_name).ok_or_else(|| Error::UnsupportedArch {
+        path: Some(path.to_path_buf()),
+        found: arch_name.clone(),
+    })?;
+    let key = |k: &str| format!("{arch_name}.{k}");
+    let embd = content
+        .tensor_infos
+        .get("token_embd.weight")
+        .ok_or_else(|| Error::MissingTensor {
+            name: "token_embd.weight".into(),
+            file: path.to_path_buf(),
+        })?;
+    if content.tensor_infos.contains_key("rope_freqs.weight") {
+        return Err(bad(
+            "per-dimension rope_freqs (Llama 3.1 scaling) is not supported".into(),
+        ));
+    }
+    let heads = get_usize(md, &key("attention.head_count")).map_err(&bad)?;
+    let eos = get_usize(md, "tokenizer.ggml.eos_token_id").ok();
+    let config = Config {
+        arch,
+        vocab_size: embd.shape.dims()[0],
+        hidden_size: get_usize(md, &key("embedding_length")).map_err(&bad)?,
+        intermediate_size: get_usize(md, &key("feed_forward_length")).map_err(&bad)?,
+        num_hidden_layers: get_usize(md, &key("block_count")).map_err(&bad)?,
+        num_attention_heads: heads,
+        num_key_value_heads: get_usize(md, &key("attention.head_count_kv")).unwrap_or(heads),
+        rms_norm_eps: get_f64(md, &key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-6),
+        rope_theta: get_f64(md, &key("rope.freq_base")).unwrap_or(10_000.0),
+        rope_scaling: None,
+        max_position_embeddings: get_usize(md, &key("context_length")).unwrap_or(4096),
+        tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
+        attention_bias: content.tensor_infos.contains_key("blk.0.attn_q.bias"),
+        bos_token_id: get_usize(md, "tokenizer.ggml.bos_token_id")
+            .ok()
+            .map(|v| v as u32),
+        eos_token_ids: eos.map(|v| vec![v as u32]).unwrap_or_default(),
+    };
+    config.validate().map_err(|message| Error::InvalidConfig {
+        path: Some(path.to_path_buf()),
+        message,
+    })?;
+    let mut tensors = Vec::new();
+    for spec in Model::tensor_specs(&config) {
+        let gname = gguf_name(&spec.name).expect("every spec name has a GGUF name");
+        if !content.tensor_infos.contains_key(&gname) {
+            return Err(Error::MissingTensor {
+                name: gname,
+                file: path.to_path_buf(),
+            });
+        }
+        let q = content
+            .tensor(&mut reader, &gname, &Device::Cpu)
+            .map_err(|e| bad(format!("tensor `{gname}`: {e}")))?;
+        let mut t = q
+            .dequantize(&Device::Cpu)
+            .map_err(|e| bad(format!("tensor `{gname}`: {e}")))?;
+        if t.dims() != spec.shape.as_slice() {
+            return Err(Error::ShapeMismatch {
+                name: gname,
+                file: path.to_path_buf(),
+                expected: spec.shape,
+                found: t.dims().to_vec(),
+            });
+        }
+        if arch == Arch::Llama {
+            if spec.name.contains("self_attn.q_proj") {
+                t = unpermute(&t, config.num_attention_heads)?;
+            } else if spec.name.contains("self_attn.k_proj") {
+                t = unpermute(&t, config.num_key_value_heads)?;
+            }
+        }
+        tensors.push((spec.name, t.to_dtype(dtype)?.to_device(device)?));
+    }
+    let varmap = varmap_from(tensors)?;
+    let (tokenizer, tokens) = tokenizer_from_metadata(md).map_err(|message| Error::Tokenizer {
+        path: Some(path.to_path_buf()),
+        message,
+    })?;
+    let chat_template = get_str(md, "tokenizer.chat_template").ok();
+    let token_at = |id: Option<usize>| id.and_then(|i| tokens.get(i)).cloned();
+    let mut tokenizer_config = json!({
+        "add_bos_token": get_bool(md, "tokenizer.ggml.add_bos_token").unwrap_or(false),
+        "bos_token": token_at(get_usize(md, "tokenizer.ggml.bos_token_id").ok()),
+        "eos_token": token_at(eos),
+        "model_max_length": config.max_position_embeddings,
+    });
+    if let Some(t) = &chat_template {
+        tokenizer_config["chat_template"] = Value::from(t.clone());
+    }
+    Ok(Checkpoint {
+        config,
+        varmap,
+        tokenizer,
+        tokenizer_config,
+        chat_template,
+        source: path.to_path_buf(),
+        device: device.clone(),
+        dtype,
+    })
+}
+
+/// Build a byte-level BPE `Tokenizer` from `tokenizer.ggml.*` (llama.cpp's "gpt2" model).
+/// Returns the tokenizer and its token strings (by id).
+fn tokenizer_from_metadata(
+    md: &HashMap<String, GValue>,
+) -> std::result::Result<(Tokenizer, Vec<String>), String> {
+    let model = get_str(md, "tokenizer.ggml.model")?;
+    if model != "gpt2" {
+        return Err(format!(
+            "tokenizer model {model:?} is not supported (only gpt2 byte-level BPE)"
+        ));
+    }
+    let tokens = get_str_array(md, "tokenizer.ggml.tokens")?;
+    let merges = get_str_array(md, "tokenizer.ggml.merges")?;
+    let types: Vec<i64> = match md.get("tokenizer.ggml.token_type") {
+        Some(GValue::Array(a)) => a.iter().map(|v| value_i64(v).unwrap_or(1)).collect(),
+        _ => vec![],
+    };
+    let pre = get_str(md, "tokenizer.ggml.pre").unwrap_or_else(|_| "default".into());
+    // llama.cpp token types: 3 = control (special), 4 = user defined (added, not special).
+    let added: Vec<(u32, String, bool)> = tokens
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| match types.get(i) {
+            Some(3) => Some((i as u32, t.clone(), true)),
+            Some(4) => Some((i as u32, t.clone(), false)),
+            None if t.starts_with("<|") && t.ends_with("|>") => Some((i as u32, t.clone(), true)),
+            _ => None,
+        })
+        .collect();
+    let tok = build_bpe_tokenizer(&tokens, &merges, &added, pre_tokenizer_for(&pre))?;
+    Ok((tok, tokens))
+}
+
+/// The HF `pre_tokenizer` JSON for a llama.cpp `tokenizer.ggml.pre` name.
+fn pre_tokenizer_for(pre: &str) -> Value {
+    let byte_level = |use_regex: bool| {
+        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
+               "use_regex": use_regex})
+    };
+    let split = |regex: &str| {
+        json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated",
+             "invert": false},
+            byte_level(false)]})
+    };
+    match pre {
+        // SmolLM/StarCoder: every digit alone, then GPT-2 splitting.
+        "smollm" | "starcoder" | "refact" => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
+        "qwen2" => split(
+            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        ),
+        "llama-bpe" | "llama3" => split(
+            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        ),
+        _ => byte_level(true),
+    }
+}
+
+/// A byte-level BPE tokenizer from its parts, via the `tokenizer.json` format (so it saves
+/// and reloads exactly). `added` is (id, content, special).
+pub(crate) fn build_bpe_tokenizer(
+    tokens: &[String],
+    merges: &[String],
+    added: &[(u32, String, bool)],
+    pre_tokenizer: Value,
+) -> std::result::Result<Tokenizer, String> {
+    let vocab: serde_json::Map<String, Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), Value::from(i)))
+        .collect();
+    let added: Vec<Value> = added
+        .iter()
+        .map(|(id, content, special)| {
+            json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": special})
+        })
+        .collect();
+    let spec = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": false,
+                           "trim_offsets": false, "use_regex": false},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true,
+                    "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                  "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": merges},
+    });
+    spec.to_string()
+        .parse::<Tokenizer>()
+        .map_err(|e| e.to_string())
+}
+
+fn value_i64(v: &GValue) -> Option<i64> {
+    Some(match v {
+        GValue::U8(x) => *x as i64,
+        GValue::I8(x) => *x as i64,
+        GValue::U16(x) => *x as i64,
+        GValue::I16(x) => *x as i64,
+        GValue::U32(x) => *x as i64,
+        GValue::I32(x) => *x as i64,
+        GValue::U64(x) => *x as i64,
+        GValue::I64(x) => *x,
+        _ => return None,
+    })
+}
+
+fn get_usize(md: &HashMap<String, GValue>, k: &str) -> std::result::Result<usize, String> {
+    let v = md
+        .get(k)
+        .ok_or_else(|| format!("metadata `{k}` is missing"))?;
+    value_i64(v)
+        .and_then(|x| usize::try_from(x).ok())
+        .ok_or_else(|| format!("metadata `{k}` is not a non-negative integer"))
+}
+
+fn get_f64(md: &HashMap<String, GValue>, k: &str) -> std::result::Result<f64, String> {
+    match md.get(k) {
+        Some(GValue::F32(x)) => Ok(*x as f64),
+        Some(GValue::F64(x)) => Ok(*x),
+        Some(v) => value_i64(v)
+            .map(|x| x as f64)
+            .ok_or_else(|| format!("metadata `{k}` is not a number")),
+        None => Err(format!("metadata `{k}` is missing")),
+    }
+}
+
+fn get_bool(md: &HashMap<String, GValue>, k: &str) -> Option<bool> {
+    match md.get(k) {
+        Some(GValue::Bool(b)) => Some(*b),
+        _ => None,
+    }
+}
+
+fn get_str(md: &HashMap<String, GValue>, k: &str) -> std::result::Result<String, String> {
+    match md.get(k) {
+        Some(GValue::String(s)) => Ok(s.clone()),
+        Some(_) => Err(format!("metadata `{k}` is not a string")),
+        None => Err(format!("metadata `{k}` is missing")),
+    }
+}
+
+fn get_str_array(
+    md: &HashMap<String, GValue>,
+    k: &str,
+) -> std::result::Result<Vec<String>, String> {
+    match md.get(k) {
+        Some(GValue::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                GValue::String(s) => Ok(s.clone()),
+                _ => Err(format!("metadata `{k}` holds a non-string")),
+            })
+            .collect(),
+        Some(_) => Err(format!("metadata `{k}` is not an array")),
+        None => Err(format!("metadata `{k}` is missing")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::GenerateOptions;
+    use crate::model::tests::{test_config, test_model};
+    use crate::tiny::{TINY_SPECIAL_TOKENS, TINY_VOCAB_SIZE, tiny_merges, tiny_tokenizer};
+    use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+
+    /// llama.cpp's HF → GGUF q/k permutation (the one `unpermute` undoes).
+    fn permute(t: &Tensor, heads: usize) -> Tensor {
+        let (out, inp) = t.dims2().unwrap();
+        t.reshape((heads, 2, out / heads / 2, inp))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .reshape((out, inp))
+            .unwrap()
+    }
+
+    #[test]
+    fn gguf_llama_loads_with_unpermuted_qk_and_its_tokenizer() {
+        let mut cfg = test_config(Arch::Llama);
+        cfg.vocab_size = TINY_VOCAB_SIZE;
+        let (model, vm) = test_model(&cfg, 8);
+        let tok = tiny_tokenizer().unwrap();
+        let mut vocab: Vec<(String, u32)> = tok.get_vocab(true).into_iter().collect();
+        vocab.sort_by_key(|(_, id)| *id);
+        let s = |x: &str| GValue::String(x.to_string());
+        let meta: Vec<(&str, GValue)> = vec![
+            ("general.architecture", s("llama")),
+            (
+                "llama.embedding_length",
+                GValue::U32(cfg.hidden_size as u32),
+            ),
+            (
+                "llama.feed_forward_length",
+                GValue::U32(cfg.intermediate_size as u32),
+            ),
+            (
+                "llama.block_count",
+                GValue::U32(cfg.num_hidden_layers as u32),
+            ),
+            (
+                "llama.attention.head_count",
+                GValue::U32(cfg.num_attention_heads as u32),
+            ),
+            (
+                "llama.attention.head_count_kv",
+                GValue::U32(cfg.num_key_value_heads as u32),
+            ),
+            (
+                "llama.attention.layer_norm_rms_epsilon",
+                GValue::F32(cfg.rms_norm_eps as f32),
+            ),
+            ("llama.rope.freq_base", GValue::F32(cfg.rope_theta as f32)),
+            (
+                "llama.context_length",
+                GValue::U32(cfg.max_position_embeddings as u32),
+            ),
+            ("tokenizer.ggml.model", s("gpt2")),
+            ("tokenizer.ggml.pre", s("smollm")),
+            (
+                "tokenizer.ggml.tokens",
+                GValue::Array(vocab.iter().map(|(t, _)| s(t)).collect()),
+            ),
+            (
+                "tokenizer.ggml.merges",
+                GValue::Array(tiny_merges().iter().map(|m| s(m)).collect()),
+            ),
+            (
+                "tokenizer.ggml.token_type",
+                GValue::Array(
+                    vocab
+                        .iter()
+                        .map(|(t, _)| {
+                            GValue::I32(if TINY_SPECIAL_TOKENS.contains(&t.as_str()) {
+                                3
+                            } else {
+                                1
+                            })
+                        })
+                        .collect(),
+                ),
+            ),
+            (
+                "tokenizer.ggml.eos_token_id",
+                GValue::U32(crate::TINY_IM_END_ID),
+            ),
+            ("tokenizer.chat_template", s(crate::CHATML_TEMPLATE)),
+        ];
+        let mut qtensors = Vec::new();
+        for (name, var) in vm.data().lock().unwrap().iter() {
+            let mut t = var.as_tensor().clone();
+            if name.contains("q_proj") {
+                t = permute(&t, cfg.num_attention_heads);
+            } else if name.contains("k_proj") {
+                t = permute(&t, cfg.num_key_value_heads);
+            }
+            qtensors.push((
+                gguf_name(name).unwrap(),
+                QTensor::quantize(&t, GgmlDType::F32).unwrap(),
+            ));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let meta_refs: Vec<(&str, &GValue)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+        let qrefs: Vec<(&str, &QTensor)> = qtensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        gguf_file::write(&mut f, &meta_refs, &qrefs).unwrap();
+        drop(f);
+
+        let ck = Checkpoint::load(&path, &Device::Cpu, DType::F32).unwrap();
+        assert_eq!(
+            ck.config,
+            Config {
+                bos_token_id: None,
+                eos_token_ids: vec![crate::TINY_IM_END_ID],
+                ..cfg.clone()
+            }
+        );
+        let input = Tensor::new(&[[3u32, 17, 42, 5, 96, 0, 33]], &Device::Cpu).unwrap();
+        let a = ck.model().unwrap().forward(&input, None).unwrap();
+        let b = model.forward(&input, None).unwrap();
+        let diff = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "GGUF logits differ by {diff}");
+        let text = "<|im_start|>user\nWhat is 12+7?<|im_end|>\n";
+        assert_eq!(
+            ck.tokenizer.encode(text, false).unwrap().get_ids(),
+            tok.encode(text, false).unwrap().get_ids()
+        );
+        assert_eq!(ck.chat_template.as_deref(), Some(crate::CHATML_TEMPLATE));
+        assert_eq!(ck.tokenizer_config["eos_token"], "<|im_end|>");
+    }
+
+    /// SmolLM2-135M-Instruct from `make model`; skipped (with a notice) when it is absent.
+    #[test]
+    fn smollm2_answers_a_sum_greedily() {
+        let path = std::env::var_os("DISTILLERY_SMOLLM2")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+            });
+        if !path.is_file() {
+            eprintln!(
+                "skipping: {} not found (run `make model` or set DISTILLERY_SMOLLM2)",
+                path.display()
+            );
+            return;
+        }
+        let ck = Checkpoint::load(&path, &Device::Cpu, DType::F32).unwrap();
+        assert_eq!(ck.config.arch, Arch::Llama);
+        let template = ck
+            .chat_template
+            .clone()
+            .expect("SmolLM2 has a chat template");
+        let mut env = minijinja::Environment::new();
+        env.add_template("chat", &template).unwrap();
+        let prompt = env
+            .get_template("chat")
+            .unwrap()
+            .render(minijinja::context! {
+                messages => vec![minijinja::context! { role => "user", content => "What is 2+3?" }],
+                add_generation_prompt => true,
+            })
+            .unwrap();
+        let ids = ck
+            .tokenizer
+            .encode(prompt.as_str(), false)
+            .unwrap()
+            .get_ids()
+            .to_vec();
+        let model = ck.model().unwrap();
+        let opts = GenerateOptions {
+            stop_token_ids: ck.eos_token_ids(),
+            ..GenerateOptions::greedy(24)
+        };
+        let out = model.generate(&[ids], &opts).unwrap();
+        let answer = ck.tokenizer.decode(&out[0].tokens, true).unwrap();
+        eprintln!("SmolLM2: {prompt:?} -> {answer:?} ({:?})", out[0].finish);
+        assert!(answer.contains('5'), "unexpected answer {answer:?}");
+    }
+}

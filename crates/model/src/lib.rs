@@ -1,0 +1,34 @@
+//! `distillery-model`: a trainable Qwen2/Llama decoder in candle, batched generation with a KV
+//! cache, and Hugging Face / GGUF checkpoint I/O.
+//!
+//! candle-transformers' models are inference-only (fused rope/softmax/rms_norm record no
+//! backward pass), so [`Model`] re-implements the architecture out of differentiable ops with
+//! the same Hugging Face weight names; a [`candle_nn::VarMap`] holds the trainable weights.
+//!
+//! ```no_run
+//! use candle_core::{DType, Device};
+//! use distillery_model::{Checkpoint, GenerateOptions};
+//! let ckpt = Checkpoint::load("models/tiny", &Device::Cpu, DType::F32)?;
+//! let model = ckpt.model()?;
+//! let prompt = ckpt.tokenizer.encode("Hello", false).unwrap().get_ids().to_vec();
+//! let out = model.generate(&[prompt], &GenerateOptions::greedy(32))?;
+//! # Ok::<(), distillery_model::Error>(())
+//! ```
+
+mod checkpoint;
+mod config;
+mod error;
+mod generate;
+mod gguf;
+mod model;
+mod tiny;
+
+pub use checkpoint::{Checkpoint, save_checkpoint};
+pub use config::{Arch, Config, RopeScaling};
+pub use error::{Error, Result};
+pub use generate::{FinishReason, GenerateOptions, Generated, TokenEvent};
+pub use model::{Model, TensorSpec, random_varmap};
+pub use tiny::{
+    CHATML_TEMPLATE, TINY_EOT_ID, TINY_IM_END_ID, TINY_IM_START_ID, TINY_SPECIAL_TOKENS,
+    TINY_VOCAB_SIZE, chatml_tokenizer_config, init_tiny, learn_merges, tiny_tokenizer,
+};
