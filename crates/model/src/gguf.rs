@@ -304,7 +304,8 @@ fn get_usize(md: &HashMap<String, GValue>, k: &str) -> std::result::Result<usize
 
 fn get_f64(md: &HashMap<String, GValue>, k: &str) -> std::result::Result<f64, String> {
     match md.get(k) {
-        Some(GValue::F32(x)) => Ok(*x as f64),
+        // Shortest decimal form, so an f32 1e-6 reads back as 1e-6 and not 9.99e-7.
+        Some(GValue::F32(x)) => Ok(x.to_string().parse().unwrap_or(*x as f64)),
         Some(GValue::F64(x)) => Ok(*x),
         Some(v) => value_i64(v)
             .map(|x| x as f64)
