@@ -1,0 +1,34 @@
+//! Record types, Arrow schema, write-ahead log, Parquet shards and the run directory.
+//!
+//! - [`record`]: the rows a run produces ([`Generation`], [`QuarantineEntry`]).
+//! - [`schema`]: their Arrow schema and record-batch conversions.
+//! - [`source`]: lazy reading of the prompt source (JSONL, JSON, Parquet) with quarantine.
+//! - [`wal`]: the write-ahead log with group commit and torn-tail recovery.
+//! - [`shard`]: atomic, durable Parquet files.
+//! - [`run_dir`]: the run directory, manifest, shard writer and recovery (its module doc has
+//!   the durability argument).
+//! - [`read`]: streaming readers over runs, datasets and files.
+//! - [`export`]: Hugging Face-ready datasets from runs; [`inspect`]: describe a run or dataset.
+
+pub mod error;
+
+pub mod read;
+pub mod record;
+pub mod run_dir;
+pub mod schema;
+pub mod shard;
+pub mod source;
+pub mod wal;
+
+pub use error::{Result, StoreError};
+pub use read::{GenerationReader, Which, read_generations, read_shards};
+pub use record::{
+    ChatMessage, CheckResult, Generation, Provenance, QuarantineEntry, assistant_turn,
+};
+pub use run_dir::{
+    Counts, Manifest, Recovered, RunDir, RunStatus, ShardInfo, ShardWriter, TokenTotals,
+    WriterOptions, config_hash, now_ms,
+};
+pub use schema::{from_record_batch, generation_schema, to_record_batch};
+pub use source::{SourceItem, SourceReader, SourceRow};
+pub use wal::TornTail;

@@ -1,0 +1,115 @@
+//! The records a run produces. One [`Generation`] is one sample of the teacher for one prompt,
+//! verified; it is what the write-ahead log holds and what a shard row is.
+
+use serde::{Deserialize, Serialize};
+
+/// A chat turn, as in the SFT-ready `messages` column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// The outcome of one check on one sample.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// `math`, `code`, `format`, `language`, `length`, `repetition`, or `keep` for the keep
+    /// policy.
+    pub check: String,
+    pub passed: bool,
+    /// Machine-readable code, e.g. `math.wrong_answer`; `None` when the check passed.
+    pub reason: Option<String>,
+    /// Human-readable detail, e.g. the two answers compared.
+    pub detail: Option<String>,
+}
+
+/// Where a row came from, so a dataset can be traced back to its run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub run_id: String,
+    pub pipeline: String,
+    /// Hash of the frozen definition the row was produced under.
+    pub config_hash: String,
+    pub source_path: String,
+    /// 1-based line (JSONL), array index (JSON) or row number (Parquet) of the source row.
+    pub source_row: u64,
+    /// Unix time in milliseconds when the generation was verified.
+    pub created_at_ms: i64,
+}
+
+/// One verified sample of the teacher for one prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// Stable prompt id: the source's id field, else a hash of the source row.
+    pub id: String,
+    /// 0-based sample index within the prompt; (id, sample_index) is unique in a run.
+    pub sample_index: u32,
+    /// The user turn as sent to the teacher (template applied).
+    pub problem: String,
+    pub system_prompt: Option<String>,
+    pub reference_answer: Option<String>,
+    pub reasoning: Option<String>,
+    /// The final answer text after the reasoning.
+    pub content: String,
+    /// The answer the math check extracted from `content`, if any.
+    pub extracted_answer: Option<String>,
+    /// SFT-ready conversation: optional system, user, then the assistant turn
+    /// `<think>\n{reasoning}\n</think>\n\n{content}`.
+    pub messages: Vec<ChatMessage>,
+    /// Every check's verdict, in the order they ran.
+    pub checks: Vec<CheckResult>,
+    /// Passed every check and was kept by the keep policy.
+    pub accepted: bool,
+    /// The first failing check's reason code, when rejected.
+    pub reject_reason: Option<String>,
+    pub teacher_model: String,
+    pub endpoint: String,
+    /// `stop`, `length`, …
+    pub finish_reason: String,
+    /// `field`, `think_tags` or `absent`.
+    pub reasoning_source: String,
+    /// Prompt tokens of the request (shared by all samples of the prompt).
+    pub prompt_tokens: u64,
+    /// This sample's share of the request's completion tokens.
+    pub completion_tokens: u64,
+    /// This sample's share of the request's reasoning tokens.
+    pub reasoning_tokens: u64,
+    pub latency_ms: u64,
+    /// HTTP attempts the request took, retries included.
+    pub attempts: u32,
+    pub provenance: Provenance,
+}
+
+/// The assistant turn of the SFT-ready conversation, in the DeepSeek-R1 layout.
+pub fn assistant_turn(reasoning: Option<&str>, content: &str) -> String {
+    match reasoning {
+        Some(reasoning) => format!("<think>\n{reasoning}\n</think>\n\n{content}"),
+        None => content.to_owned(),
+    }
+}
+
+/// A source row that could not be used, with its reason. Quarantined prompts count as done:
+/// resume does not retry them (fix the row and start a new run instead).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineEntry {
+    /// Prompt id when one could be derived.
+    pub id: Option<String>,
+    pub source_path: String,
+    pub source_row: u64,
+    /// Machine-readable code, e.g. `source.invalid_json`, `source.missing_field`,
+    /// `teacher.rejected`.
+    pub reason: String,
+    pub detail: String,
+    /// The raw row (or its first few KiB) so nothing is lost.
+    pub raw: Option<String>,
+}

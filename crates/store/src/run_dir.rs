@@ -1,0 +1,1197 @@
+//! The run directory, its manifest, the shard writer and recovery.
+//!
+//! ```text
+//! runs/<name>/
+//!   pipeline.toml      frozen definition (written once, at create)
+//!   manifest.json      Manifest, replaced atomically (tmp + fsync + rename + dir fsync)
+//!   wal/00000.jsonl    WAL segments (see `wal`), numbered
+//!   shards/accepted-00000.parquet, shards/rejected-00000.parquet
+//!   quarantine.jsonl   one QuarantineEntry per line, fsynced per append
+//! ```
+//!
+//! # How rows move, and why nothing is lost or duplicated
+//!
+//! 1. [`ShardWriter::append`] buffers generations into the current WAL segment `k`;
+//!    [`ShardWriter::commit`] writes and fsyncs them (group commit). Committed = done.
+//! 2. Every `shard_rows` rows or `shard_interval` (whichever first; [`ShardWriter::cut_if_due`])
+//!    segment `k` is *cut*: its lines are streamed into `shards/accepted-k.parquet` and
+//!    `shards/rejected-k.parquet` (each written as `*.tmp`, fsynced, renamed, dir fsynced; a kind
+//!    with no rows gets no file), then the segment is deleted (dir fsynced), and segment `k+1`
+//!    begins.
+//! 3. The WAL is the truth while it exists: shards numbered `k` count only once segment `k`
+//!    is gone. [`RunDir::recover`] re-cuts every segment still present — the shard names are
+//!    deterministic, so a half-finished cut is overwritten with the same rows, never added to —
+//!    drops a torn WAL tail (a commit killed mid-write, never counted as done), deletes stale
+//!    `*.tmp` files, and rebuilds the done set and the counts from the shards and the
+//!    quarantine.
+//! 4. A failed write (full disk) returns an error naming the file; the WAL segment refuses
+//!    further appends (see `wal`), the manifest is untouched, and a later `recover` finds
+//!    exactly the committed rows.
+//!
+//! Only one [`ShardWriter`] may be open on a run directory at a time (the pipeline's writer
+//! actor owns it). A new writer starts at the segment number after every existing segment and
+//! shard, so it never appends to a segment a crashed process left behind.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, StoreError};
+use crate::record::{Generation, QuarantineEntry};
+use crate::schema::{
+    META_CONFIG_HASH, META_KIND, META_PIPELINE, META_SCHEMA_VERSION, SCHEMA_VERSION,
+    generation_schema,
+};
+use crate::shard::{AtomicParquet, BATCH_ROWS};
+use crate::source::hex;
+use crate::wal::{FailAfter, TornTail, WalSegment, scan_segment, sync_dir, truncate_torn_tail};
+
+pub const PIPELINE_FILE: &str = "pipeline.toml";
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const WAL_DIR: &str = "wal";
+pub const SHARDS_DIR: &str = "shards";
+pub const QUARANTINE_FILE: &str = "quarantine.jsonl";
+
+/// SHA-256 (hex) of a frozen definition's text.
+pub fn config_hash(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    #[default]
+    Running,
+    Interrupted,
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counts {
+    /// Rows in the source when known (after `limit`).
+    pub prompts_total: Option<u64>,
+    /// Prompts with their generations in the WAL or shards, or quarantined with an id.
+    pub prompts_done: u64,
+    pub generations: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    /// Rejected generations by their `reject_reason`.
+    pub rejected_by_reason: BTreeMap<String, u64>,
+    /// Lines of quarantine.jsonl.
+    pub quarantined: u64,
+    /// Quarantined prompts whose reason is not a `source.*` one (the teacher gave up).
+    pub prompts_failed: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TokenTotals {
+    pub prompt: u64,
+    pub completion: u64,
+    pub reasoning: u64,
+}
+
+/// One cut: the shards made from one WAL segment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShardInfo {
+    /// The segment number; the shards are `shards/{accepted,rejected}-<index>.parquet`.
+    pub index: u64,
+    pub accepted_rows: u64,
+    pub rejected_rows: u64,
+    /// Total size of the files.
+    pub bytes: u64,
+    /// Paths relative to the run directory.
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub run_id: String,
+    pub name: String,
+    pub status: RunStatus,
+    pub config_hash: String,
+    pub distillery_version: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    #[serde(default)]
+    pub counts: Counts,
+    #[serde(default)]
+    pub tokens: TokenTotals,
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+    #[serde(default)]
+    pub elapsed_secs: f64,
+    #[serde(default)]
+    pub shards: Vec<ShardInfo>,
+    /// Absolute path of the definition file the run was started (or last resumed) from;
+    /// relative paths in the frozen copy resolve against its directory.
+    #[serde(default)]
+    pub definition_path: Option<String>,
+}
+
+impl Manifest {
+    /// A fresh manifest for a run about to start.
+    pub fn new(
+        run_id: &str,
+        name: &str,
+        frozen_definition: &str,
+        distillery_version: &str,
+    ) -> Self {
+        let now = now_ms();
+        Self {
+            run_id: run_id.to_owned(),
+            name: name.to_owned(),
+            status: RunStatus::Running,
+            config_hash: config_hash(frozen_definition),
+            distillery_version: distillery_version.to_owned(),
+            created_at_ms: now,
+            updated_at_ms: now,
+            counts: Counts::default(),
+            tokens: TokenTotals::default(),
+            cost_usd: None,
+            elapsed_secs: 0.0,
+            shards: Vec::new(),
+            definition_path: None,
+        }
+    }
+}
+
+/// What [`RunDir::recover`] found and did.
+#[derive(Debug, Clone, Default)]
+pub struct Recovered {
+    /// Prompt ids that must not be asked again: in a shard, or quarantined with an id.
+    pub done_ids: HashSet<String>,
+    /// Source rows quarantined without an id (unparsable rows), so a resume need not
+    /// quarantine them again.
+    pub quarantined_rows: HashSet<u64>,
+    /// Counts rebuilt from the data (`prompts_total` is `None`: the store cannot know it).
+    pub counts: Counts,
+    pub tokens: TokenTotals,
+    /// Every cut present, in index order (for `Manifest::shards`).
+    pub shards: Vec<ShardInfo>,
+    /// Segments this recovery cut (left behind by a crash or an unfinished writer).
+    pub recut: Vec<ShardInfo>,
+    /// Incomplete last lines dropped (WAL segments, quarantine.jsonl).
+    pub torn: Vec<TornTail>,
+    /// Stale temporary files deleted.
+    pub removed_tmp: Vec<PathBuf>,
+    /// (id, sample_index) pairs seen more than once across shards; 0 unless something outside
+    /// the store wrote into the run.
+    pub duplicate_generations: u64,
+}
+
+/// Options of a [`ShardWriter`].
+#[derive(Debug, Clone, Default)]
+pub struct WriterOptions {
+    /// Cut a shard when the segment holds this many generations (0: never by count).
+    pub shard_rows: u64,
+    /// Cut a non-empty segment this long after its first row (zero: never by time).
+    pub shard_interval: Duration,
+    /// Extra footer key-value metadata. The writer always adds the schema version, the frozen
+    /// definition and its hash, and the shard kind; an entry here with the same key wins.
+    pub footer_metadata: Vec<(String, String)>,
+}
+
+impl WriterOptions {
+    pub fn from_output(output: &distillery_spec::Output) -> Self {
+        Self {
+            shard_rows: u64::from(output.shard_rows.get()),
+            shard_interval: output.shard_interval,
+            footer_metadata: Vec::new(),
+        }
+    }
+}
+
+/// A run directory on disk. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = crate::shard::tmp_path(path);
+    let mut file = File::create(&tmp).map_err(StoreError::io("create", &tmp))?;
+    file.write_all(bytes)
+        .map_err(StoreError::io("write", &tmp))?;
+    file.sync_all().map_err(StoreError::io("fsync", &tmp))?;
+    drop(file);
+    crate::shard::durable_rename(&tmp, path)
+}
+
+/// `(kind, index)` of a shard file name `accepted-00012.parquet`.
+pub(crate) fn parse_shard_name(name: &str) -> Option<(&str, u64)> {
+    let stem = name.strip_suffix(".parquet")?;
+    let (kind, index) = stem.rsplit_once('-')?;
+    if !matches!(kind, "accepted" | "rejected") || index.is_empty() {
+        return None;
+    }
+    Some((kind, index.parse().ok()?))
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".jsonl")?;
+    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+pub(crate) fn shard_file_name(kind: &str, index: u64) -> String {
+    format!("{kind}-{index:05}.parquet")
+}
+
+fn segment_file_name(index: u64) -> String {
+    format!("{index:05}.jsonl")
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io("list", dir)(e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(StoreError::io("list", dir))?;
+        if let Some(name) = entry.file_name().to_str() {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+impl RunDir {
+    /// Creates a run directory (refusing one that exists and is not empty), with the frozen
+    /// definition and the first manifest.
+    pub fn create(
+        path: impl AsRef<Path>,
+        frozen_definition_text: &str,
+        manifest: &Manifest,
+    ) -> Result<RunDir> {
+        let path = path.as_ref().to_owned();
+        match std::fs::read_dir(&path) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(StoreError::RunDirNotEmpty { path });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&path).map_err(StoreError::io("create", &path))?;
+                if let Some(parent) = path.parent() {
+                    sync_dir(parent)?;
+                }
+            }
+            Err(e) => return Err(StoreError::io("open", &path)(e)),
+        }
+        for dir in [WAL_DIR, SHARDS_DIR] {
+            let dir = path.join(dir);
+            std::fs::create_dir(&dir).map_err(StoreError::io("create", &dir))?;
+        }
+        let run = RunDir { path };
+        write_atomic(
+            &run.path.join(PIPELINE_FILE),
+            frozen_definition_text.as_bytes(),
+        )?;
+        run.write_manifest(manifest)?;
+        Ok(run)
+    }
+
+    /// Opens an existing run directory.
+    pub fn open(path: impl AsRef<Path>) -> Result<RunDir> {
+        let path = path.as_ref().to_owned();
+        for file in [MANIFEST_FILE, PIPELINE_FILE] {
+            if !path.join(file).is_file() {
+                return Err(StoreError::NotARunDir {
+                    path,
+                    missing: file,
+                });
+            }
+        }
+        for dir in [WAL_DIR, SHARDS_DIR] {
+            let dir = path.join(dir);
+            if !dir.exists() {
+                std::fs::create_dir(&dir).map_err(StoreError::io("create", &dir))?;
+            }
+        }
+        Ok(RunDir { path })
+    }
+
+    /// Whether `path` looks like a run directory.
+    pub fn is_run_dir(path: &Path) -> bool {
+        path.join(MANIFEST_FILE).is_file() && path.join(PIPELINE_FILE).is_file()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn wal_dir(&self) -> PathBuf {
+        self.path.join(WAL_DIR)
+    }
+
+    pub fn shards_dir(&self) -> PathBuf {
+        self.path.join(SHARDS_DIR)
+    }
+
+    pub fn quarantine_path(&self) -> PathBuf {
+        self.path.join(QUARANTINE_FILE)
+    }
+
+    /// Replaces the frozen definition (a resume under a changed definition).
+    pub fn refreeze(&self, definition: &str) -> Result<()> {
+        write_atomic(&self.path.join(PIPELINE_FILE), definition.as_bytes())
+    }
+
+    pub fn frozen_definition(&self) -> Result<String> {
+        let path = self.path.join(PIPELINE_FILE);
+        std::fs::read_to_string(&path).map_err(StoreError::io("read", &path))
+    }
+
+    pub fn manifest(&self) -> Result<Manifest> {
+        let path = self.path.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(StoreError::io("read", &path))?;
+        serde_json::from_str(&text).map_err(|source| StoreError::Json { path, source })
+    }
+
+    /// Replaces manifest.json atomically (pretty JSON).
+    pub fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let path = self.path.join(MANIFEST_FILE);
+        let mut text = serde_json::to_vec_pretty(manifest).map_err(|source| StoreError::Json {
+            path: path.clone(),
+            source,
+        })?;
+        text.push(b'\n');
+        write_atomic(&path, &text)
+    }
+
+    /// Appends one entry to quarantine.jsonl and fsyncs it.
+    pub fn quarantine(&self, entry: &QuarantineEntry) -> Result<()> {
+        self.quarantine_many(std::slice::from_ref(entry))
+    }
+
+    /// Appends entries to quarantine.jsonl with one write and one fsync.
+    pub fn quarantine_many(&self, entries: &[QuarantineEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let path = self.quarantine_path();
+        let mut buf = Vec::new();
+        for entry in entries {
+            serde_json::to_writer(&mut buf, entry).map_err(|source| StoreError::Json {
+                path: path.clone(),
+                source,
+            })?;
+            buf.push(b'\n');
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(StoreError::io("open", &path))?;
+        file.write_all(&buf)
+            .map_err(StoreError::io("write", &path))?;
+        file.sync_data().map_err(StoreError::io("fsync", &path))
+    }
+
+    /// Reads quarantine.jsonl (a torn last line is skipped).
+    pub fn quarantined(&self) -> Result<Vec<QuarantineEntry>> {
+        let path = self.quarantine_path();
+        let mut out = Vec::new();
+        scan_jsonl(&path, |line, text| {
+            let entry = serde_json::from_slice(text).map_err(|e| StoreError::Corrupt {
+                path: path.clone(),
+                line,
+                message: e.to_string(),
+            })?;
+            out.push(entry);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Segment numbers present in wal/, ascending.
+    pub fn wal_segments(&self) -> Result<Vec<u64>> {
+        let mut segments: Vec<u64> = list_dir(&self.wal_dir())?
+            .iter()
+            .filter_map(|name| parse_segment_name(name))
+            .collect();
+        segments.sort_unstable();
+        Ok(segments)
+    }
+
+    /// Shard files present in shards/: `(kind, index, path)`, by index then kind.
+    pub fn shard_files(&self) -> Result<Vec<(String, u64, PathBuf)>> {
+        let dir = self.shards_dir();
+        let mut files: Vec<_> = list_dir(&dir)?
+            .iter()
+            .filter_map(|name| {
+                let (kind, index) = parse_shard_name(name)?;
+                Some((kind.to_owned(), index, dir.join(name)))
+            })
+            .collect();
+        files.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        Ok(files)
+    }
+
+    fn footer(&self, kind: &str, extra: &[(String, String)]) -> Result<Vec<(String, String)>> {
+        let definition = self.frozen_definition()?;
+        let mut metadata = vec![
+            (META_SCHEMA_VERSION.to_owned(), SCHEMA_VERSION.to_owned()),
+            (META_CONFIG_HASH.to_owned(), config_hash(&definition)),
+            (META_PIPELINE.to_owned(), definition),
+            (META_KIND.to_owned(), kind.to_owned()),
+        ];
+        for (key, value) in extra {
+            metadata.retain(|(k, _)| k != key);
+            metadata.push((key.clone(), value.clone()));
+        }
+        Ok(metadata)
+    }
+
+    /// Streams WAL segment `index` into its shards, then deletes the segment.
+    fn cut_segment(
+        &self,
+        index: u64,
+        extra: &[(String, String)],
+    ) -> Result<(ShardInfo, Option<TornTail>)> {
+        let segment = self.wal_dir().join(segment_file_name(index));
+        let shards = self.shards_dir();
+        let mut writers: [Option<AtomicParquet>; 2] = [None, None];
+        let mut buffers: [Vec<Generation>; 2] = [Vec::new(), Vec::new()];
+        const KINDS: [&str; 2] = ["accepted", "rejected"];
+        let result = (|| -> Result<Option<TornTail>> {
+            let flush = |kind: usize,
+                         buffers: &mut [Vec<Generation>; 2],
+                         writers: &mut [Option<AtomicParquet>; 2]|
+             -> Result<()> {
+                if buffers[kind].is_empty() {
+                    return Ok(());
+                }
+                if writers[kind].is_none() {
+                    let path = shards.join(shard_file_name(KINDS[kind], index));
+                    writers[kind] = Some(AtomicParquet::create(
+                        &path,
+                        generation_schema(),
+                        &self.footer(KINDS[kind], extra)?,
+                    )?);
+                }
+                let writer = writers[kind].as_mut().expect("created above");
+                writer.write_generations(&buffers[kind])?;
+                buffers[kind].clear();
+                Ok(())
+            };
+            let torn = scan_segment(&segment, |line| {
+                for generation in line {
+                    let kind = usize::from(!generation.accepted);
+                    buffers[kind].push(generation);
+                    if buffers[kind].len() >= BATCH_ROWS {
+                        flush(kind, &mut buffers, &mut writers)?;
+                    }
+                }
+                Ok(())
+            })?;
+            flush(0, &mut buffers, &mut writers)?;
+            flush(1, &mut buffers, &mut writers)?;
+            Ok(torn)
+        })();
+        let torn = match result {
+            Ok(torn) => torn,
+            Err(e) => {
+                for writer in writers.into_iter().flatten() {
+                    writer.abandon();
+                }
+                return Err(e);
+            }
+        };
+        let mut info = ShardInfo {
+            index,
+            ..ShardInfo::default()
+        };
+        for (kind, writer) in writers.into_iter().enumerate() {
+            let name = shard_file_name(KINDS[kind], index);
+            match writer {
+                Some(writer) => {
+                    let rows = writer.rows();
+                    info.bytes += writer.finish()?;
+                    if kind == 0 {
+                        info.accepted_rows = rows;
+                    } else {
+                        info.rejected_rows = rows;
+                    }
+                    info.files.push(format!("{SHARDS_DIR}/{name}"));
+                }
+                None => {
+                    // A kind with no rows has no file; remove one an earlier attempt left.
+                    let stale = shards.join(&name);
+                    if stale.exists() {
+                        std::fs::remove_file(&stale).map_err(StoreError::io("remove", &stale))?;
+                    }
+                }
+            }
+        }
+        sync_dir(&shards)?;
+        std::fs::remove_file(&segment).map_err(StoreError::io("remove WAL segment", &segment))?;
+        sync_dir(&self.wal_dir())?;
+        Ok((info, torn))
+    }
+
+    /// Finishes what a crash (or an unfinished writer) left: deletes stale `*.tmp`, cuts every
+    /// remaining WAL segment into shards, trims a torn quarantine line, and rebuilds the done
+    /// set and counts from the shards and the quarantine. Idempotent.
+    ///
+    /// Do not call it while a [`ShardWriter`] is open on the run.
+    pub fn recover(&self) -> Result<Recovered> {
+        let mut recovered = Recovered::default();
+        for dir in [self.shards_dir(), self.wal_dir(), self.path.clone()] {
+            for name in list_dir(&dir)? {
+                if name.ends_with(".tmp") {
+                    let path = dir.join(&name);
+                    std::fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
+                    recovered.removed_tmp.push(path);
+                }
+            }
+        }
+        for index in self.wal_segments()? {
+            let (info, torn) = self.cut_segment(index, &[])?;
+            recovered.recut.push(info);
+            recovered.torn.extend(torn);
+        }
+        if let Some(torn) = truncate_torn_tail(&self.quarantine_path())? {
+            recovered.torn.push(torn);
+        }
+
+        // Rebuild from the shards, reading only the small columns.
+        let mut seen: HashSet<(String, u32)> = HashSet::new();
+        let mut by_index: BTreeMap<u64, ShardInfo> = BTreeMap::new();
+        for (kind, index, path) in self.shard_files()? {
+            let info = by_index.entry(index).or_insert_with(|| ShardInfo {
+                index,
+                ..ShardInfo::default()
+            });
+            info.bytes += std::fs::metadata(&path)
+                .map_err(StoreError::io("stat", &path))?
+                .len();
+            info.files
+                .push(format!("{SHARDS_DIR}/{}", shard_file_name(&kind, index)));
+            let rows = crate::read::scan_summaries(&path, |row| {
+                let counts = &mut recovered.counts;
+                counts.generations += 1;
+                if row.accepted {
+                    counts.accepted += 1;
+                } else {
+                    counts.rejected += 1;
+                    let reason = row
+                        .reject_reason
+                        .clone()
+                        .unwrap_or_else(|| "unknown".into());
+                    *counts.rejected_by_reason.entry(reason).or_default() += 1;
+                }
+                if row.sample_index == 0 {
+                    recovered.tokens.prompt += row.prompt_tokens;
+                }
+                recovered.tokens.completion += row.completion_tokens;
+                recovered.tokens.reasoning += row.reasoning_tokens;
+                if !seen.insert((row.id.clone(), row.sample_index)) {
+                    recovered.duplicate_generations += 1;
+                }
+                recovered.done_ids.insert(row.id);
+            })?;
+            if kind == "accepted" {
+                info.accepted_rows += rows;
+            } else {
+                info.rejected_rows += rows;
+            }
+        }
+        recovered.shards = by_index.into_values().collect();
+
+        for entry in self.quarantined()? {
+            recovered.counts.quarantined += 1;
+            if !entry.reason.starts_with("source.") {
+                recovered.counts.prompts_failed += 1;
+            }
+            match entry.id {
+                Some(id) => {
+                    recovered.done_ids.insert(id);
+                }
+                None => {
+                    recovered.quarantined_rows.insert(entry.source_row);
+                }
+            }
+        }
+        recovered.counts.prompts_done = recovered.done_ids.len() as u64;
+        Ok(recovered)
+    }
+
+    /// Opens a writer at the segment after every existing segment and shard.
+    pub fn writer(&self, options: WriterOptions) -> Result<ShardWriter> {
+        let next_segment = self
+            .wal_segments()?
+            .into_iter()
+            .chain(self.shard_files()?.into_iter().map(|(_, index, _)| index))
+            .max()
+            .map_or(0, |max| max + 1);
+        Ok(ShardWriter {
+            run: self.clone(),
+            options,
+            next_segment,
+            segment: None,
+            segment_started: None,
+            cut: Vec::new(),
+            fail_after: None,
+        })
+    }
+
+    /// Every generation of the run: shards, then WAL segments not yet cut (read-only; a torn
+    /// tail is skipped). Shards numbered like a segment still present are skipped, since the
+    /// segment holds the truth.
+    pub fn generations(&self, which: crate::read::Which) -> Result<crate::read::GenerationReader> {
+        let segments: HashSet<u64> = self.wal_segments()?.into_iter().collect();
+        let mut sources = Vec::new();
+        for (kind, index, path) in self.shard_files()? {
+            if segments.contains(&index) || !which.wants_kind(&kind) {
+                continue;
+            }
+            sources.push(crate::read::Input::Parquet(path));
+        }
+        let mut segments: Vec<u64> = segments.into_iter().collect();
+        segments.sort_unstable();
+        for index in segments {
+            sources.push(crate::read::Input::Wal(
+                self.wal_dir().join(segment_file_name(index)),
+            ));
+        }
+        Ok(crate::read::GenerationReader::new(sources, which))
+    }
+}
+
+/// Reads a JSON-lines file the store wrote; `on_line` gets (1-based line, bytes without the
+/// newline). A torn last line is skipped; a missing file is empty.
+pub(crate) fn scan_jsonl(
+    path: &Path,
+    mut on_line: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::io("open", path)(e)),
+    };
+    let mut reader = BufReader::new(file);
+    let mut bytes = Vec::new();
+    let mut line = 0;
+    loop {
+        bytes.clear();
+        if reader
+            .read_until(b'\n', &mut bytes)
+            .map_err(StoreError::io("read", path))?
+            == 0
+            || bytes.last() != Some(&b'\n')
+        {
+            return Ok(());
+        }
+        line += 1;
+        let text = &bytes[..bytes.len() - 1];
+        if !text.iter().all(u8::is_ascii_whitespace) {
+            on_line(line, text)?;
+        }
+    }
+}
+
+/// Writes finished generations of a run: WAL with group commit, shard cuts.
+pub struct ShardWriter {
+    run: RunDir,
+    options: WriterOptions,
+    next_segment: u64,
+    segment: Option<(u64, WalSegment)>,
+    segment_started: Option<Instant>,
+    cut: Vec<ShardInfo>,
+    fail_after: Option<u64>,
+}
+
+impl ShardWriter {
+    /// Buffers generations (one WAL line: recovered all together or not at all). They count
+    /// as done only after [`Self::commit`].
+    pub fn append(&mut self, generations: &[Generation]) -> Result<()> {
+        if generations.is_empty() {
+            return Ok(());
+        }
+        if self.segment.is_none() {
+            let index = self.next_segment;
+            let path = self.run.wal_dir().join(segment_file_name(index));
+            let mut segment = WalSegment::create(&path)?;
+            segment.fail_after = self.fail_after.map(FailAfter);
+            self.segment = Some((index, segment));
+            self.next_segment += 1;
+            self.segment_started = Some(Instant::now());
+        }
+        let (_, segment) = self.segment.as_mut().expect("opened above");
+        segment.append(generations)
+    }
+
+    /// Writes and fsyncs everything appended since the last commit (group commit).
+    pub fn commit(&mut self) -> Result<()> {
+        match &mut self.segment {
+            Some((_, segment)) => segment.commit(),
+            None => Ok(()),
+        }
+    }
+
+    /// Generations in the current segment (committed and pending).
+    pub fn segment_rows(&self) -> u64 {
+        self.segment.as_ref().map_or(0, |(_, s)| {
+            s.committed_generations() + s.pending_generations()
+        })
+    }
+
+    /// Whether the current segment is due for a cut.
+    pub fn cut_due(&self) -> bool {
+        let rows = self.segment_rows();
+        if rows == 0 {
+            return false;
+        }
+        let by_rows = self.options.shard_rows > 0 && rows >= self.options.shard_rows;
+        let by_time = !self.options.shard_interval.is_zero()
+            && self
+                .segment_started
+                .is_some_and(|t| t.elapsed() >= self.options.shard_interval);
+        by_rows || by_time
+    }
+
+    /// Commits, and cuts the segment into shards if it is due.
+    pub fn cut_if_due(&mut self) -> Result<Option<ShardInfo>> {
+        if !self.cut_due() {
+            return Ok(None);
+        }
+        self.cut_now()
+    }
+
+    /// Commits and cuts the current segment, if it has rows.
+    pub fn cut_now(&mut self) -> Result<Option<ShardInfo>> {
+        self.commit()?;
+        let Some((index, segment)) = self.segment.take() else {
+            return Ok(None);
+        };
+        drop(segment);
+        self.segment_started = None;
+        let (info, _) = self.run.cut_segment(index, &self.options.footer_metadata)?;
+        self.cut.push(info.clone());
+        Ok(Some(info))
+    }
+
+    /// Commits and cuts what is left. Returns the cuts `finish` made (see
+    /// [`Self::shards_cut`] for all of this writer's cuts).
+    pub fn finish(mut self) -> Result<Vec<ShardInfo>> {
+        Ok(self.cut_now()?.into_iter().collect())
+    }
+
+    /// Every cut this writer made, in order.
+    pub fn shards_cut(&self) -> &[ShardInfo] {
+        &self.cut
+    }
+
+    /// For tests of full-disk handling: WAL writes fail with "No space left on device" once a
+    /// segment would exceed `bytes` (part of the data lands first, as on a real full disk).
+    #[doc(hidden)]
+    pub fn simulate_disk_full_after(&mut self, bytes: u64) {
+        self.fail_after = Some(bytes);
+        if let Some((_, segment)) = &mut self.segment {
+            segment.fail_after = Some(FailAfter(bytes));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::read::Which;
+    use crate::schema::tests::sample;
+
+    const DEFINITION: &str = "name = \"t\"\n[source]\npath = \"x.jsonl\"\n";
+
+    fn new_run(dir: &Path) -> RunDir {
+        let manifest = Manifest::new("run-1", "t", DEFINITION, "0.1.0");
+        RunDir::create(dir.join("run"), DEFINITION, &manifest).unwrap()
+    }
+
+    fn options(rows: u64) -> WriterOptions {
+        WriterOptions {
+            shard_rows: rows,
+            shard_interval: Duration::ZERO,
+            footer_metadata: vec![("distillery.run_id".into(), "run-1".into())],
+        }
+    }
+
+    fn ids(run: &RunDir, which: Which) -> Vec<(String, u32)> {
+        let mut ids: Vec<_> = run
+            .generations(which)
+            .unwrap()
+            .map(|g| {
+                let g = g.unwrap();
+                (g.id, g.sample_index)
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn create_open_manifest_and_definition() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = new_run(dir.path());
+        assert_eq!(run.frozen_definition().unwrap(), DEFINITION);
+        let mut manifest = run.manifest().unwrap();
+        assert_eq!(manifest.config_hash, config_hash(DEFINITION));
+        assert_eq!(manifest.config_hash.len(), 64);
+        manifest.status = RunStatus::Completed;
+        manifest
+            .counts
+            .rejected_by_reason
+            .insert("math.wrong_answer".into(), 3);
+        run.write_manifest(&manifest).unwrap();
+        let reopened = RunDir::open(run.path()).unwrap();
+        assert_eq!(reopened.manifest().unwrap(), manifest);
+        let text = std::fs::read_to_string(run.path().join(MANIFEST_FILE)).unwrap();
+        assert!(text.contains("\"status\": \"completed\""), "{text}");
+        // Not empty any more: create refuses; a plain directory is not a run.
+        let error = RunDir::create(run.path(), DEFINITION, &manifest).unwrap_err();
+        assert!(
+            matches!(error, StoreError::RunDirNotEmpty { .. }),
+            "{error}"
+        );
+        let error = RunDir::open(dir.path()).unwrap_err();
+        assert!(error.to_string().contains("manifest.json"), "{error}");
+    }
+
+    #[test]
+    fn writer_cuts_shards_by_rows_with_footer_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = new_run(dir.path());
+        let mut writer = run.writer(options(4)).unwrap();
+        let mut cuts = Vec::new();
+        for p in 0..5 {
+            let id = format!("p{p}");
+            writer
+                .append(&[sample(&id, 0, true), sample(&id, 1, p % 2 == 0)])
+                .unwrap();
+            writer.commit().unwrap();
+            cuts.extend(writer.cut_if_due().unwrap());
+        }
+        assert_eq!(cuts.len(), 2);
+        assert_eq!((cuts[0].accepted_rows, cuts[0].rejected_rows), (3, 1));
+        let last = writer.finish().unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].accepted_rows + last[0].rejected_rows, 2);
+        assert!(run.wal_segments().unwrap().is_empty());
+        let files = run.shard_files().unwrap();
+        assert_eq!(files.len(), 5, "{files:?}");
+        assert_eq!(ids(&run, Which::All).len(), 10);
+        assert_eq!(
+            ids(&run, Which::Rejected),
+            vec![("p1".into(), 1), ("p3".into(), 1)]
+        );
+        let footer: BTreeMap<_, _> = crate::shard::footer_metadata(&files[0].2)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(footer[META_SCHEMA_VERSION], SCHEMA_VERSION);
+        assert_eq!(footer[META_PIPELINE], DEFINITION);
+        assert_eq!(footer[META_CONFIG_HASH], config_hash(DEFINITION));
+        assert_eq!(footer["distillery.run_id"], "run-1");
+        assert!(footer.contains_key("ARROW:schema"));
+        // Recovery on a clean run changes nothing and counts right.
+        let recovered = run.recover().unwrap();
+        assert!(recovered.recut.is_empty() && recovered.torn.is_empty());
+        assert_eq!(recovered.counts.generations, 10);
+        assert_eq!(recovered.counts.accepted, 8);
+        assert_eq!(recovered.counts.rejected, 2);
+        assert_eq!(recovered.counts.rejected_by_reason["math.wrong_answer"], 2);
+        assert_eq!(recovered.counts.prompts_done, 5);
+        assert_eq!(recovered.tokens.prompt, 5 * 31);
+        assert_eq!(recovered.shards.len(), 3);
+        assert_eq!(recovered.duplicate_generations, 0);
+    }
+
+    #[test]
+    fn shards_are_zstd_and_read_back_with_the_arrow_reader() {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let dir = tempfile::tempdir().unwrap();
+        let run = new_run(dir.path());
+        let mut writer = run.writer(options(100)).unwrap();
+        let rows: Vec<_> = (0..3).map(|i| sample(&format!("q{i}"), 0, true)).collect();
+        writer.append(&rows).unwrap();
+        writer.finish().unwrap();
+        let (_, _, path) = &run.shard_files().unwrap()[0];
+        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
+        let column = builder.metadata().row_group(0).column(0);
+        // Parquet records the codec, not the level.
+        assert!(
+            column.compression().to_string().starts_with("ZSTD"),
+            "{:?}",
+            column.compression()
+        );
+        assert_eq!(builder.schema().fields(), generation_schema().fields());
+        let batches: Vec<_> = builder.build().unwrap().map(|b| b.unwrap()).collect();
+        let read: Vec<_> = batches
+            .iter()
+            .flat_map(|b| crate::schema::from_record_batch(b).unwrap())
+            .collect();
+        assert_eq!(read, rows);
+    }
+
+    #[test]
+    fn cut_by_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = new_run(dir.path());
+        let mut writer = run
+            .writer(WriterOptions {
+                shard_rows: 1000,
+                shard_interval: Duration::from_millis(30),
+                footer_metadata: vec![],
+            })
+            .unwrap();
+        assert_eq!(
+            writer.cut_if_due().unwrap(),
+            None,
+            "empty segments are not cut"
+        );
+        writer.append(&[sample("a", 0, true)]).unwrap();
+        assert_eq!(writer.cut_if_due().unwrap(), None);
+        std::thread::sleep(Duration::from_millis(40));
+        let info = writer.cut_if_due().unwrap().unwrap();
+        assert_eq!(info.accepted_rows, 1);
+        assert_eq!(info.files, vec!["shards/accepted-00000.parquet".to_owned()]);
+    }
+
+    #[test]
+    fn torn_wal_tail_is_recovered_without_the_torn_prompt() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = new_run(dir.path());
+        let mut writer = run.writer(options(1000)).unwrap();
+        writer
+            .append(&[sample("a", 0, true), sample("a", 1, false)])
+            .unwrap();
+        writer
+            .append(&[sample("b", 0, true), sample("b", 1, true)])
+            .unwrap();
+        writer.commit().unwrap();
+        drop(writer); // kill -9: no finish
+        let segment = run.wal_dir().join("00000.jsonl");
+        let bytes = std::fs::read(&segment).unwrap();
+        std::fs::write(&segment, &bytes[..bytes.len() - 20]).unwrap();
+        let recovered = run.recover().unwrap();
+        assert_eq!(recovered.torn.len(), 1);
+        assert_eq!(recovered.torn[0].line, 2);
+        assert_eq!(recovered.done_ids, HashSet::from(["a".to_owned()]));
+        assert_eq!(recovered.counts.generations, 2);
+        assert_eq!(recovered.recut.len(), 1);
+        assert!(run.wal_segments().unwrap().is_empty());
+        // The resumed run re-asks b and finishes; b lands once, in a new shard.
+        let mut writer = run.writer(options(1000)).unwrap();
+        writer
+            .append(&[sample("b", 0, true), sample("b", 1, true)])
+            .unwrap();
+        let cut = writer.finish().unwrap();
+        assert_eq!(cut[0].index, 1);
+        let recovered = run.recover().unwrap();
+        assert_eq!(recovered.counts.generations, 4);
+        assert_eq!(recovered.duplicate_generations, 0);
+        assert_eq!(ids(&run, Which::All).len(), 4);
+    }
+
+    #[test]
+    fn half_cut_shard_is_recut_without_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = new_run(dir.path());
+        let mut writer = run.writer(options(1000)).unwrap();
+        for p in 0..6 {
+            let id = format!("p{p}");
+            writer
+                .append(&[sample(&id, 0, true), sample(&id, 1, p < 2)])
+                .unwrap();
+        }
+        writer.commit().unwrap();
+        drop(writer);
+        let segment = run.wal_dir().join("00000.jsonl");
+        let wal_copy = std::fs::read(&segment).unwrap();
+        // A cut that got as far as renaming the accepted shard, and left a rejected tmp.
+        run.cut_segment(0, &[]).unwrap();
+        std::fs::write(&segment, &wal_copy).unwrap();
+        std::fs::remove_file(run.shards_dir().join("rejected-00000.parquet")).unwrap();
+        std::fs::write(
+            run.shards_dir().join("rejected-00000.parquet.tmp"),
+            b"PAR1 half",
+        )
+        .unwrap();
+        // Readers trust the segment over shard 0 while it exists.
+        assert_eq!(ids(&run, Which::All).len(), 12);
+        let recovered = run.recover().unwrap();
+        assert_eq!(recovered.removed_tmp.len(), 1);
+        assert_eq!(recovered.recut.len(), 1);
+        assert_eq!(
+            (
+                recovered.recut[0].accepted_rows,
+                recovered.recut[0].rejected_rows
+            ),
+            (8, 4)
+        );
+        assert_eq!(recovered.counts.generations, 12);
+        assert_eq!(recovered.duplicate_generations, 0);
+        assert_eq!(ids(&run, Which::All).len(), 12);
+        assert_eq!(ids(&run, Which::Accepted).len(), 8);
+        // Idempotent.
+        let again = run.recover().unwrap();
+        assert!(again.recut.is_empty());
+        assert_eq!(again.counts, recovered.counts);
+    }
+
+    #[test]
+    fn corrupt_wal_line_fails_recovery_naming_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = new_run(dir.path());
+        let good = serde_json::to_string(&[sample("a", 0, true)]).unwrap();
+        std::fs::write(
+            run.wal_dir().join("00002.jsonl"),
+            format!("{good}\nnot json\n{good}\n"),
+        )
+        .unwrap();
+        let error = run.recover().unwrap_err().to_string();
+        assert!(error.contains("00002.jsonl:2"), "{error}");
+        assert!(
+            run.wal_dir().join("00002.jsonl").exists(),
+            "the WAL is kept"
+        );
+        assert!(
+            run.shard_files().unwrap().is_empty(),
+            "no shard from a failed cut"
+        );
+    }
+
+    #[test]
+    fn quarantine_counts_and_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = new_run(dir.path());
+        let entry = |id: Option<&str>, row, reason: &str| QuarantineEntry {
+            id: id.map(str::to_owned),
+            source_path: "x.jsonl".into(),
+            source_row: row,
+            reason: reason.into(),
+            detail: "d".into(),
+            raw: Some("{".into()),
+        };
+        run.quarantine(&entry(None, 3, "source.invalid_json"))
+            .unwrap();
+        run.quarantine_many(&[
+            entry(Some("q9"), 9, "source.missing_field"),
+            entry(Some("q10"), 10, "teacher.rejected"),
+        ])
+        .unwrap();
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(run.quarantine_path())
+            .unwrap();
+        file.write_all(b"{\"id\":\"q11\",").unwrap();
+        let recovered = run.recover().unwrap();
+        assert_eq!(recovered.counts.quarantined, 3);
+        assert_eq!(recovered.counts.prompts_failed, 1);
+        assert_eq!(recovered.quarantined_rows, HashSet::from([3]));
+        assert_eq!(recovered.done_ids.len(), 2);
+        assert_eq!(recovered.torn.len(), 1);
+        run.quarantine(&entry(Some("q11"), 11, "source.empty_prompt"))
+            .unwrap();
+        assert_eq!(run.quarantined().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn full_disk_gives_a_clear_error_and_a_resumable_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = new_run(dir.path());
+        let mut writer = run.writer(options(1000)).unwrap();
+        writer.append(&[sample("a", 0, true)]).unwrap();
+        writer.commit().unwrap();
+        writer.simulate_disk_full_after(100);
+        writer.append(&[sample("b", 0, true)]).unwrap();
+        let error = writer.commit().unwrap_err().to_string();
+        assert!(
+            error.contains("wal/00000.jsonl") && error.contains("No space left"),
+            "{error}"
+        );
+        assert!(writer.append(&[sample("c", 0, true)]).is_err());
+        drop(writer);
+        let recovered = run.recover().unwrap();
+        assert_eq!(recovered.done_ids, HashSet::from(["a".to_owned()]));
+        assert!(recovered.torn.is_empty());
+
+        // A shard directory that cannot take files: the cut fails naming the path, the WAL
+        // keeps the rows, and recovery finishes the cut once the problem is gone.
+        let mut writer = run.writer(options(1)).unwrap();
+        writer.append(&[sample("b", 0, true)]).unwrap();
+        writer.commit().unwrap();
+        let shards = run.shards_dir();
+        std::fs::rename(&shards, dir.path().join("moved")).unwrap();
+        std::fs::write(&shards, b"not a directory").unwrap();
+        let error = writer.cut_if_due().unwrap_err().to_string();
+        assert!(
+            error.contains("shards/accepted-00001.parquet.tmp"),
+            "{error}"
+        );
+        drop(writer);
+        std::fs::remove_file(&shards).unwrap();
+        std::fs::rename(dir.path().join("moved"), &shards).unwrap();
+        let recovered = run.recover().unwrap();
+        assert_eq!(recovered.recut.len(), 1);
+        assert_eq!(
+            ids(&run, Which::All),
+            vec![("a".into(), 0), ("b".into(), 0)]
+        );
+    }
+
+    #[test]
+    fn quarantine_write_failure_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = new_run(dir.path());
+        std::fs::create_dir(run.quarantine_path()).unwrap();
+        let error = run
+            .quarantine(&QuarantineEntry {
+                id: None,
+                source_path: "x".into(),
+                source_row: 1,
+                reason: "source.invalid_json".into(),
+                detail: String::new(),
+                raw: None,
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("quarantine.jsonl"), "{error}");
+    }
+
+    #[test]
+    fn names_parse() {
+        assert_eq!(
+            parse_shard_name("accepted-00012.parquet"),
+            Some(("accepted", 12))
+        );
+        assert_eq!(
+            parse_shard_name("rejected-123456.parquet"),
+            Some(("rejected", 123456))
+        );
+        assert_eq!(parse_shard_name("accepted-00012.parquet.tmp"), None);
+        assert_eq!(parse_shard_name("other-1.parquet"), None);
+        assert_eq!(parse_segment_name("00007.jsonl"), Some(7));
+        assert_eq!(parse_segment_name("x.jsonl"), None);
+    }
+}
