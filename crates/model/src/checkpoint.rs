@@ -1,6 +1,6 @@
 //! Hugging Face checkpoint directories and GGUF files in, Hugging Face directories out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::safetensors::SliceSafetensors;
@@ -13,7 +13,9 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::Model;
 
-/// A loaded model: config, trainable weights, tokenizer and chat template.
+/// A loaded model: config, trainable weights, tokenizer and chat template. Cloning is cheap
+/// and shares the weights (the `VarMap` is reference-counted).
+#[derive(Clone)]
 pub struct Checkpoint {
     pub config: Config,
     /// Every weight under its Hugging Face name, as trainable `Var`s in the requested dtype.
@@ -265,8 +267,8 @@ pub fn save_checkpoint(
     tokenizer_config: &Value,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    // Sorted so the file is byte-identical for identical weights.
-    let tensors: BTreeMap<String, Tensor> = {
+    // safetensors orders tensors itself, so identical weights give identical bytes.
+    let tensors: HashMap<String, Tensor> = {
         let data = varmap.data().lock().expect("VarMap lock poisoned");
         data.iter()
             .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
@@ -283,11 +285,9 @@ pub fn save_checkpoint(
         std::fs::write(p, pretty(&cfg_json)).map_err(|e| Error::io(p, e))
     })?;
     write_atomic(dir, "model.safetensors", |p| {
-        candle_core::safetensors::save(&tensors.clone().into_iter().collect(), p).map_err(|e| {
-            Error::Safetensors {
-                path: p.to_path_buf(),
-                message: e.to_string(),
-            }
+        candle_core::safetensors::save(&tensors, p).map_err(|e| Error::Safetensors {
+            path: p.to_path_buf(),
+            message: e.to_string(),
         })
     })?;
     write_atomic(dir, "tokenizer.json", |p| {
@@ -312,6 +312,13 @@ fn write_atomic(dir: &Path, name: &str, write: impl FnOnce(&Path) -> Result<()>)
     let tmp = dir.join(format!(".{name}.tmp"));
     let dst = dir.join(name);
     write(&tmp)?;
+    // Some writers create 0600 files; a checkpoint should be readable like any other file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let perms = std::fs::Permissions::from_mode(0o644);
+        std::fs::set_permissions(&tmp, perms).map_err(|e| Error::io(&tmp, e))?;
+    }
     std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))
 }
 

@@ -202,8 +202,7 @@ impl Config {
             rope_theta: raw.rope_theta,
             rope_scaling,
             max_position_embeddings: raw.max_position_embeddings,
-            // HF's default for both families is "tied" only when the file says so, except
-            // Qwen2 whose PretrainedConfig default is false as well.
+            // LlamaConfig and Qwen2Config both default to untied when the field is absent.
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
             attention_bias: match arch {
                 Arch::Qwen2 => true,

@@ -367,58 +367,52 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn gguf_llama_loads_with_unpermuted_qk_and_its_tokenizer() {
-        let mut cfg = test_config(Arch::Llama);
-        cfg.vocab_size = TINY_VOCAB_SIZE;
-        let (model, vm) = test_model(&cfg, 8);
+    /// Write `vm` as a GGUF file the way llama.cpp's converter does (q/k permuted for Llama,
+    /// llama.cpp tensor names, the tiny tokenizer in `tokenizer.ggml.*`).
+    fn write_gguf(cfg: &Config, vm: &candle_nn::VarMap, path: &Path) {
         let tok = tiny_tokenizer().unwrap();
         let mut vocab: Vec<(String, u32)> = tok.get_vocab(true).into_iter().collect();
         vocab.sort_by_key(|(_, id)| *id);
         let s = |x: &str| GValue::String(x.to_string());
-        let meta: Vec<(&str, GValue)> = vec![
-            ("general.architecture", s("llama")),
+        let u = |x: usize| GValue::U32(x as u32);
+        let a = cfg.arch.model_type();
+        let meta: Vec<(String, GValue)> = vec![
+            ("general.architecture".into(), s(a)),
+            (format!("{a}.embedding_length"), u(cfg.hidden_size)),
+            (format!("{a}.feed_forward_length"), u(cfg.intermediate_size)),
+            (format!("{a}.block_count"), u(cfg.num_hidden_layers)),
             (
-                "llama.embedding_length",
-                GValue::U32(cfg.hidden_size as u32),
+                format!("{a}.attention.head_count"),
+                u(cfg.num_attention_heads),
             ),
             (
-                "llama.feed_forward_length",
-                GValue::U32(cfg.intermediate_size as u32),
+                format!("{a}.attention.head_count_kv"),
+                u(cfg.num_key_value_heads),
             ),
             (
-                "llama.block_count",
-                GValue::U32(cfg.num_hidden_layers as u32),
-            ),
-            (
-                "llama.attention.head_count",
-                GValue::U32(cfg.num_attention_heads as u32),
-            ),
-            (
-                "llama.attention.head_count_kv",
-                GValue::U32(cfg.num_key_value_heads as u32),
-            ),
-            (
-                "llama.attention.layer_norm_rms_epsilon",
+                format!("{a}.attention.layer_norm_rms_epsilon"),
                 GValue::F32(cfg.rms_norm_eps as f32),
             ),
-            ("llama.rope.freq_base", GValue::F32(cfg.rope_theta as f32)),
             (
-                "llama.context_length",
-                GValue::U32(cfg.max_position_embeddings as u32),
+                format!("{a}.rope.freq_base"),
+                GValue::F32(cfg.rope_theta as f32),
             ),
-            ("tokenizer.ggml.model", s("gpt2")),
-            ("tokenizer.ggml.pre", s("smollm")),
             (
-                "tokenizer.ggml.tokens",
+                format!("{a}.context_length"),
+                u(cfg.max_position_embeddings),
+            ),
+            ("tokenizer.ggml.model".into(), s("gpt2")),
+            ("tokenizer.ggml.pre".into(), s("smollm")),
+            (
+                "tokenizer.ggml.tokens".into(),
                 GValue::Array(vocab.iter().map(|(t, _)| s(t)).collect()),
             ),
             (
-                "tokenizer.ggml.merges",
+                "tokenizer.ggml.merges".into(),
                 GValue::Array(tiny_merges().iter().map(|m| s(m)).collect()),
             ),
             (
-                "tokenizer.ggml.token_type",
+                "tokenizer.ggml.token_type".into(),
                 GValue::Array(
                     vocab
                         .iter()
@@ -433,62 +427,86 @@ mod tests {
                 ),
             ),
             (
-                "tokenizer.ggml.eos_token_id",
-                GValue::U32(crate::TINY_IM_END_ID),
+                "tokenizer.ggml.eos_token_id".into(),
+                u(crate::TINY_IM_END_ID as usize),
             ),
-            ("tokenizer.chat_template", s(crate::CHATML_TEMPLATE)),
+            ("tokenizer.chat_template".into(), s(crate::CHATML_TEMPLATE)),
         ];
         let mut qtensors = Vec::new();
         for (name, var) in vm.data().lock().unwrap().iter() {
             let mut t = var.as_tensor().clone();
-            if name.contains("q_proj") {
+            if cfg.arch == Arch::Llama && name.contains("q_proj") {
                 t = permute(&t, cfg.num_attention_heads);
-            } else if name.contains("k_proj") {
+            } else if cfg.arch == Arch::Llama && name.contains("k_proj") {
                 t = permute(&t, cfg.num_key_value_heads);
             }
-            qtensors.push((
-                gguf_name(name).unwrap(),
-                QTensor::quantize(&t, GgmlDType::F32).unwrap(),
-            ));
+            let q = QTensor::quantize(&t, GgmlDType::F32).unwrap();
+            qtensors.push((gguf_name(name).unwrap(), q));
         }
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tiny.gguf");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let meta_refs: Vec<(&str, &GValue)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+        let mut f = std::fs::File::create(path).unwrap();
+        let meta_refs: Vec<(&str, &GValue)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let qrefs: Vec<(&str, &QTensor)> = qtensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
         gguf_file::write(&mut f, &meta_refs, &qrefs).unwrap();
-        drop(f);
+    }
 
-        let ck = Checkpoint::load(&path, &Device::Cpu, DType::F32).unwrap();
-        assert_eq!(
-            ck.config,
-            Config {
+    #[test]
+    fn gguf_loads_with_unpermuted_qk_and_its_tokenizer() {
+        for arch in [Arch::Llama, Arch::Qwen2] {
+            let mut cfg = test_config(arch);
+            cfg.vocab_size = TINY_VOCAB_SIZE;
+            let (model, vm) = test_model(&cfg, 8);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("tiny.gguf");
+            write_gguf(&cfg, &vm, &path);
+
+            let ck = Checkpoint::load(&path, &Device::Cpu, DType::F32).unwrap();
+            let expected_cfg = Config {
                 bos_token_id: None,
                 eos_token_ids: vec![crate::TINY_IM_END_ID],
                 ..cfg.clone()
-            }
+            };
+            assert_eq!(ck.config, expected_cfg);
+            let input = Tensor::new(&[[3u32, 17, 42, 5, 96, 0, 33]], &Device::Cpu).unwrap();
+            let a = ck.model().unwrap().forward(&input, None).unwrap();
+            let b = model.forward(&input, None).unwrap();
+            let diff = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap();
+            let diff = diff.to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-5, "{arch}: GGUF logits differ by {diff}");
+            let tok = tiny_tokenizer().unwrap();
+            let text = "<|im_start|>user\nWhat is 12+7?<|im_end|>\n";
+            assert_eq!(
+                ck.tokenizer.encode(text, false).unwrap().get_ids(),
+                tok.encode(text, false).unwrap().get_ids()
+            );
+            assert_eq!(ck.chat_template.as_deref(), Some(crate::CHATML_TEMPLATE));
+            assert_eq!(ck.tokenizer_config["eos_token"], "<|im_end|>");
+        }
+    }
+
+    #[test]
+    fn gguf_missing_tensor_names_it_and_the_file() {
+        let mut cfg = test_config(Arch::Llama);
+        cfg.vocab_size = TINY_VOCAB_SIZE;
+        cfg.num_hidden_layers = 3;
+        let (_, vm) = test_model(&cfg, 8);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("short.gguf");
+        // Metadata says 4 layers, the file holds 3.
+        cfg.num_hidden_layers = 4;
+        write_gguf(&cfg, &vm, &path);
+        let err = Checkpoint::load(&path, &Device::Cpu, DType::F32).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("blk.3.") && msg.contains("short.gguf"),
+            "{msg}"
         );
-        let input = Tensor::new(&[[3u32, 17, 42, 5, 96, 0, 33]], &Device::Cpu).unwrap();
-        let a = ck.model().unwrap().forward(&input, None).unwrap();
-        let b = model.forward(&input, None).unwrap();
-        let diff = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(diff < 1e-5, "GGUF logits differ by {diff}");
-        let text = "<|im_start|>user\nWhat is 12+7?<|im_end|>\n";
-        assert_eq!(
-            ck.tokenizer.encode(text, false).unwrap().get_ids(),
-            tok.encode(text, false).unwrap().get_ids()
-        );
-        assert_eq!(ck.chat_template.as_deref(), Some(crate::CHATML_TEMPLATE));
-        assert_eq!(ck.tokenizer_config["eos_token"], "<|im_end|>");
     }
 
     /// SmolLM2-135M-Instruct from `make model`; skipped (with a notice) when it is absent.

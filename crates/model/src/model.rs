@@ -4,7 +4,7 @@
 //! that record a backward pass; candle's fused kernels silently cut gradients.
 
 use candle_core::{D, DType, Device, Module, Tensor, Var};
-use candle_nn::{Embedding, Init, Linear, VarBuilder, VarMap};
+use candle_nn::{Embedding, Init, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::config::Config;
@@ -111,6 +111,36 @@ fn get(vb: &VarBuilder, spec: &(TensorSpec, InitKind)) -> Result<Tensor> {
     Ok(vb.get_with_hints(spec.0.shape.as_slice(), &spec.0.name, init)?)
 }
 
+/// `x @ w.T + b` on the flattened tokens: one large matmul (and one in the backward pass)
+/// instead of candle_nn's batch-broadcast weight, which the backward pass reduces per batch.
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear { weight, bias }
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (last, lead) = dims
+            .split_last()
+            .expect("linear input has a feature dimension");
+        let rows: usize = lead.iter().product();
+        let y = x.reshape((rows, *last))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = lead.to_vec();
+        out.push(self.weight.dim(0)?);
+        Ok(y.reshape(out)?)
+    }
+}
+
 /// Root-mean-square layer norm from basic ops (computed in f32 for stability).
 #[derive(Debug, Clone)]
 struct RmsNorm {
@@ -202,7 +232,7 @@ impl Attention {
                 .matmul(&v)?
                 .transpose(1, 2)?
                 .reshape((b, t, self.n_heads * self.head_dim))?;
-        Ok(self.o_proj.forward(&out)?)
+        self.o_proj.forward(&out)
     }
 }
 
@@ -225,7 +255,7 @@ struct Mlp {
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let gate = self.gate.forward(x)?.silu()?;
-        Ok(self.down.forward(&(gate * self.up.forward(x)?)?)?)
+        self.down.forward(&(gate * self.up.forward(x)?)?)
     }
 }
 
@@ -377,7 +407,7 @@ impl Model {
         };
         let positions = Tensor::from_vec(positions, (b, t), &self.device)?;
         let hidden = self.run_layers(input_ids, &positions, &mask, None)?;
-        Ok(self.lm_head.forward(&hidden)?)
+        self.lm_head.forward(&hidden)
     }
 
     /// Embedding → layers → final norm. `positions` `[b, t]` u32; `mask` additive, broadcast
@@ -405,7 +435,7 @@ impl Model {
 
     /// Project hidden states to logits.
     pub(crate) fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(self.lm_head.forward(hidden)?)
+        self.lm_head.forward(hidden)
     }
 
     /// cos/sin `[b, 1, t, head_dim]` for per-token positions.
