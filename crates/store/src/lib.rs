@@ -11,6 +11,8 @@
 //! - [`export`]: Hugging Face-ready datasets from runs; [`inspect`]: describe a run or dataset.
 
 pub mod error;
+pub mod export;
+pub mod inspect;
 
 pub mod read;
 pub mod record;

@@ -382,6 +382,45 @@ impl SourceReader {
     }
 }
 
+/// Raw rows of a JSONL, JSON or Parquet file as JSON values, without the prompt-field checks
+/// of [`SourceReader`] (for general-purpose data, e.g. the export's mix sources). Items are
+/// `(row number, value or quarantine entry)`.
+pub struct RawRows(SourceReader);
+
+impl RawRows {
+    pub fn open(path: &std::path::Path, format: SourceFormat) -> Result<Self> {
+        let source = Source {
+            path: path.to_owned(),
+            format,
+            id_field: None,
+            prompt_field: String::new(),
+            answer_field: None,
+            answer_extract: AnswerExtract::Verbatim,
+            limit: None,
+        };
+        SourceReader::open(&source).map(Self)
+    }
+}
+
+impl Iterator for RawRows {
+    type Item = Result<(u64, std::result::Result<Value, QuarantineEntry>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.0.next_raw() {
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+            Ok(Some((row, Ok(value)))) => Some(Ok((row, Ok(value)))),
+            Ok(Some((row, Err(item)))) => {
+                let entry = match item {
+                    Err(entry) => entry,
+                    Ok(_) => unreachable!("next_raw only quarantines"),
+                };
+                Some(Ok((row, Err(entry))))
+            }
+        }
+    }
+}
+
 impl Iterator for SourceReader {
     type Item = Result<SourceItem>;
 
