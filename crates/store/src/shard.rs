@@ -201,6 +201,15 @@ impl Iterator for ShardFileReader {
     }
 }
 
+/// The Arrow schema of a Parquet file (as stored in its footer) and its row count.
+pub fn file_schema(path: &Path) -> Result<(SchemaRef, u64)> {
+    let file = File::open(path).map_err(StoreError::io("open", path))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(StoreError::parquet(path))?;
+    let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+    Ok((builder.schema().clone(), rows))
+}
+
 /// Reads the footer key-value metadata of a Parquet file.
 pub fn footer_metadata(path: &Path) -> Result<Vec<(String, String)>> {
     let file = File::open(path).map_err(StoreError::io("open", path))?;

@@ -1,0 +1,148 @@
+//! `distillery export`: runs → a Hugging Face-ready dataset. The logic lives in
+//! `distillery_store::export`; this is the command line around it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use distillery_store::Which;
+use distillery_store::export::{
+    Dedup, ExportFormat, ExportOptions, MixSource, ShardSize, export, parse_splits,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Parquet,
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DedupArg {
+    /// Drop rows whose `messages` equal an earlier row's.
+    Exact,
+    /// Keep one row per prompt text.
+    Prompt,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  distillery export runs/gsm8k-mock --out datasets/gsm8k-r1
+  distillery export runs/a runs/b --out ds --split train=0.98,test=0.02 --seed 1 --max-per-prompt 1
+  distillery export runs/math --out ds --mix general.jsonl:0.2   # 80% reasoning, 20% general
+  distillery export runs/math --out ds --format jsonl --columns id,messages")]
+pub struct Args {
+    /// Run directories (or exported datasets / Parquet files of generation rows) to merge.
+    #[arg(required = true, value_name = "RUN_DIR")]
+    pub inputs: Vec<PathBuf>,
+    /// Output directory: DIR/data/<split>-NNNNN-of-NNNNN.<ext> and DIR/README.md.
+    #[arg(long, short, value_name = "DIR")]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value = "parquet")]
+    pub format: Format,
+    /// Splits and their shares, assigned per prompt so no prompt is in two splits.
+    #[arg(long, default_value = "train=1", value_name = "NAME=RATIO,...")]
+    pub split: String,
+    /// Seed of the split assignment and row order (same seed and inputs: same files).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Export accepted rows only (the default).
+    #[arg(long, conflicts_with = "all")]
+    pub accepted_only: bool,
+    /// Export rejected rows too, with their verdicts and reasons.
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long, value_enum)]
+    pub dedup: Option<DedupArg>,
+    /// Keep at most K rows per prompt (the lowest sample indices).
+    #[arg(long, value_name = "K")]
+    pub max_per_prompt: Option<u32>,
+    /// Columns to keep, in order (default: all).
+    #[arg(long, value_delimiter = ',', value_name = "COL,...")]
+    pub columns: Option<Vec<String>>,
+    /// Most rows per file (`50000`) or most uncompressed size (`500MB`, the default).
+    #[arg(long, value_name = "ROWS|SIZE")]
+    pub shard_size: Option<String>,
+    /// Mix in general data (JSONL/JSON/Parquet with `messages` or prompt/response fields, or
+    /// another run) as RATIO of the final dataset, e.g. `general.jsonl:0.2`. Repeatable.
+    #[arg(long, value_name = "PATH:RATIO")]
+    pub mix: Vec<String>,
+    /// Replace an existing dataset in --out.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn options(args: Args) -> anyhow::Result<ExportOptions> {
+    let mut options = ExportOptions::new(args.inputs, args.out);
+    options.format = match args.format {
+        Format::Parquet => ExportFormat::Parquet,
+        Format::Jsonl => ExportFormat::Jsonl,
+    };
+    options.splits = parse_splits(&args.split)?;
+    options.seed = args.seed;
+    options.which = if args.all {
+        Which::All
+    } else {
+        Which::Accepted
+    };
+    options.dedup = args.dedup.map(|d| match d {
+        DedupArg::Exact => Dedup::Exact,
+        DedupArg::Prompt => Dedup::Prompt,
+    });
+    options.max_per_prompt = args.max_per_prompt;
+    options.columns = args.columns;
+    if let Some(size) = &args.shard_size {
+        options.shard_size = size.parse::<ShardSize>()?;
+    }
+    options.mix = args
+        .mix
+        .iter()
+        .map(|m| m.parse::<MixSource>())
+        .collect::<Result<_, _>>()?;
+    options.force = args.force;
+    Ok(options)
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let options = options(args)?;
+    let report =
+        export(&options).with_context(|| format!("exporting to {}", options.out.display()))?;
+    for warning in &report.warnings {
+        tracing::warn!("{warning}");
+    }
+    println!("exported to {}", report.out.display());
+    for input in &report.inputs {
+        println!(
+            "  from {} ({}): {} generations, {} accepted, {} rejected",
+            input.path.display(),
+            input.name,
+            input.generations,
+            input.accepted,
+            input.rejected
+        );
+    }
+    println!(
+        "  {} rows selected, {} dropped by dedup, {} by max-per-prompt",
+        report.rows_selected, report.dropped_by_dedup, report.dropped_by_max_per_prompt
+    );
+    for mix in &report.mix {
+        println!(
+            "  mixed {} rows of {} (wanted {}, {} usable, {} skipped)",
+            mix.used,
+            mix.path.display(),
+            mix.wanted,
+            mix.available,
+            mix.skipped
+        );
+    }
+    for split in &report.splits {
+        println!(
+            "  {}: {} rows in {} file(s)",
+            split.name,
+            split.rows,
+            split.files.len()
+        );
+    }
+    println!("  dataset card: {}", report.card.display());
+    Ok(ExitCode::SUCCESS)
+}
