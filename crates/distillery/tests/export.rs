@@ -459,13 +459,30 @@ try:
 except ImportError:
     print("duckdb not installed: skipped")
 else:
-    n = duckdb.sql(f"select count(*) from read_parquet('{out}/data/*.parquet')").fetchone()[0]
+    con = duckdb.connect()
+    n = con.execute(f"select count(*) from read_parquet('{out}/data/*.parquet')").fetchall()[0][0]
+    roles = con.execute(f"select messages[1].role from read_parquet('{out}/data/*.parquet') limit 1").fetchall()
+    assert roles == [("user",)], roles
     assert n == 52, n
     print("duckdb ok")
 print("pyarrow ok")
+try:
+    import datasets
+except ImportError:
+    print("datasets not installed: skipped")
+else:
+    ds = datasets.load_dataset(out)
+    assert sorted(ds.keys()) == ["test", "train"], ds
+    assert ds["train"].num_rows + ds["test"].num_rows == 52
+    row = ds["train"][0]
+    assert row["messages"][0]["role"] == "user" and "content" in row["messages"][1], row
+    print("datasets ok")
 "#;
     let output = Command::new("python3")
         .args(["-c", script, s(&out)])
+        .env("HF_HOME", dir.path().join("hf"))
+        .env("HF_DATASETS_OFFLINE", "1")
+        .env("HF_HUB_OFFLINE", "1")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -475,4 +492,5 @@ print("pyarrow ok")
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("pyarrow ok"), "{stdout}");
+    println!("{stdout}");
 }
