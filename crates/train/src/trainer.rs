@@ -148,10 +148,10 @@ impl TrainConfig {
         if self.max_len < 2 {
             return bad("max_len", "must be at least 2");
         }
-        if !(self.clip >= 0.0) {
+        if self.clip.is_nan() || self.clip < 0.0 {
             return bad("clip", "must be >= 0");
         }
-        if !(self.weight_decay >= 0.0) {
+        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return bad("weight_decay", "must be >= 0");
         }
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
@@ -182,6 +182,23 @@ impl TrainConfig {
             ..self.clone()
         }
     }
+}
+
+/// `field: old -> new` for every top-level field that differs.
+fn config_diff(old: &TrainConfig, new: &TrainConfig) -> Vec<String> {
+    let (a, b) = (
+        serde_json::to_value(old).unwrap_or_default(),
+        serde_json::to_value(new).unwrap_or_default(),
+    );
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return Vec::new();
+    };
+    a.iter()
+        .filter_map(|(k, va)| {
+            let vb = b.get(k).cloned().unwrap_or_default();
+            (*va != vb).then(|| format!("{k}: {va} -> {vb}"))
+        })
+        .collect()
 }
 
 /// One line of `metrics.jsonl`.
@@ -413,15 +430,14 @@ impl Trainer {
                         ),
                     });
                 }
-                let (old, new) = (st.config.curve_relevant(), cfg.curve_relevant());
-                if old != new {
+                let changed = config_diff(&st.config.curve_relevant(), &cfg.curve_relevant());
+                if !changed.is_empty() {
                     return Err(TrainError::Checkpoint {
                         path: dir.clone(),
                         message: format!(
-                            "the training configuration changed since this checkpoint; \
-                             resume with the same settings (checkpoint: {}; now: {})",
-                            serde_json::to_string(&old).unwrap_or_default(),
-                            serde_json::to_string(&new).unwrap_or_default()
+                            "the training configuration changed since this checkpoint ({}); \
+                             resume with the same settings",
+                            changed.join(", ")
                         ),
                     });
                 }
@@ -908,7 +924,7 @@ impl Trainer {
             self.append_metrics(&m)?;
             window_tokens += m.tokens;
             let log_every = self.cfg.log_every.max(1);
-            if self.step % log_every == 0 || self.step == self.total_steps {
+            if self.step.is_multiple_of(log_every) || self.step == self.total_steps {
                 let secs = window_start.elapsed().as_secs_f64().max(1e-9);
                 tracing::info!(
                     "step {}/{} loss {:.4} lr {:.3e} grad_norm {:.3} tok/s {:.0}{}",
@@ -925,9 +941,10 @@ impl Trainer {
                 window_tokens = 0;
                 window_start = Instant::now();
             }
-            let ckpt = self.cfg.checkpoint_every > 0 && self.step % self.cfg.checkpoint_every == 0;
+            let ckpt = self.cfg.checkpoint_every > 0
+                && self.step.is_multiple_of(self.cfg.checkpoint_every);
             let eval_due = if self.cfg.eval_every > 0 {
-                self.step % self.cfg.eval_every == 0
+                self.step.is_multiple_of(self.cfg.eval_every)
             } else {
                 ckpt
             };

@@ -33,7 +33,11 @@ fn traces(n: usize) -> Vec<Conversation> {
             let (a, b) = (3 + 7 * i, 11 + 5 * i);
             conv(
                 &format!("What is {a} + {b}?"),
-                &format!("<think>\n{a} + {b} = {}\n</think>\n\nThe answer is {}.", a + b, a + b),
+                &format!(
+                    "<think>\n{a} + {b} = {}\n</think>\n\nThe answer is {}.",
+                    a + b,
+                    a + b
+                ),
             )
         })
         .collect()
@@ -91,8 +95,14 @@ fn tiny_model_overfits_a_handful_of_traces() {
         "overfit: loss {before:.4} -> {after:.4} over {} steps, {:.0} tok/s",
         summary.steps, summary.tokens_per_s
     );
-    assert!(before > 5.0, "a random tiny model starts near ln(768): {before}");
-    assert!(after * 10.0 <= before, "loss fell only from {before} to {after}");
+    assert!(
+        before > 5.0,
+        "a random tiny model starts near ln(768): {before}"
+    );
+    assert!(
+        after * 10.0 <= before,
+        "loss fell only from {before} to {after}"
+    );
     let curve = read_metrics(&dir.path().join("out/metrics.jsonl")).unwrap();
     assert_eq!(curve.len(), 60);
     assert!(curve.iter().all(|m| m.loss.is_finite() && m.tokens > 0));
@@ -153,7 +163,15 @@ fn resume_gives_the_same_loss_curve_as_an_uninterrupted_run() {
     );
     assert_eq!(ca.len(), 9);
     let key = |m: &distillery_train::trainer::StepMetrics| {
-        (m.step, m.epoch, m.loss, m.lr, m.grad_norm, m.tokens, m.loss_tokens)
+        (
+            m.step,
+            m.epoch,
+            m.loss,
+            m.lr,
+            m.grad_norm,
+            m.tokens,
+            m.loss_tokens,
+        )
     };
     assert_eq!(
         ca.iter().map(key).collect::<Vec<_>>(),
@@ -191,7 +209,10 @@ fn resume_gives_the_same_loss_curve_as_an_uninterrupted_run() {
     .err()
     .expect("changed config refused")
     .to_string();
-    assert!(err.contains("step-00000009") && err.contains("configuration"), "{err}");
+    assert!(
+        err.contains("step-00000009") && err.contains("lr: 0.003 -> 1.0"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -249,12 +270,9 @@ fn loss_mask_with_the_tiny_models_template_covers_the_assistant_turn() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny(dir.path(), Arch::Qwen2, 4);
     let ck = Checkpoint::load(&model, &Device::Cpu, DType::F32).unwrap();
-    let tmpl = ChatTemplate::from_config_value(
-        &ck.tokenizer_config,
-        ck.chat_template.as_deref(),
-        None,
-    )
-    .unwrap();
+    let tmpl =
+        ChatTemplate::from_config_value(&ck.tokenizer_config, ck.chat_template.as_deref(), None)
+            .unwrap();
     assert!(!tmpl.is_fallback);
     let enc = Encoder {
         tokenizer: &ck.tokenizer,
@@ -308,6 +326,61 @@ fn distillation_uses_the_teacher_and_the_temperature_schedule() {
         assert!(kl > 0.0, "two different random models disagree: {kl}");
         // loss = alpha·T²·KL + (1 − alpha)·CE, per loss token.
         let want = 0.5 * t * t * kl + 0.5 * m.ce;
-        assert!((m.loss - want).abs() < 1e-4 * want.abs().max(1.0), "{} vs {want}", m.loss);
+        assert!(
+            (m.loss - want).abs() < 1e-4 * want.abs().max(1.0),
+            "{} vs {want}",
+            m.loss
+        );
     }
+}
+
+/// SmolLM2-135M-Instruct from `make model` (GGUF, dequantised to f32): its own chat template
+/// renders the traces, a few steps of fine-tuning lower the loss on them, and the result is
+/// written as a Hugging Face checkpoint. Skipped (with a notice) when the file is absent.
+#[test]
+fn smollm2_fine_tunes_for_a_few_steps() {
+    let path = std::env::var_os("DISTILLERY_SMOLLM2")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    if !path.is_file() {
+        eprintln!(
+            "skipping: {} not found (run `make model` or set DISTILLERY_SMOLLM2)",
+            path.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Trainer::new(TrainerInit {
+        model: path,
+        conversations: traces(2),
+        config: TrainConfig {
+            lr: 1e-4,
+            warmup_steps: 0,
+            duration: Duration::Steps(3),
+            batch_size: 2,
+            max_len: 96,
+            weight_decay: 0.0,
+            ..base_config()
+        },
+        out_dir: dir.path().join("out"),
+        resume: false,
+    })
+    .unwrap();
+    let before = t.train_loss().unwrap();
+    let summary = t.run().unwrap();
+    let after = t.train_loss().unwrap();
+    eprintln!(
+        "SmolLM2: loss {before:.4} -> {after:.4} in {} steps, {:.0} tok/s",
+        summary.steps, summary.tokens_per_s
+    );
+    assert!(before.is_finite() && after.is_finite());
+    assert!(
+        after < before,
+        "fine-tuning did not lower the loss: {before} -> {after}"
+    );
+    let ck = Checkpoint::load(dir.path().join("out"), &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(ck.config.arch, Arch::Llama);
 }
