@@ -408,7 +408,14 @@ impl Trainer {
         let out_dir = init.out_dir;
         std::fs::create_dir_all(&out_dir).map_err(io_err(&out_dir))?;
         let resume_dir = if init.resume {
-            latest_checkpoint(&out_dir)?
+            let found = latest_checkpoint(&out_dir)?;
+            if found.is_none() {
+                tracing::warn!(
+                    out = %out_dir.display(),
+                    "--resume: no checkpoint found; starting from the beginning"
+                );
+            }
+            found
         } else {
             None
         };
@@ -498,16 +505,17 @@ impl Trainer {
             Some(kd) => {
                 let t = Checkpoint::load(&kd.teacher_checkpoint, &device, DType::F32)
                     .map_err(model_err)?;
-                let (sv, tv) = (
-                    student.tokenizer.get_vocab_size(true),
-                    t.tokenizer.get_vocab_size(true),
-                );
-                if sv != tv {
-                    tracing::warn!(
-                        student_vocab = sv,
-                        teacher_vocab = tv,
-                        "teacher tokenizer differs in size; KD assumes a shared tokenizer"
-                    );
+                if student.tokenizer.get_vocab(true) != t.tokenizer.get_vocab(true) {
+                    return Err(TrainError::Config {
+                        field: "kd.teacher_checkpoint".into(),
+                        message: format!(
+                            "{}: the teacher's tokenizer differs from the student's ({} vs {} \
+                             tokens); logit distillation needs a shared tokenizer",
+                            kd.teacher_checkpoint.display(),
+                            t.tokenizer.get_vocab_size(true),
+                            student.tokenizer.get_vocab_size(true)
+                        ),
+                    });
                 }
                 Some(t.model().map_err(model_err)?)
             }
