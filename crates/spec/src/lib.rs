@@ -270,21 +270,30 @@ impl fmt::Display for Diagnostics<'_> {
 }
 
 impl Pipeline {
-    /// Reads and validates a definition; relative paths in it resolve against its directory.
+    /// Reads and validates a definition; relative paths in it resolve against its directory,
+    /// and the files it names must exist.
     pub fn from_file(path: &Path) -> Result<Self, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
             path: path.to_owned(),
             source,
         })?;
         let base_dir = path.parent().unwrap_or_else(|| Path::new(""));
-        Self::parse(&text, path, base_dir)
+        validate::parse(&text, base_dir, validate::FileCheck::Exist).map_err(|problems| {
+            SpecError::Invalid {
+                file: path.to_owned(),
+                problems,
+            }
+        })
     }
 
-    /// Validates definition `text`; `file` only names it in errors.
+    /// Validates definition `text`; `file` only names it in errors. Pure: it does not look at
+    /// the files the definition names ([`Self::from_file`] does).
     pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Self, SpecError> {
-        validate::parse(text, base_dir).map_err(|problems| SpecError::Invalid {
-            file: file.to_owned(),
-            problems,
+        validate::parse(text, base_dir, validate::FileCheck::Skip).map_err(|problems| {
+            SpecError::Invalid {
+                file: file.to_owned(),
+                problems,
+            }
         })
     }
 }

@@ -18,24 +18,15 @@ const DEFAULT_TIMEOUT_SECS: f64 = 600.0;
 const DEFAULT_RETRIES: u32 = 8;
 const DEFAULT_MOCK_MODEL: &str = "distillery-mock-r1";
 
-pub(crate) fn parse(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Diagnostic>> {
+pub(crate) fn parse(
+    text: &str,
+    base_dir: &Path,
+    files: FileCheck,
+) -> Result<Pipeline, Vec<Diagnostic>> {
     let locator = Locator::new(text);
-    let raw: RawPipeline = match toml::from_str(text) {
-        Ok(raw) => raw,
-        Err(error) => {
-            let (path, position) = match error.span() {
-                Some(span) => (
-                    locator.path_at(span.start),
-                    Some(Position::of_offset(text, span.start)),
-                ),
-                None => (FieldPath::root(), None),
-            };
-            return Err(vec![Diagnostic {
-                path,
-                position,
-                message: error.message().trim().to_owned(),
-            }]);
-        }
+    let (raw, mut problems) = deserialize(text, &locator);
+    let Some(raw) = raw else {
+        return Err(problems);
     };
     let mut checker = Checker {
         text,
@@ -43,10 +34,74 @@ pub(crate) fn parse(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Diagnos
         problems: Vec::new(),
     };
     let pipeline = checker.pipeline(raw, base_dir);
-    match pipeline {
-        Some(pipeline) if checker.problems.is_empty() => Ok(pipeline),
-        _ => Err(checker.problems),
+    if let (FileCheck::Exist, Some(pipeline)) = (files, &pipeline) {
+        checker.files_exist(pipeline);
     }
+    problems.append(&mut checker.problems);
+    problems.sort_by_key(|p| p.position.map(|p| (p.line, p.column)));
+    match pipeline {
+        Some(pipeline) if problems.is_empty() => Ok(pipeline),
+        _ => Err(problems),
+    }
+}
+
+/// Whether validation looks at the files a definition names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileCheck {
+    Exist,
+    Skip,
+}
+
+/// Deserialises the raw definition. serde stops at the first unknown key; so that one run
+/// reports every misspelt key, a single-line `key = value` that is unknown is commented out
+/// and deserialisation tried again. Any other error ends the attempt with what was found.
+fn deserialize(text: &str, locator: &Locator) -> (Option<RawPipeline>, Vec<Diagnostic>) {
+    const MAX_UNKNOWN_KEYS: usize = 50;
+    let mut problems = Vec::new();
+    let mut current = text.to_owned();
+    loop {
+        let error = match toml::from_str::<RawPipeline>(&current) {
+            Ok(raw) => return (Some(raw), problems),
+            Err(error) => error,
+        };
+        let at = error.span().map(|span| span.start);
+        problems.push(Diagnostic {
+            path: at.map_or_else(FieldPath::root, |offset| locator.path_at(offset)),
+            position: at.map(|offset| Position::of_offset(text, offset)),
+            message: error.message().trim().to_owned(),
+        });
+        let skippable =
+            error.message().starts_with("unknown field") && problems.len() < MAX_UNKNOWN_KEYS;
+        match at.and_then(|offset| comment_out_key_line(&current, offset)) {
+            Some(next) if skippable => current = next,
+            _ => return (None, problems),
+        }
+    }
+}
+
+/// `text` with the line holding the key at `offset` commented out, when that line is a whole
+/// `key = value` (a key at the start of the line whose value ends on the same line).
+fn comment_out_key_line(text: &str, offset: usize) -> Option<String> {
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    if !text[start..offset].trim().is_empty() {
+        return None;
+    }
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = &text[start..end];
+    // A value that opens a multi-line array, table or string cannot be cut off safely.
+    let (_, value) = line.split_once('=')?;
+    let value = value.trim();
+    let opens_block = value.starts_with("\"\"\"")
+        || value.starts_with("'''")
+        || (value.starts_with('[') && !value.contains(']'))
+        || (value.starts_with('{') && !value.contains('}'));
+    if opens_block {
+        return None;
+    }
+    // Overwrite the key's first character rather than insert one, so that offsets in the
+    // rest of the text, and so the positions of later errors, stay those of the original.
+    let key_len = text[offset..].chars().next()?.len_utf8();
+    Some(format!("{}#{}", &text[..offset], &text[offset + key_len..]))
 }
 
 struct Checker<'a> {
@@ -578,6 +633,33 @@ impl Checker<'_> {
         })
     }
 
+    /// The files a definition names must be there; a typo is cheaper to hear about now than
+    /// after the teacher has started.
+    fn files_exist(&mut self, pipeline: &Pipeline) {
+        let mut named = vec![(
+            FieldPath::root().key("source").key("path"),
+            pipeline.source.path.as_path(),
+        )];
+        let teacher = FieldPath::root().key("teacher");
+        match &pipeline.teacher.backend {
+            Backend::Local(local) => named.push((
+                teacher.key("local").key("checkpoint"),
+                local.checkpoint.as_path(),
+            )),
+            Backend::Mock { settings, .. } => {
+                if let Some(dataset) = &settings.dataset {
+                    named.push((teacher.key("mock").key("dataset"), dataset.as_path()));
+                }
+            }
+            Backend::Openai { .. } => {}
+        }
+        for (path, file) in named {
+            if !file.exists() {
+                self.error(path, format!("{} does not exist", file.display()));
+            }
+        }
+    }
+
     fn output(&mut self, raw: crate::raw::RawOutput) -> Output {
         let at = FieldPath::root().key("output");
         Output {
@@ -718,16 +800,16 @@ concurrency = -2
         let errors = errors(text);
         let expected = [
             "2:8 name: `bad name!` cannot name a run directory",
-            "4:8 source.path: cannot tell the format of /base/data.txt",
             "3:2 source.prompt_field: is required",
+            "4:8 source.path: cannot tell the format of /base/data.txt",
             "5:18 source.answer_extract: needs source.answer_field",
-            "11:12 teacher.endpoints[0].base_url: must be an http:// or https:// URL",
-            "10:1 teacher.endpoints[0].model: is required",
-            "12:15 teacher.endpoints[0].api_key_env: must name an environment variable (letters, digits and `_`); it looks like a key itself",
-            "16:15 teacher.endpoints[1].concurrency: must be a whole number from 1",
             "7:15 teacher.temperature: must be between 0 and 2, got 3",
             "8:9 teacher.top_p: must be above 0 and at most 1, got 0",
             "9:5 teacher.n: must be a whole number from 1",
+            "10:1 teacher.endpoints[0].model: is required",
+            "11:12 teacher.endpoints[0].base_url: must be an http:// or https:// URL",
+            "12:15 teacher.endpoints[0].api_key_env: must name an environment variable (letters, digits and `_`); it looks like a key itself",
+            "16:15 teacher.endpoints[1].concurrency: must be a whole number from 1",
         ];
         assert_eq!(errors.len(), expected.len(), "{errors:#?}");
         for (got, want) in errors.iter().zip(expected) {
@@ -806,6 +888,27 @@ server_error = 0.7
         assert!(
             seen >= 3,
             "expected the three example pipelines, found {seen}"
+        );
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_with_the_other_errors() {
+        let text = "name = \"ok\"\n[source]\npath = \"d.jsonl\"\nprompt_feld = \"q\"\n[teacher]\nkind = \"mock\"\ntemprature = 1\n";
+        let errors = errors(text);
+        for want in [
+            "4:1 source.prompt_feld: unknown field",
+            "7:1 teacher.temprature: unknown field",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(want)),
+                "{want}: {errors:#?}"
+            );
+        }
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("source.prompt_field: is required")),
+            "{errors:#?}"
         );
     }
 }

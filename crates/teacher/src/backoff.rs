@@ -65,15 +65,30 @@ mod tests {
         let d = b.delay(0, Some(Duration::from_secs(7)), 0.0);
         assert_eq!(d, Duration::from_secs(7));
         let d = b.delay(10, Some(Duration::from_secs(7)), 0.999);
-        assert!(d >= Duration::from_secs(7) && d <= Duration::from_millis(7250), "{d:?}");
+        assert!(
+            d >= Duration::from_secs(7) && d <= Duration::from_millis(7250),
+            "{d:?}"
+        );
     }
 
     #[test]
     fn parses_retry_after_headers() {
-        assert_eq!(parse_retry_after(Some("3"), None), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after(Some(" 1.5 "), None), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_retry_after(Some("3"), Some("250")), Some(Duration::from_millis(250)));
-        assert_eq!(parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT"), None), None);
+        assert_eq!(
+            parse_retry_after(Some("3"), None),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            parse_retry_after(Some(" 1.5 "), None),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse_retry_after(Some("3"), Some("250")),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT"), None),
+            None
+        );
         assert_eq!(parse_retry_after(Some("-1"), None), None);
         assert_eq!(parse_retry_after(None, None), None);
     }

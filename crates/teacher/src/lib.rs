@@ -147,7 +147,9 @@ pub enum TeacherError {
     )]
     MissingApiKey { variable: String, endpoint: String },
     /// A refusal that every later request would get too (bad key, unknown model): stop.
-    #[error("{endpoint} refused the request with HTTP {status}, and would refuse every other: {message}{hint}")]
+    #[error(
+        "{endpoint} refused the request with HTTP {status}, and would refuse every other: {message}{hint}"
+    )]
     Fatal {
         endpoint: String,
         status: u16,

@@ -70,7 +70,9 @@ impl TokenBucket {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BucketState> {
         // The state stays consistent even if a holder panicked: every update is one assignment.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -19,9 +19,7 @@ use crate::http::{HttpStatusError, StatusCheckingService};
 use crate::limits::TokenBucket;
 use crate::reasoning;
 use crate::wire::{ChatChunk, ChatRequest, ChatResponse, StreamOptions, WireUsage};
-use crate::{
-    Completion, FinishReason, Sample, Teacher, TeacherError, TeacherRequest, Usage,
-};
+use crate::{Completion, FinishReason, Sample, Teacher, TeacherError, TeacherRequest, Usage};
 
 /// How requests are made, common to every endpoint.
 #[derive(Debug, Clone)]
@@ -104,7 +102,9 @@ impl std::fmt::Debug for OpenAiTeacher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Deliberately no client or config: they hold the API key.
         let urls: Vec<&str> = self.endpoints.iter().map(|e| e.base_url.as_str()).collect();
-        f.debug_struct("OpenAiTeacher").field("endpoints", &urls).finish_non_exhaustive()
+        f.debug_struct("OpenAiTeacher")
+            .field("endpoints", &urls)
+            .finish_non_exhaustive()
     }
 }
 
@@ -457,8 +457,12 @@ impl OpenAiTeacher {
                 status,
                 message: error.message(),
                 hint: match status {
-                    401 | 403 => " (check the API key in the environment variable the definition names)",
-                    404 => " (check the model name and that base_url ends where the API starts, e.g. …/v1)",
+                    401 | 403 => {
+                        " (check the API key in the environment variable the definition names)"
+                    }
+                    404 => {
+                        " (check the model name and that base_url ends where the API starts, e.g. …/v1)"
+                    }
                     _ => "",
                 },
             }),
@@ -597,7 +601,9 @@ fn load_share(endpoint: &EndpointState) -> f64 {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// reqwest's top-level message ("error sending request") hides the cause; show the chain.

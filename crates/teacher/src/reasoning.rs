@@ -41,7 +41,9 @@ pub fn split(reasoning_field: Option<&str>, content: &str) -> Split {
     }
     let trimmed = content.trim_start();
     if let Some(close) = trimmed.find(CLOSE) {
-        let inner = trimmed[..close].strip_prefix(OPEN).unwrap_or(&trimmed[..close]);
+        let inner = trimmed[..close]
+            .strip_prefix(OPEN)
+            .unwrap_or(&trimmed[..close]);
         // A stray `<think>` further in (an unclosed one before the close) is not reasoning
         // structure we understand; keep the text as it is rather than guess.
         if !inner.contains(OPEN) {
@@ -52,7 +54,10 @@ pub fn split(reasoning_field: Option<&str>, content: &str) -> Split {
             };
         }
     }
-    if let Some(unclosed) = trimmed.strip_prefix(OPEN).filter(|rest| !rest.contains(CLOSE)) {
+    if let Some(unclosed) = trimmed
+        .strip_prefix(OPEN)
+        .filter(|rest| !rest.contains(CLOSE))
+    {
         // Cut off mid-thought (finish_reason = length): all of it is reasoning.
         return Split {
             reasoning: Some(unclosed.trim().to_owned()),

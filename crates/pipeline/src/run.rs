@@ -1,0 +1,393 @@
+//! Starting, resuming and wiring a run.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use distillery_spec::Pipeline;
+use distillery_store::{Manifest, RunDir, RunStatus, SourceReader, WriterOptions};
+use tokio::sync::oneshot;
+
+use crate::PipelineError;
+use crate::actors::{Dispatcher, Interrupt, RunEnd, TeacherWorker, Verifier, Writer};
+use crate::grade::{Grader, RunContext};
+use crate::progress::{Display, Progress, Reporter};
+use crate::teacher::RunTeacher;
+
+/// How a run is carried out (not what it computes: that is the definition).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// After Ctrl-C, how long in-flight requests may still finish.
+    pub grace: Duration,
+    pub display: Display,
+    pub metrics: Option<SocketAddr>,
+    /// Verifier threads; 0 means one per core.
+    pub verifier_threads: usize,
+    /// Stop taking new prompts after this many have been dispatched (tests and demos use it to
+    /// interrupt a run at a known point).
+    pub stop_after: Option<u64>,
+    /// Fault injection for tests: WAL writes fail with "No space left on device" once a
+    /// segment would exceed this many bytes.
+    pub simulate_disk_full_after: Option<u64>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(30),
+            display: Display::Auto,
+            metrics: None,
+            verifier_threads: 0,
+            stop_after: None,
+            simulate_disk_full_after: None,
+        }
+    }
+}
+
+/// Starts a new run of the definition at `definition`.
+pub fn start(
+    definition: &Path,
+    run_dir: Option<PathBuf>,
+    options: &RunOptions,
+) -> Result<RunEnd, PipelineError> {
+    let pipeline = Pipeline::from_file(definition)?;
+    let text =
+        std::fs::read_to_string(definition).map_err(|source| distillery_spec::SpecError::Read {
+            path: definition.to_owned(),
+            source,
+        })?;
+    let run_path = run_dir.unwrap_or_else(|| pipeline.output.dir.join(&pipeline.name));
+    if RunDir::is_run_dir(&run_path) {
+        return Err(PipelineError::RunExists(format!(
+            "{} already holds a run; continue it with `distillery resume {}` or choose another --run-dir",
+            run_path.display(),
+            run_path.display()
+        )));
+    }
+    let run_id = format!("{}-{}", pipeline.name, distillery_store::now_ms());
+    let mut manifest = Manifest::new(&run_id, &pipeline.name, &text, env!("CARGO_PKG_VERSION"));
+    let absolute = std::fs::canonicalize(definition).unwrap_or_else(|_| definition.to_owned());
+    manifest.definition_path = Some(absolute.display().to_string());
+    let run_dir = RunDir::create(&run_path, &text, &manifest)?;
+    tracing::info!("run `{run_id}` in {}", run_path.display());
+    execute(
+        pipeline,
+        &text,
+        run_dir,
+        manifest,
+        HashSet::new(),
+        HashSet::new(),
+        options,
+    )
+}
+
+/// Continues a run. With `definition`, the run continues under that (changed) definition if
+/// the change is safe, or if `force`.
+pub fn resume(
+    run_path: &Path,
+    definition: Option<&Path>,
+    force: bool,
+    options: &RunOptions,
+) -> Result<RunEnd, PipelineError> {
+    let run_dir = RunDir::open(run_path)?;
+    let frozen = run_dir.frozen_definition()?;
+    let mut manifest = run_dir.manifest()?;
+    let original_path = manifest
+        .definition_path
+        .as_ref()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| run_path.join(distillery_store::run_dir::PIPELINE_FILE));
+    // Relative paths in the frozen copy resolve against where the definition was.
+    let base_dir = original_path.parent().unwrap_or(Path::new(".")).to_owned();
+    let frozen_pipeline = Pipeline::parse(&frozen, &original_path, &base_dir)?;
+    let (pipeline, text) = match definition {
+        None => (frozen_pipeline, frozen),
+        Some(path) => {
+            let changed = Pipeline::from_file(path)?;
+            let changes = unsafe_changes(&frozen_pipeline, &changed);
+            if !changes.is_empty() {
+                if !force {
+                    return Err(PipelineError::UnsafeChange { changes });
+                }
+                tracing::warn!(
+                    "resuming with a changed definition (--force):\n{}",
+                    changes.join("\n")
+                );
+            }
+            let text = std::fs::read_to_string(path).map_err(|source| {
+                distillery_spec::SpecError::Read {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
+            run_dir.refreeze(&text)?;
+            manifest.config_hash = distillery_store::config_hash(&text);
+            let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+            manifest.definition_path = Some(absolute.display().to_string());
+            (changed, text)
+        }
+    };
+    let recovered = run_dir.recover()?;
+    for torn in &recovered.torn {
+        tracing::info!("recovered from an interrupted write: {torn:?}");
+    }
+    if !recovered.recut.is_empty() {
+        tracing::info!(
+            "finished {} shard cut(s) left by the previous session",
+            recovered.recut.len()
+        );
+    }
+    manifest.counts = recovered.counts;
+    manifest.tokens = recovered.tokens;
+    manifest.shards = recovered.shards;
+    manifest.status = RunStatus::Running;
+    tracing::info!(
+        "resuming `{}`: {} prompts already done",
+        manifest.run_id,
+        recovered.done_ids.len()
+    );
+    execute(
+        pipeline,
+        &text,
+        run_dir,
+        manifest,
+        recovered.done_ids,
+        recovered.quarantined_rows,
+        options,
+    )
+}
+
+/// Differences between two definitions that would change what rows mean. Concurrency, rate
+/// limits, timeouts, retries, streaming, pricing, shard sizes and the mock's latency and faults
+/// only change how fast rows arrive.
+pub fn unsafe_changes(before: &Pipeline, after: &Pipeline) -> Vec<String> {
+    let mut left = Vec::new();
+    let mut right = Vec::new();
+    flatten(
+        "",
+        &serde_json::to_value(before).unwrap_or_default(),
+        &mut left,
+    );
+    flatten(
+        "",
+        &serde_json::to_value(after).unwrap_or_default(),
+        &mut right,
+    );
+    let safe = |path: &str| {
+        const SAFE: [&str; 9] = [
+            ".limits.",
+            "teacher.timeout",
+            "teacher.retries",
+            "teacher.stream",
+            "teacher.pricing",
+            "output.shard_",
+            ".settings.latency",
+            ".settings.faults",
+            "teacher.backend.Mock.settings.dataset",
+        ];
+        SAFE.iter().any(|s| path.contains(s))
+    };
+    let mut changes = Vec::new();
+    let right_map: std::collections::BTreeMap<_, _> = right.into_iter().collect();
+    let left_map: std::collections::BTreeMap<_, _> = left.into_iter().collect();
+    for key in left_map
+        .keys()
+        .chain(right_map.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let (a, b) = (left_map.get(key), right_map.get(key));
+        if a != b && !safe(key) {
+            let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "(unset)".into());
+            changes.push(format!("  {key}: {} → {}", show(a), show(b)));
+        }
+    }
+    changes
+}
+
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten(&path, value, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, value) in items.iter().enumerate() {
+                flatten(&format!("{prefix}[{i}]"), value, out);
+            }
+        }
+        other => out.push((prefix.to_owned(), other.to_string())),
+    }
+}
+
+fn execute(
+    pipeline: Pipeline,
+    text: &str,
+    run_dir: RunDir,
+    mut manifest: Manifest,
+    done_ids: HashSet<String>,
+    quarantined_rows: HashSet<u64>,
+    options: &RunOptions,
+) -> Result<RunEnd, PipelineError> {
+    let pipeline = Arc::new(pipeline);
+    let teacher = Arc::new(RunTeacher::build(&pipeline)?);
+    let total = count_rows(&pipeline)?;
+    manifest.counts.prompts_total = Some(total);
+    run_dir.write_manifest(&manifest)?;
+
+    let mut writer_options = WriterOptions::from_output(&pipeline.output);
+    writer_options
+        .footer_metadata
+        .push(("distillery.run_id".into(), manifest.run_id.clone()));
+    let mut shards = run_dir.writer(writer_options)?;
+    if let Some(bytes) = options.simulate_disk_full_after {
+        shards.simulate_disk_full_after(bytes);
+    }
+    let source = SourceReader::open(&pipeline.source)?;
+    let stop_after = options.stop_after;
+
+    let progress = Arc::new(Progress::default());
+    progress.prompts_total.store(total, Ordering::Relaxed);
+    progress.publish(&manifest);
+    let stats_teacher = Arc::clone(&teacher);
+    let _reporter = Reporter::start(
+        Arc::clone(&progress),
+        Arc::new(move || stats_teacher.stats()),
+        options.display,
+        options.metrics,
+    )
+    .map_err(|e| PipelineError::Unsupported(format!("cannot serve metrics: {e}")))?;
+
+    let context = Arc::new(RunContext {
+        run_id: manifest.run_id.clone(),
+        pipeline: pipeline.name.clone(),
+        config_hash: distillery_store::config_hash(text),
+        source_path: pipeline.source.path.display().to_string(),
+    });
+    let grader = Arc::new(Grader::new(&pipeline.verify, &pipeline.source.prompt_field));
+    let verifier_threads = match options.verifier_threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let window = teacher.capacity().max(1);
+    let elapsed_before = manifest.elapsed_secs;
+    let pricing = pipeline.teacher.pricing;
+    let samples = pipeline.teacher.samples_per_prompt;
+    let grace = options.grace;
+
+    let system = actix::System::new();
+    let end = system.block_on(async move {
+        let (done_tx, done_rx) = oneshot::channel();
+        let writer_arbiter = Arbiter::new();
+        let worker_arbiters: Vec<Arbiter> = (0..worker_threads()).map(|_| Arbiter::new()).collect();
+        let dispatcher = Dispatcher::create(|ctx| {
+            let dispatcher = ctx.address();
+            let writer_progress = Arc::clone(&progress);
+            let writer = Writer::start_in_arbiter(&writer_arbiter.handle(), {
+                let dispatcher = dispatcher.clone();
+                move |_| Writer {
+                    run_dir,
+                    shards: Some(shards),
+                    manifest,
+                    dispatcher,
+                    progress: writer_progress,
+                    pricing,
+                    elapsed_before,
+                    started: Instant::now(),
+                    pending_prompts: 0,
+                    pending_rows: Vec::new(),
+                    pending_quarantine: Vec::new(),
+                    commit_scheduled: false,
+                    failed: false,
+                }
+            });
+            let verifiers = {
+                let writer = writer.clone();
+                SyncArbiter::start(verifier_threads, move || Verifier {
+                    grader: Arc::clone(&grader),
+                    context: Arc::clone(&context),
+                    writer: writer.clone(),
+                })
+            };
+            let workers = worker_arbiters
+                .iter()
+                .map(|arbiter| {
+                    let (teacher, verifiers, dispatcher) =
+                        (Arc::clone(&teacher), verifiers.clone(), dispatcher.clone());
+                    TeacherWorker::start_in_arbiter(&arbiter.handle(), move |_| TeacherWorker {
+                        teacher,
+                        samples,
+                        verifiers,
+                        dispatcher,
+                    })
+                })
+                .collect();
+            Dispatcher {
+                pipeline: Arc::clone(&pipeline),
+                source: Some(source),
+                done_ids,
+                quarantined_rows,
+                workers,
+                writer,
+                window,
+                // Enough slack for verification and group commit not to starve the teacher.
+                max_outstanding: window * 2 + 64,
+                grace,
+                progress: Arc::clone(&progress),
+                done: Some(done_tx),
+                next_worker: 0,
+                dispatched: 0,
+                stop_after,
+                in_teacher: 0,
+                outstanding: 0,
+                stopping: None,
+            }
+        });
+        let interrupt = dispatcher.clone();
+        actix::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupt.do_send(Interrupt);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    // The WAL is consistent at every moment; a resume picks up from here.
+                    eprintln!("second Ctrl-C: stopping now");
+                    std::process::exit(130);
+                }
+            }
+        });
+        let end = done_rx.await;
+        writer_arbiter.stop();
+        for arbiter in worker_arbiters {
+            arbiter.stop();
+        }
+        end
+    });
+    end.map_err(|_| {
+        PipelineError::Stopped("the writer could not finish the run; see the log above".into())
+    })
+}
+
+/// Event loops for teacher requests: the work per request is small (parsing a response), so
+/// two threads keep thousands of requests in flight.
+fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
+}
+
+/// Rows in the source (after `limit`), for the progress bar and the ETA.
+fn count_rows(pipeline: &Pipeline) -> Result<u64, PipelineError> {
+    let mut count = 0;
+    for item in SourceReader::open(&pipeline.source)? {
+        // Quarantined rows count too: they are prompts the run accounts for.
+        let _row_or_quarantined = item?;
+        count += 1;
+    }
+    Ok(count)
+}

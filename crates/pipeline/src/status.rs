@@ -1,0 +1,144 @@
+//! `distillery status`: what a run has done, read from its manifest. Pure, so it is tested
+//! without a run.
+
+use std::fmt::Write;
+
+use distillery_store::{Manifest, RunStatus};
+
+/// A manifest not updated for this long belongs to a process that is gone.
+const STALE_MS: i64 = 10_000;
+
+/// The report `distillery status` prints.
+pub fn report(manifest: &Manifest, now_ms: i64) -> String {
+    let counts = &manifest.counts;
+    let mut out = String::new();
+    let status = match manifest.status {
+        RunStatus::Running if now_ms - manifest.updated_at_ms > STALE_MS => {
+            "stopped without finishing (killed?); `distillery resume` continues it"
+        }
+        RunStatus::Running => "running",
+        RunStatus::Interrupted => "interrupted; `distillery resume` continues it",
+        RunStatus::Completed
+            if manifest
+                .counts
+                .prompts_total
+                .is_some_and(|t| t > counts.prompts_done) =>
+        {
+            "completed with prompts left (the teacher gave up on some); `distillery resume` retries them"
+        }
+        RunStatus::Completed => "completed",
+        RunStatus::Failed => "failed; fix the cause and `distillery resume` continues it",
+    };
+    let _ = writeln!(out, "run        {} ({})", manifest.run_id, manifest.name);
+    let _ = writeln!(out, "status     {status}");
+    let total = counts
+        .prompts_total
+        .map_or_else(|| "?".to_owned(), |t| t.to_string());
+    let _ = writeln!(out, "prompts    {} of {total} done", counts.prompts_done);
+    let judged = counts.accepted + counts.rejected;
+    let rate = if judged == 0 {
+        0.0
+    } else {
+        100.0 * counts.accepted as f64 / judged as f64
+    };
+    let _ = writeln!(
+        out,
+        "samples    {} accepted, {} rejected ({rate:.1}% accepted)",
+        counts.accepted, counts.rejected
+    );
+    let mut reasons: Vec<_> = counts.rejected_by_reason.iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (reason, count) in reasons {
+        let share = 100.0 * *count as f64 / judged.max(1) as f64;
+        let _ = writeln!(out, "  {reason:<28} {count:>8}  {share:5.1}%");
+    }
+    if counts.quarantined > 0 {
+        let _ = writeln!(
+            out,
+            "quarantine {} rows (see quarantine.jsonl)",
+            counts.quarantined
+        );
+    }
+    let tokens = &manifest.tokens;
+    let _ = writeln!(
+        out,
+        "tokens     {} prompt, {} completion ({} reasoning)",
+        tokens.prompt, tokens.completion, tokens.reasoning
+    );
+    if let Some(cost) = manifest.cost_usd {
+        let _ = writeln!(
+            out,
+            "cost       ${cost:.4} (estimate from the definition's prices)"
+        );
+    }
+    let secs = manifest.elapsed_secs;
+    if secs > 0.0 {
+        let _ = writeln!(
+            out,
+            "throughput {:.1} samples/s, {:.0} completion tokens/s over {secs:.1} s",
+            judged as f64 / secs,
+            tokens.completion as f64 / secs
+        );
+        if let Some(total) = counts.prompts_total {
+            let left = total.saturating_sub(counts.prompts_done);
+            let per_sec = counts.prompts_done as f64 / secs;
+            if left > 0 && per_sec > 0.0 {
+                let _ = writeln!(
+                    out,
+                    "eta        {:.0} s at the rate so far",
+                    left as f64 / per_sec
+                );
+            }
+        }
+    }
+    let rows: u64 = manifest.shards.iter().map(|s| s.accepted_rows).sum();
+    let _ = writeln!(
+        out,
+        "shards     {} cut(s), {rows} accepted rows in shards/",
+        manifest.shards.len()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_counts_reasons_throughput_and_eta() {
+        let mut manifest = Manifest::new("r-1", "gsm8k", "name = \"gsm8k\"", "0.1.0");
+        manifest.status = RunStatus::Interrupted;
+        manifest.counts.prompts_total = Some(100);
+        manifest.counts.prompts_done = 40;
+        manifest.counts.accepted = 60;
+        manifest.counts.rejected = 20;
+        manifest
+            .counts
+            .rejected_by_reason
+            .insert("math.wrong_answer".into(), 15);
+        manifest
+            .counts
+            .rejected_by_reason
+            .insert("length.truncated".into(), 5);
+        manifest.elapsed_secs = 20.0;
+        let text = report(&manifest, manifest.updated_at_ms);
+        assert!(text.contains("status     interrupted"), "{text}");
+        assert!(text.contains("40 of 100 done"), "{text}");
+        assert!(
+            text.contains("60 accepted, 20 rejected (75.0% accepted)"),
+            "{text}"
+        );
+        let wrong = text.find("math.wrong_answer").unwrap();
+        let truncated = text.find("length.truncated").unwrap();
+        assert!(wrong < truncated, "most frequent reason first:\n{text}");
+        assert!(text.contains("4.0 samples/s"), "{text}");
+        assert!(text.contains("eta        30 s"), "{text}");
+    }
+
+    #[test]
+    fn a_running_run_that_stopped_updating_is_called_stopped() {
+        let manifest = Manifest::new("r-1", "x", "", "0.1.0");
+        let text = report(&manifest, manifest.updated_at_ms + 60_000);
+        assert!(text.contains("stopped without finishing"), "{text}");
+    }
+}

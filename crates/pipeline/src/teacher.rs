@@ -1,0 +1,92 @@
+//! The teacher a definition names, built and ready: an OpenAI-compatible client, pointed at the
+//! remote endpoints or at the built-in mock teacher started in this process.
+
+use std::net::SocketAddr;
+
+use distillery_mock::{MockDataset, MockServer};
+use distillery_spec::{Backend, Endpoint, Pipeline};
+use distillery_teacher::{
+    Completion, OpenAiTeacher, Teacher, TeacherError, TeacherOptions, TeacherRequest, TeacherStats,
+};
+
+use crate::PipelineError;
+
+/// The teacher of a run, and whatever must live as long as it.
+pub struct RunTeacher {
+    client: OpenAiTeacher,
+    /// The mock server and the runtime it runs on, when the definition asks for the mock.
+    _mock: Option<(tokio::runtime::Runtime, MockServer)>,
+}
+
+impl RunTeacher {
+    pub fn build(pipeline: &Pipeline) -> Result<Self, PipelineError> {
+        distillery_teacher::install_tls_provider();
+        let options = TeacherOptions::from_spec(&pipeline.teacher);
+        match &pipeline.teacher.backend {
+            Backend::Openai { endpoints } => Ok(Self {
+                client: OpenAiTeacher::new(endpoints, options)?,
+                _mock: None,
+            }),
+            Backend::Mock {
+                model,
+                limits,
+                settings,
+            } => {
+                let dataset = match &settings.dataset {
+                    Some(path) => {
+                        MockDataset::load(path, &settings.question_field, &settings.answer_field)
+                            .map_err(|e| PipelineError::Mock(e.to_string()))?
+                    }
+                    None => MockDataset::empty(),
+                };
+                // Its own threads, so that the simulator never competes with the pipeline's
+                // actors for their event loops.
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("mock-teacher")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| PipelineError::Mock(e.to_string()))?;
+                let any_port: SocketAddr = ([127, 0, 0, 1], 0).into();
+                let server = runtime
+                    .block_on(MockServer::start_with_dataset(
+                        settings.clone(),
+                        model.clone(),
+                        dataset,
+                        any_port,
+                    ))
+                    .map_err(|e| PipelineError::Mock(e.to_string()))?;
+                tracing::info!(
+                    "mock teacher (a simulator) at {} answers as `{model}`",
+                    server.base_url()
+                );
+                let endpoint = Endpoint {
+                    base_url: server.base_url(),
+                    model: model.clone(),
+                    api_key_env: None,
+                    limits: *limits,
+                };
+                Ok(Self {
+                    client: OpenAiTeacher::new(&[endpoint], options)?,
+                    _mock: Some((runtime, server)),
+                })
+            }
+            Backend::Local(_) => Err(PipelineError::Unsupported(
+                "teacher.kind = \"local\" is not available in this build yet".into(),
+            )),
+        }
+    }
+
+    /// Requests the teacher accepts at once: the dispatcher keeps this many in flight.
+    pub fn capacity(&self) -> usize {
+        self.client.capacity()
+    }
+
+    pub fn stats(&self) -> TeacherStats {
+        self.client.stats()
+    }
+
+    pub async fn complete(&self, request: &TeacherRequest) -> Result<Completion, TeacherError> {
+        self.client.complete(request).await
+    }
+}

@@ -1,0 +1,499 @@
+//! `distillery run`, `resume` and `status` driven the way a user does, against the mock
+//! teacher: faults, kill -9 at random moments, Ctrl-C, a full disk, changed definitions.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use distillery_store::{Generation, Manifest, RunDir, RunStatus, Which};
+
+fn distillery() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_distillery"));
+    command.env("RUST_LOG", "warn");
+    command
+}
+
+fn gsm8k() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/gsm8k/test.jsonl")
+}
+
+fn run_ok(args: &[&str]) -> Output {
+    let output = distillery().args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "distillery {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn manifest(run: &Path) -> Manifest {
+    RunDir::open(run).unwrap().manifest().unwrap()
+}
+
+/// Every row (accepted and rejected) in the run's shards, checked for duplicates.
+fn rows(run: &Path) -> Vec<Generation> {
+    let rows: Vec<Generation> = distillery_store::read_generations(run, Which::All)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let keys: HashSet<(String, u32)> = rows
+        .iter()
+        .map(|r| (r.id.clone(), r.sample_index))
+        .collect();
+    assert_eq!(keys.len(), rows.len(), "a generation was written twice");
+    rows
+}
+
+/// What a row says, without how long it took to get it.
+fn meaning(rows: &[Generation]) -> BTreeSet<(String, u32, String, Option<String>, bool)> {
+    rows.iter()
+        .map(|r| {
+            (
+                r.id.clone(),
+                r.sample_index,
+                r.content.clone(),
+                r.reasoning.clone(),
+                r.accepted,
+            )
+        })
+        .collect()
+}
+
+fn mock_definition(dir: &Path, limit: u32, extra_teacher: &str, mock: &str) -> PathBuf {
+    let file = dir.join("pipeline.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"name = "e2e"
+[source]
+path = "{}"
+prompt_field = "question"
+answer_field = "answer"
+answer_extract = "gsm8k"
+limit = {limit}
+
+[teacher]
+kind = "mock"
+n = 2
+timeout_secs = 2
+{extra_teacher}
+
+[teacher.mock]
+seed = 11
+{mock}
+
+[output]
+shard_rows = 40
+"#,
+            gsm8k().display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+#[test]
+fn a_run_with_every_fault_completes_with_correct_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let definition = mock_definition(
+        dir.path(),
+        60,
+        "concurrency = 16\nretries = 10",
+        "accuracy = 0.7\ntruncation_rate = 0.05\nlanguage_mix_rate = 0.05\nlatency_ms = 5\n\
+         [teacher.mock.faults]\nrate_limit = 0.05\nretry_after_secs = 1\nserver_error = 0.05\n\
+         reset = 0.05\nstall = 0.02\nstall_secs = 4\nmalformed = 0.05",
+    );
+    let run = dir.path().join("run");
+    run_ok(&[
+        "run",
+        definition.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+        "--plain",
+    ]);
+
+    let manifest = manifest(&run);
+    assert_eq!(manifest.status, RunStatus::Completed);
+    let counts = &manifest.counts;
+    assert_eq!(counts.prompts_total, Some(60));
+    assert_eq!(counts.prompts_done, 60);
+    assert_eq!(counts.generations, 120);
+    assert_eq!(counts.accepted + counts.rejected, 120);
+    assert!(counts.accepted > 40 && counts.rejected > 0, "{counts:?}");
+
+    let rows = rows(&run);
+    assert_eq!(rows.len(), 120);
+    let accepted = rows.iter().filter(|r| r.accepted).count() as u64;
+    assert_eq!(accepted, counts.accepted);
+    let mut by_reason = BTreeMap::new();
+    for row in rows.iter().filter(|r| !r.accepted) {
+        *by_reason
+            .entry(row.reject_reason.clone().unwrap())
+            .or_insert(0u64) += 1;
+    }
+    assert_eq!(by_reason, counts.rejected_by_reason);
+    assert!(by_reason.contains_key("math.wrong_answer"), "{by_reason:?}");
+    assert!(rows.iter().any(|r| r.attempts > 1), "faults were retried");
+    for row in rows.iter().filter(|r| r.accepted) {
+        let assistant = &row.messages.last().unwrap();
+        assert_eq!(assistant.role, "assistant");
+        assert!(assistant.content.starts_with("<think>\n"));
+    }
+
+    let status = run_ok(&["status", run.to_str().unwrap()]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("60 of 60 done"), "{status}");
+    assert!(status.contains("math.wrong_answer"), "{status}");
+}
+
+/// A mock teacher in its own process, so its request counts span every session of a run.
+struct MockProcess {
+    child: Child,
+    base_url: String,
+}
+
+impl MockProcess {
+    fn start(latency_ms: u32) -> Self {
+        let mut child = distillery()
+            .args(["mock-teacher", "--listen", "127.0.0.1:0", "--seed", "5"])
+            .args(["--latency-ms", &latency_ms.to_string()])
+            .arg("--dataset")
+            .arg(gsm8k())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Self {
+            child,
+            base_url: line.trim().to_owned(),
+        }
+    }
+
+    /// Requests seen per question.
+    fn requests(&self) -> HashMap<String, u64> {
+        let authority = self
+            .base_url
+            .trim_start_matches("http://")
+            .trim_end_matches("/v1");
+        let mut stream = TcpStream::connect(authority).unwrap();
+        write!(
+            stream,
+            "GET /v1/mock/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let body = response.split("\r\n\r\n").nth(1).unwrap();
+        let stats: serde_json::Value = serde_json::from_str(body).unwrap();
+        stats["requests_per_prompt"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(q, n)| (q.clone(), n.as_u64().unwrap()))
+            .collect()
+    }
+}
+
+impl Drop for MockProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn remote_definition(dir: &Path, base_url: &str, limit: u32) -> PathBuf {
+    let file = dir.join("remote.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"name = "kill9"
+[source]
+path = "{}"
+prompt_field = "question"
+answer_field = "answer"
+answer_extract = "gsm8k"
+limit = {limit}
+
+[teacher]
+kind = "openai"
+base_url = "{base_url}"
+model = "distillery-mock-r1"
+n = 2
+concurrency = 4
+
+[output]
+shard_rows = 30
+"#,
+            gsm8k().display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+const INSTRUCTION: &str =
+    "\nPlease reason step by step, and put your final answer within \\boxed{}.";
+
+#[test]
+fn kill_9_at_random_moments_then_resume_gives_exactly_the_uninterrupted_rows() {
+    const PROMPTS: u32 = 300;
+    let dir = tempfile::tempdir().unwrap();
+
+    let reference_mock = MockProcess::start(50);
+    let reference_def = remote_definition(dir.path(), &reference_mock.base_url, PROMPTS);
+    let reference = dir.path().join("reference");
+    run_ok(&[
+        "run",
+        reference_def.to_str().unwrap(),
+        "--run-dir",
+        reference.to_str().unwrap(),
+        "--plain",
+    ]);
+    let expected = meaning(&rows(&reference));
+    assert_eq!(expected.len(), 2 * PROMPTS as usize);
+
+    let mock = MockProcess::start(50);
+    let definition = remote_definition(&dir.path().join(""), &mock.base_url, PROMPTS);
+    let run = dir.path().join("killed");
+    let run_arg = run.to_str().unwrap();
+    // Durable prompts (by question) and the mock's request counts at each kill.
+    let mut snapshots: Vec<(HashSet<String>, HashMap<String, u64>)> = Vec::new();
+    let mut random = 0x2545_f491_4f6c_dd1d_u64;
+    let mut kills = 0;
+    let mut first = true;
+    let started = Instant::now();
+    loop {
+        let mut command = distillery();
+        if first {
+            command.args([
+                "run",
+                definition.to_str().unwrap(),
+                "--run-dir",
+                run_arg,
+                "--plain",
+            ]);
+        } else {
+            command.args(["resume", run_arg, "--plain"]);
+        }
+        first = false;
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        std::thread::sleep(Duration::from_millis(80 + random % 220));
+        if child.try_wait().unwrap().is_some() {
+            break; // finished before the kill
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+        let durable: HashSet<String> = RunDir::open(&run).unwrap().recover().unwrap().done_ids;
+        let questions: HashSet<String> = if durable.is_empty() {
+            HashSet::new()
+        } else {
+            rows(&run)
+                .into_iter()
+                .filter(|r| durable.contains(&r.id))
+                .map(|r| r.problem.trim_end_matches(INSTRUCTION).to_owned())
+                .collect()
+        };
+        snapshots.push((questions, mock.requests()));
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the run makes no progress"
+        );
+        if kills >= 12 {
+            break;
+        }
+    }
+    assert!(
+        kills >= 10,
+        "only {kills} kills landed; the run was too short"
+    );
+    run_ok(&["resume", run_arg, "--plain"]);
+
+    let manifest = manifest(&run);
+    assert_eq!(manifest.status, RunStatus::Completed);
+    assert_eq!(manifest.counts.prompts_done, u64::from(PROMPTS));
+    assert_eq!(
+        meaning(&rows(&run)),
+        expected,
+        "same rows as the uninterrupted run"
+    );
+
+    // A prompt durable at a kill was never asked again afterwards: only in-flight ones were.
+    let last = mock.requests();
+    for (durable, before) in &snapshots {
+        for question in durable {
+            assert_eq!(
+                last.get(question),
+                before.get(question),
+                "durable prompt re-asked: {question}"
+            );
+        }
+    }
+    let total: u64 = last.values().sum();
+    assert!(total >= u64::from(PROMPTS));
+    println!(
+        "{kills} kills; {} requests for {PROMPTS} prompts ({} re-sent in-flight prompts)",
+        total,
+        total - u64::from(PROMPTS)
+    );
+}
+
+#[test]
+fn ctrl_c_interrupts_within_the_grace_period_and_resume_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let definition = mock_definition(dir.path(), 200, "concurrency = 4", "latency_ms = 50");
+    let run = dir.path().join("run");
+    let run_arg = run.to_str().unwrap();
+    let child = distillery()
+        .args([
+            "run",
+            definition.to_str().unwrap(),
+            "--run-dir",
+            run_arg,
+            "--plain",
+            "--grace-secs",
+            "5",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let interrupted = manifest(&run);
+    assert_eq!(interrupted.status, RunStatus::Interrupted);
+    assert!(interrupted.counts.prompts_done < 200);
+    let status = run_ok(&["status", run_arg]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("interrupted"));
+
+    run_ok(&["resume", run_arg, "--plain"]);
+    let finished = manifest(&run);
+    assert_eq!(finished.status, RunStatus::Completed);
+    assert_eq!(finished.counts.prompts_done, 200);
+    assert_eq!(rows(&run).len(), 400);
+}
+
+#[test]
+fn a_full_disk_stops_the_run_clearly_and_it_resumes_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let definition = mock_definition(dir.path(), 80, "concurrency = 8", "");
+    let run = dir.path().join("run");
+    let run_arg = run.to_str().unwrap();
+    let output = distillery()
+        .args([
+            "run",
+            definition.to_str().unwrap(),
+            "--run-dir",
+            run_arg,
+            "--plain",
+        ])
+        .args(["--simulate-disk-full-after", "30000"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(
+        stderr.contains("wal/"),
+        "the error names the file: {stderr}"
+    );
+    assert!(stderr.contains("resum"), "{stderr}");
+
+    run_ok(&["resume", run_arg, "--plain"]);
+    let manifest = manifest(&run);
+    assert_eq!(manifest.status, RunStatus::Completed);
+    assert_eq!(manifest.counts.prompts_done, 80);
+    assert_eq!(rows(&run).len(), 160);
+}
+
+#[test]
+fn resume_refuses_an_unsafe_change_of_definition_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let definition = mock_definition(dir.path(), 30, "concurrency = 4", "");
+    let run = dir.path().join("run");
+    let run_arg = run.to_str().unwrap();
+    let output = distillery()
+        .args([
+            "run",
+            definition.to_str().unwrap(),
+            "--run-dir",
+            run_arg,
+            "--plain",
+        ])
+        .args(["--stop-after", "10"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(130));
+
+    // More samples per prompt changes what the rows are: refused, with the field named.
+    let text = std::fs::read_to_string(&definition).unwrap();
+    let unsafe_def = dir.path().join("more-samples.toml");
+    std::fs::write(&unsafe_def, text.replace("n = 2", "n = 3")).unwrap();
+    let output = distillery()
+        .args([
+            "resume",
+            run_arg,
+            "--plain",
+            "--pipeline",
+            unsafe_def.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("teacher.samples_per_prompt: 2 → 3"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--force"), "{stderr}");
+
+    // More concurrency only changes speed: accepted.
+    let safe_def = dir.path().join("faster.toml");
+    std::fs::write(
+        &safe_def,
+        text.replace("concurrency = 4", "concurrency = 12"),
+    )
+    .unwrap();
+    run_ok(&[
+        "resume",
+        run_arg,
+        "--plain",
+        "--pipeline",
+        safe_def.to_str().unwrap(),
+    ]);
+    assert_eq!(manifest(&run).counts.prompts_done, 30);
+    assert_eq!(rows(&run).len(), 60);
+
+    // Starting a run where one exists points at resume.
+    let output = distillery()
+        .args(["run", definition.to_str().unwrap(), "--run-dir", run_arg])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("distillery resume"));
+}
