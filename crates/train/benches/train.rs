@@ -6,19 +6,23 @@
 //! f32 on CPU. Two warm-up steps are not timed, then `STEPS` steps are.
 //!
 //! Run with `cargo bench -p distillery-train --bench train`. When `DISTILLERY_BENCH_JSON` names
-//! a file, one JSON line with the figures is appended to it.
+//! a file, one JSON object per figure is appended to it (see `benches/report.rs` at the
+//! workspace root).
 
-use std::io::Write;
-use std::path::Path;
+#[path = "../../../benches/report.rs"]
+mod report;
+
 use std::time::Instant;
 
 use distillery_model::{Arch, init_tiny};
 use distillery_train::{Conversation, Duration, Message, TrainConfig, Trainer, TrainerInit};
+use report::{Better, Figure};
 
 /// Training tokens per second measured with this bench on the development machine: a 2-vCPU
 /// x86-64 cloud VM, candle 0.11 CPU backend (no MKL), `cargo bench` profile; two runs gave
 /// 4314 and 4546 tokens/s at ~162 MiB peak RSS.
 const BASELINE_TOKENS_PER_S: f64 = 4300.0;
+const BASELINE_PEAK_RSS_MIB: f64 = 162.0;
 const WARMUP_STEPS: u64 = 2;
 const STEPS: u64 = 12;
 
@@ -88,39 +92,19 @@ fn main() {
     let tokens: usize = timed.iter().map(|m| m.tokens).sum();
     let tokens_per_s = tokens as f64 / secs;
     let rss = peak_rss_mib().unwrap_or(f64::NAN);
-    let ratio = if BASELINE_TOKENS_PER_S > 0.0 {
-        tokens_per_s / BASELINE_TOKENS_PER_S
-    } else {
-        f64::NAN
-    };
     let (first, last) = (
         warm[0].loss,
         timed.last().map(|m| m.loss).unwrap_or(f64::NAN),
     );
-    println!(
-        "train (tiny qwen2, 4x256 packed rows, grad_accum 2, f32 CPU): {tokens_per_s:.0} tokens/s \
-         over {STEPS} steps ({tokens} tokens in {secs:.2}s), peak RSS {rss:.1} MiB — baseline \
-         {BASELINE_TOKENS_PER_S:.0} tokens/s, ratio {ratio:.2}; loss {first:.3} -> {last:.3}"
-    );
-    if let Some(path) = std::env::var_os("DISTILLERY_BENCH_JSON") {
-        let line = serde_json::json!({
-            "bench": "train",
-            "tokens_per_s": tokens_per_s,
-            "peak_rss_mib": rss,
-            "baseline": BASELINE_TOKENS_PER_S,
-            "ratio": ratio,
-            "steps": STEPS,
-            "tokens": tokens,
-            "seconds": secs,
-        });
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| writeln!(f, "{line}"));
-        if let Err(e) = written {
-            eprintln!("could not append to {}: {e}", Path::new(&path).display());
-            std::process::exit(1);
-        }
-    }
+    let setup = "tiny qwen2, 4x256 packed rows, grad_accum 2, f32 CPU";
+    report::report(&[
+        Figure::new("train", "tokens_per_s", tokens_per_s, "tokens/s", Better::Higher)
+            .baseline(BASELINE_TOKENS_PER_S)
+            .note(format!(
+                "{setup}; {STEPS} steps, {tokens} tokens in {secs:.2} s; loss {first:.3} -> {last:.3}"
+            )),
+        Figure::new("train", "peak_rss", rss, "MiB", Better::Lower)
+            .baseline(BASELINE_PEAK_RSS_MIB)
+            .note(format!("{setup}; whole bench process")),
+    ]);
 }

@@ -1,18 +1,20 @@
 //! Math verification throughput on the public cases, single thread, plus agreement with labels.
 //!
 //! Run with `cargo bench -p distillery-verify --bench math`. When `DISTILLERY_BENCH_JSON` names a
-//! file, one JSON line with the figures is appended to it.
+//! file, one JSON object per figure is appended to it (see `benches/report.rs` at the workspace
+//! root).
 
 #[path = "../tests/cases/mod.rs"]
 mod cases;
+#[path = "../../../benches/report.rs"]
+mod report;
 
 use std::hint::black_box;
-use std::io::Write;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cases::Case;
 use distillery_verify::math;
+use report::{Better, Figure};
 
 /// The issue's bar: 10,000 math cases per second on one core.
 const BASELINE_CASES_PER_S: f64 = 10_000.0;
@@ -62,42 +64,36 @@ fn main() {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let cases_per_s = verified as f64 / elapsed;
-    let ratio = cases_per_s / BASELINE_CASES_PER_S;
 
     let (mv, gs) = (Agreement::of(&mathverify), Agreement::of(&gsm));
-    let overall = 100.0 * (mv.agree + gs.agree) as f64 / (mv.total + gs.total) as f64;
-    println!(
-        "math verify: {cases_per_s:.0} cases/s (single thread, {verified} verifications in {elapsed:.2} s) \
-         — baseline {BASELINE_CASES_PER_S:.0} cases/s, ratio {ratio:.2}"
-    );
-    println!(
-        "agreement: mathverify {:.1}% ({}/{}), gsm {:.1}% ({}/{}), overall {overall:.1}%",
-        mv.percent(),
-        mv.agree,
-        mv.total,
-        gs.percent(),
-        gs.agree,
-        gs.total
-    );
-
-    if let Some(path) = std::env::var_os("DISTILLERY_BENCH_JSON") {
-        let line = serde_json::json!({
-            "bench": "verify_math",
-            "cases_per_s": cases_per_s,
-            "baseline": BASELINE_CASES_PER_S,
-            "ratio": ratio,
-            "agreement": overall / 100.0,
-            "agreement_mathverify": mv.percent() / 100.0,
-            "agreement_gsm": gs.percent() / 100.0,
-        });
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| writeln!(f, "{line}"));
-        if let Err(e) = written {
-            eprintln!("could not append to {}: {e}", Path::new(&path).display());
-            std::process::exit(1);
-        }
-    }
+    let overall = (mv.agree + gs.agree) as f64 / (mv.total + gs.total) as f64;
+    report::report(&[
+        Figure::new(
+            "verify_math",
+            "cases_per_s",
+            cases_per_s,
+            "cases/s",
+            Better::Higher,
+        )
+        .baseline(BASELINE_CASES_PER_S)
+        .note(format!(
+            "single thread, {verified} verifications in {elapsed:.2} s"
+        )),
+        Figure::new(
+            "verify_math",
+            "agreement",
+            overall,
+            "share",
+            Better::Higher,
+        )
+        .note(format!(
+            "with the labels: mathverify {:.1}% ({}/{}), gsm {:.1}% ({}/{})",
+            mv.percent(),
+            mv.agree,
+            mv.total,
+            gs.percent(),
+            gs.agree,
+            gs.total
+        )),
+    ]);
 }
