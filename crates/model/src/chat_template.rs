@@ -15,12 +15,50 @@ use std::sync::Arc;
 use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, State};
 
-use crate::data::Message;
-use crate::error::{Result, TrainError};
+/// One turn as a chat template sees it. Implemented by every crate's message type, so the
+/// renderer needs no common message struct.
+pub trait ChatTurn {
+    fn role(&self) -> &str;
+    fn content(&self) -> &str;
+}
+
+impl ChatTurn for (&str, &str) {
+    fn role(&self) -> &str {
+        self.0
+    }
+    fn content(&self) -> &str {
+        self.1
+    }
+}
+
+impl ChatTurn for (String, String) {
+    fn role(&self) -> &str {
+        &self.0
+    }
+    fn content(&self) -> &str {
+        &self.1
+    }
+}
+
+/// A template that does not compile, or a conversation it refuses to render.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("chat template{}: {message}", source_name.as_ref().map(|p| format!(" from {}", p.display())).unwrap_or_default())]
+    Template {
+        source_name: Option<PathBuf>,
+        message: String,
+    },
+    #[error("{origin}: {message}")]
+    Render { origin: String, message: String },
+    #[error("{path}: {message}")]
+    Read { path: PathBuf, message: String },
+}
+
+type Result<T, E = TemplateError> = std::result::Result<T, E>;
 
 /// ChatML, the fallback when a tokenizer has no chat template (and the format of the tiny
 /// models this project makes).
-pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+pub const CHATML_FALLBACK_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
 const TEMPLATE_NAME: &str = "chat";
 
@@ -48,7 +86,7 @@ impl ChatTemplate {
     /// The ChatML template with `<|im_end|>` as the end-of-sequence token.
     pub fn chatml() -> Self {
         let mut t = Self::new(
-            CHATML_TEMPLATE,
+            CHATML_FALLBACK_TEMPLATE,
             vec![("eos_token".into(), "<|im_end|>".into())],
             None,
         )
@@ -76,7 +114,7 @@ impl ChatTemplate {
         env.add_function("strftime_now", strftime_now);
         env.set_unknown_method_callback(python_methods);
         env.add_template_owned(TEMPLATE_NAME, source.to_string())
-            .map_err(|e| TrainError::Template {
+            .map_err(|e| TemplateError::Template {
                 source_name: origin.clone(),
                 message: describe(&e),
             })?;
@@ -94,9 +132,12 @@ impl ChatTemplate {
     /// A `chat_template.jinja` next to the config (newer transformers) is used when the
     /// config has none. Falls back to ChatML when there is no template at all.
     pub fn from_tokenizer_config(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(crate::error::io_err(path))?;
+        let text = std::fs::read_to_string(path).map_err(|e| TemplateError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| TrainError::Json {
+            serde_json::from_str(&text).map_err(|e| TemplateError::Read {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
@@ -150,7 +191,7 @@ impl ChatTemplate {
             }
             Some(serde_json::Value::Null) | None => side_template.map(str::to_string),
             Some(other) => {
-                return Err(TrainError::Template {
+                return Err(TemplateError::Template {
                     source_name: origin,
                     message: format!("`chat_template` must be a string or a list, got {other}"),
                 });
@@ -185,16 +226,16 @@ impl ChatTemplate {
     }
 
     /// Renders `messages`; `origin` names the row in errors.
-    pub fn render(
+    pub fn render<M: ChatTurn>(
         &self,
-        messages: &[Message],
+        messages: &[M],
         add_generation_prompt: bool,
         origin: &str,
     ) -> Result<String> {
         let tmpl = self
             .env
             .get_template(TEMPLATE_NAME)
-            .map_err(|e| TrainError::Render {
+            .map_err(|e| TemplateError::Render {
                 origin: origin.to_string(),
                 message: describe(&e),
             })?;
@@ -202,8 +243,8 @@ impl ChatTemplate {
             .iter()
             .map(|m| {
                 Value::from_object(OrderedMap(vec![
-                    ("role".into(), Value::from(m.role.as_str())),
-                    ("content".into(), Value::from(m.content.as_str())),
+                    ("role".into(), Value::from(m.role())),
+                    ("content".into(), Value::from(m.content())),
                 ]))
             })
             .collect();
@@ -218,7 +259,7 @@ impl ChatTemplate {
             ctx.push((k.clone(), Value::from(v.as_str())));
         }
         let ctx = Value::from_object(OrderedMap(ctx));
-        tmpl.render(ctx).map_err(|e| TrainError::Render {
+        tmpl.render(ctx).map_err(|e| TemplateError::Render {
             origin: origin.to_string(),
             message: describe(&e),
         })
@@ -684,13 +725,10 @@ fn title_case(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn msgs(pairs: &[(&str, &str)]) -> Vec<Message> {
+    fn msgs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
-            .map(|(r, c)| Message {
-                role: r.to_string(),
-                content: c.to_string(),
-            })
+            .map(|(r, c)| (r.to_string(), c.to_string()))
             .collect()
     }
 

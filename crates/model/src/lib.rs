@@ -15,6 +15,7 @@
 //! # Ok::<(), distillery_model::Error>(())
 //! ```
 
+mod chat_template;
 mod checkpoint;
 mod config;
 mod error;
@@ -23,6 +24,7 @@ mod gguf;
 mod model;
 mod tiny;
 
+pub use chat_template::{CHATML_FALLBACK_TEMPLATE, ChatTemplate, ChatTurn, TemplateError};
 pub use checkpoint::{Checkpoint, save_checkpoint};
 pub use config::{Arch, Config, RopeScaling};
 pub use error::{Error, Result};

@@ -95,7 +95,7 @@ pub struct Dispatcher {
     pub source: Option<SourceReader>,
     /// Prompts already durable in the run (resume): never asked again.
     pub done_ids: HashSet<String>,
-    /// Source rows already quarantined without an id (resume).
+    /// Source rows already in quarantine.jsonl (resume).
     pub quarantined_rows: HashSet<u64>,
     pub workers: Vec<Addr<TeacherWorker>>,
     pub writer: Addr<Writer>,
@@ -177,13 +177,7 @@ impl Dispatcher {
                     }
                     Err(entry) => self.quarantine(*entry),
                 },
-                Err(entry)
-                    if entry.id.is_none() && self.quarantined_rows.contains(&entry.source_row) => {}
-                Err(entry)
-                    if entry
-                        .id
-                        .as_ref()
-                        .is_some_and(|id| self.done_ids.contains(id)) => {}
+                Err(entry) if self.quarantined_rows.contains(&entry.source_row) => {}
                 Err(entry) => self.quarantine(entry),
             }
         }
@@ -486,9 +480,7 @@ impl Writer {
         let counts = &mut self.manifest.counts;
         for entry in &quarantined {
             counts.quarantined += 1;
-            if entry.id.is_some() {
-                counts.prompts_done += 1;
-            }
+            counts.prompts_done += 1;
             if !entry.reason.starts_with("source.") {
                 counts.prompts_failed += 1;
             }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use distillery_mock::{MockDataset, MockServer};
 use distillery_spec::{Backend, Endpoint, Pipeline};
+use distillery_store::SourceReader;
 use distillery_teacher::{
     Completion, OpenAiTeacher, Teacher, TeacherError, TeacherOptions, TeacherRequest, TeacherStats,
 };
@@ -33,6 +34,9 @@ impl RunTeacher {
                 settings,
             } => {
                 let dataset = match &settings.dataset {
+                    Some(path) if *path == pipeline.source.path => {
+                        mock_dataset_from_source(pipeline)?
+                    }
                     Some(path) => {
                         MockDataset::load(path, &settings.question_field, &settings.answer_field)
                             .map_err(|e| PipelineError::Mock(e.to_string()))?
@@ -89,4 +93,30 @@ impl RunTeacher {
     pub async fn complete(&self, request: &TeacherRequest) -> Result<Completion, TeacherError> {
         self.client.complete(request).await
     }
+}
+
+/// The mock's reference solutions read from the run's own source, through the same reader as
+/// the run: any format it reads works, and rows it quarantines are left out here rather than
+/// stopping the simulator.
+fn mock_dataset_from_source(pipeline: &Pipeline) -> Result<MockDataset, PipelineError> {
+    let source = &pipeline.source;
+    let reader = SourceReader::open(source).map_err(|e| PipelineError::Mock(e.to_string()))?;
+    let mut rows = Vec::new();
+    for item in reader {
+        let Ok(row) = item.map_err(|e| PipelineError::Mock(e.to_string()))? else {
+            continue;
+        };
+        let answer = source
+            .answer_field
+            .as_ref()
+            .and_then(|field| row.fields.get(field))
+            .map(|value| match value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            });
+        if let (Some(question), Some(answer)) = (row.prompt(source), answer) {
+            rows.push((question.into_owned(), answer));
+        }
+    }
+    Ok(MockDataset::from_rows(rows))
 }

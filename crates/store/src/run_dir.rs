@@ -84,7 +84,8 @@ pub enum RunStatus {
 pub struct Counts {
     /// Rows in the source when known (after `limit`).
     pub prompts_total: Option<u64>,
-    /// Prompts with their generations in the WAL or shards, or quarantined with an id.
+    /// Source rows accounted for: prompts with their generations in the WAL or shards, and
+    /// quarantined rows.
     pub prompts_done: u64,
     pub generations: u64,
     pub accepted: u64,
@@ -176,8 +177,7 @@ impl Manifest {
 pub struct Recovered {
     /// Prompt ids that must not be asked again: in a shard, or quarantined with an id.
     pub done_ids: HashSet<String>,
-    /// Source rows quarantined without an id (unparsable rows), so a resume need not
-    /// quarantine them again.
+    /// Source rows already in quarantine.jsonl, so a resume does not quarantine them again.
     pub quarantined_rows: HashSet<u64>,
     /// Counts rebuilt from the data (`prompts_total` is `None`: the store cannot know it).
     pub counts: Counts,
@@ -620,21 +620,24 @@ impl RunDir {
         }
         recovered.shards = by_index.into_values().collect();
 
+        // Every source row is accounted for once: by its generations, or by its quarantine
+        // line (a duplicate id's second row too, which is why lines and not ids are counted).
+        let mut prompts_done = recovered.done_ids.len() as u64;
         for entry in self.quarantined()? {
             recovered.counts.quarantined += 1;
+            prompts_done += 1;
             if !entry.reason.starts_with("source.") {
                 recovered.counts.prompts_failed += 1;
             }
-            match entry.id {
-                Some(id) => {
-                    recovered.done_ids.insert(id);
-                }
-                None => {
-                    recovered.quarantined_rows.insert(entry.source_row);
-                }
+            recovered.quarantined_rows.insert(entry.source_row);
+            // A duplicate's id belongs to an earlier row, which may not be done yet.
+            if entry.reason != "source.duplicate_id"
+                && let Some(id) = entry.id
+            {
+                recovered.done_ids.insert(id);
             }
         }
-        recovered.counts.prompts_done = recovered.done_ids.len() as u64;
+        recovered.counts.prompts_done = prompts_done;
         Ok(recovered)
     }
 
@@ -1108,8 +1111,9 @@ mod tests {
         let recovered = run.recover().unwrap();
         assert_eq!(recovered.counts.quarantined, 3);
         assert_eq!(recovered.counts.prompts_failed, 1);
-        assert_eq!(recovered.quarantined_rows, HashSet::from([3]));
+        assert_eq!(recovered.quarantined_rows, HashSet::from([3, 9, 10]));
         assert_eq!(recovered.done_ids.len(), 2);
+        assert_eq!(recovered.counts.prompts_done, 3);
         assert_eq!(recovered.torn.len(), 1);
         run.quarantine(&entry(Some("q11"), 11, "source.empty_prompt"))
             .unwrap();

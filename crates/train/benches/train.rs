@@ -98,11 +98,17 @@ fn main() {
     );
     let setup = "tiny qwen2, 4x256 packed rows, grad_accum 2, f32 CPU";
     report::report(&[
-        Figure::new("train", "tokens_per_s", tokens_per_s, "tokens/s", Better::Higher)
-            .baseline(BASELINE_TOKENS_PER_S)
-            .note(format!(
-                "{setup}; {STEPS} steps, {tokens} tokens in {secs:.2} s; loss {first:.3} -> {last:.3}"
-            )),
+        Figure::new(
+            "train",
+            "tokens_per_s",
+            tokens_per_s,
+            "tokens/s",
+            Better::Higher,
+        )
+        .baseline(BASELINE_TOKENS_PER_S)
+        .note(format!(
+            "{setup}; {STEPS} steps, {tokens} tokens in {secs:.2} s; loss {first:.3} -> {last:.3}"
+        )),
         Figure::new("train", "peak_rss", rss, "MiB", Better::Lower)
             .baseline(BASELINE_PEAK_RSS_MIB)
             .note(format!("{setup}; whole bench process")),

@@ -1,0 +1,34 @@
+//! Chat templates live in `distillery-model` (the local teacher renders prompts with them too);
+//! re-exported here so training code keeps its paths.
+
+pub use distillery_model::{
+    CHATML_FALLBACK_TEMPLATE as CHATML_TEMPLATE, ChatTemplate, ChatTurn, TemplateError,
+};
+
+use crate::data::Message;
+use crate::error::TrainError;
+
+impl ChatTurn for Message {
+    fn role(&self) -> &str {
+        &self.role
+    }
+    fn content(&self) -> &str {
+        &self.content
+    }
+}
+
+impl From<TemplateError> for TrainError {
+    fn from(e: TemplateError) -> Self {
+        match e {
+            TemplateError::Template {
+                source_name,
+                message,
+            } => TrainError::Template {
+                source_name,
+                message,
+            },
+            TemplateError::Render { origin, message } => TrainError::Render { origin, message },
+            TemplateError::Read { path, message } => TrainError::Json { path, message },
+        }
+    }
+}
