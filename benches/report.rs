@@ -97,7 +97,11 @@ impl Figure {
     pub fn line(&self) -> String {
         let against = match (self.baseline, self.ratio()) {
             (Some(baseline), Some(ratio)) => {
-                format!(" — baseline {} {}, ratio {ratio:.2}", show(baseline), self.unit)
+                format!(
+                    " — baseline {} {}, ratio {ratio:.2}",
+                    show(baseline),
+                    self.unit
+                )
             }
             _ => String::new(),
         };

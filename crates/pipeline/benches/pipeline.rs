@@ -112,9 +112,15 @@ fn parent() {
                 .note(note),
         );
         figures.push(
-            Figure::new("pipeline", rss_figure, run.peak_rss_mib, "MiB", Better::Lower)
-                .baseline(rss_baseline)
-                .note(format!("peak RSS of the pipeline process, {size} prompts")),
+            Figure::new(
+                "pipeline",
+                rss_figure,
+                run.peak_rss_mib,
+                "MiB",
+                Better::Lower,
+            )
+            .baseline(rss_baseline)
+            .note(format!("peak RSS of the pipeline process, {size} prompts")),
         );
         rss.push(run.peak_rss_mib);
     }
@@ -170,8 +176,11 @@ fn measure(dir: &Path, source: &Path, prompts: usize, latency_ms: f64, label: &s
     let mut mock = Mock::start(source, latency_ms);
     let run_dir = dir.join(format!("run-{label}"));
     let definition = dir.join(format!("{label}.toml"));
-    std::fs::write(&definition, definition_text(source, prompts, &mock.base_url))
-        .expect("write the definition");
+    std::fs::write(
+        &definition,
+        definition_text(source, prompts, &mock.base_url),
+    )
+    .expect("write the definition");
     let log = dir.join(format!("{label}.log"));
 
     let mut command = match std::env::var_os("DISTILLERY_BENCH_BIN") {
@@ -231,7 +240,11 @@ fn wait_with_rusage(child: Child, timeout: Duration) -> (Option<i32>, f64) {
             let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
             return (code, usage.ru_maxrss as f64 / 1024.0);
         }
-        assert!(reaped == 0, "wait4 failed: {}", std::io::Error::last_os_error());
+        assert!(
+            reaped == 0,
+            "wait4 failed: {}",
+            std::io::Error::last_os_error()
+        );
         if Instant::now() > deadline {
             // SAFETY: killing our own child.
             unsafe { libc::kill(pid, libc::SIGKILL) };

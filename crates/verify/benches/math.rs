@@ -79,14 +79,7 @@ fn main() {
         .note(format!(
             "single thread, {verified} verifications in {elapsed:.2} s"
         )),
-        Figure::new(
-            "verify_math",
-            "agreement",
-            overall,
-            "share",
-            Better::Higher,
-        )
-        .note(format!(
+        Figure::new("verify_math", "agreement", overall, "share", Better::Higher).note(format!(
             "with the labels: mathverify {:.1}% ({}/{}), gsm {:.1}% ({}/{})",
             mv.percent(),
             mv.agree,
