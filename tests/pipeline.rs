@@ -497,3 +497,79 @@ fn resume_refuses_an_unsafe_change_of_definition_unless_forced() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("distillery resume"));
 }
+
+#[test]
+fn broken_source_rows_go_to_quarantine_once_and_the_rest_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let good: Vec<String> = std::fs::read_to_string(gsm8k())
+        .unwrap()
+        .lines()
+        .take(5)
+        .map(str::to_owned)
+        .collect();
+    let source = dir.path().join("source.jsonl");
+    let lines = [
+        good[0].as_str(),
+        good[1].as_str(),
+        r#"{"question": "cut off"#,
+        "{\"answer\": \"#### 3\"}",
+        good[2].as_str(),
+        "[1, 2]",
+        good[3].as_str(),
+        good[1].as_str(),
+        good[4].as_str(),
+    ];
+    std::fs::write(&source, lines.join("\n") + "\n").unwrap();
+    let definition = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &definition,
+        r#"name = "quarantine"
+[source]
+path = "source.jsonl"
+prompt_field = "question"
+answer_field = "answer"
+answer_extract = "gsm8k"
+[teacher]
+kind = "mock"
+[teacher.mock]
+accuracy = 1.0
+"#,
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let run_arg = run.to_str().unwrap();
+    run_ok(&["run", definition.to_str().unwrap(), "--run-dir", run_arg, "--plain"]);
+
+    let quarantine = || -> Vec<(u64, String)> {
+        RunDir::open(&run)
+            .unwrap()
+            .quarantined()
+            .unwrap()
+            .into_iter()
+            .map(|entry| {
+                assert!(entry.raw.is_some(), "the raw row is kept: {entry:?}");
+                (entry.source_row, entry.reason)
+            })
+            .collect()
+    };
+    let expected = vec![
+        (3, "source.invalid_json".to_string()),
+        (4, "source.missing_field".to_string()),
+        (6, "source.not_an_object".to_string()),
+        (8, "source.duplicate_id".to_string()),
+    ];
+    assert_eq!(quarantine(), expected);
+    let counts = manifest(&run).counts;
+    assert_eq!(manifest(&run).status, RunStatus::Completed);
+    assert_eq!((counts.prompts_done, counts.quarantined), (9, 4));
+    assert_eq!(rows(&run).len(), 5, "every good row is asked once");
+
+    // Resuming a finished run changes nothing: no second quarantine line, no new rows.
+    run_ok(&["resume", run_arg, "--plain"]);
+    assert_eq!(quarantine(), expected);
+    assert_eq!(rows(&run).len(), 5);
+    let status = run_ok(&["status", run_arg]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("9 of 9 done"), "{status}");
+    assert!(status.contains("quarantine 4 rows"), "{status}");
+}

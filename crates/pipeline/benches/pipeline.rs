@@ -209,7 +209,7 @@ fn measure(dir: &Path, source: &Path, prompts: usize, latency_ms: f64, label: &s
     let (status, peak_rss_mib) = wait_with_rusage(child, RUN_TIMEOUT);
     let wall_secs = started.elapsed().as_secs_f64();
     mock.stop();
-    if !status.is_some_and(|code| code == 0) {
+    if status.is_none_or(|code| code != 0) {
         let log = std::fs::read_to_string(&log).unwrap_or_default();
         panic!("the pipeline run `{label}` failed ({status:?}):\n{log}");
     }
