@@ -71,13 +71,24 @@ enum Inner {
     },
 }
 
+fn id_digest(id: &str) -> u128 {
+    let digest = Sha256::digest(id.as_bytes());
+    u128::from_le_bytes(
+        digest[..16]
+            .try_into()
+            .expect("a SHA-256 digest has 32 bytes"),
+    )
+}
+
 /// Reads a pipeline's source lazily; an iterator of `Result<SourceItem>`.
 pub struct SourceReader {
     source: Source,
     display_path: String,
     inner: Inner,
     rows_read: u64,
-    seen_ids: HashSet<String>,
+    /// 128-bit digests of the ids seen so far: the one thing that grows with the source, kept
+    /// at 16 bytes a row (a collision is as likely as a SHA-256 one truncated to 128 bits).
+    seen_ids: HashSet<u128>,
     done: bool,
 }
 
@@ -361,7 +372,7 @@ impl SourceReader {
                 }
             }
         };
-        if !self.seen_ids.insert(id.clone()) {
+        if !self.seen_ids.insert(id_digest(&id)) {
             return self.quarantine(
                 row,
                 Some(id.clone()),
