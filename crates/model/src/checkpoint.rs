@@ -9,6 +9,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
+use crate::chat_template::{ChatTemplate, TemplateError};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -110,6 +111,22 @@ impl Checkpoint {
             &self.varmap,
             &self.tokenizer,
             &self.tokenizer_config,
+        )
+    }
+
+    /// The checkpoint's chat template compiled with its special tokens, as transformers would
+    /// render it; ChatML (with `is_fallback` set) when the checkpoint has none. Errors name the
+    /// file the template came from.
+    pub fn compile_chat_template(&self) -> std::result::Result<ChatTemplate, TemplateError> {
+        let origin = if self.source.is_file() {
+            self.source.clone()
+        } else {
+            self.source.join("tokenizer_config.json")
+        };
+        ChatTemplate::from_config_value(
+            &self.tokenizer_config,
+            self.chat_template.as_deref(),
+            Some(origin),
         )
     }
 
@@ -368,6 +385,12 @@ mod tests {
                     .contains("<|im_start|>")
             );
             assert!(ck.eos_token_ids().contains(&TINY_IM_END_ID));
+            let template = ck.compile_chat_template().unwrap();
+            assert!(!template.is_fallback);
+            assert_eq!(
+                template.render(&[("user", "hi")], true, "t").unwrap(),
+                "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+            );
             assert_eq!(
                 ck.tokenizer.encode("12 eggs", false).unwrap().get_ids(),
                 tok.encode("12 eggs", false).unwrap().get_ids()

@@ -1,5 +1,7 @@
 //! Batched sampling with a KV cache.
 
+use std::ops::ControlFlow;
+
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -62,6 +64,14 @@ pub struct Generated {
     pub finish: FinishReason,
 }
 
+/// Per-sequence settings for [`Model::generate_rows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowOptions {
+    /// Seed of this sequence's own sampler.
+    pub seed: u64,
+    pub max_new_tokens: usize,
+}
+
 /// One streamed token: `index` is the prompt's position in the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenEvent {
@@ -84,6 +94,48 @@ impl Model {
         prompts: &[Vec<u32>],
         opts: &GenerateOptions,
         mut on_token: impl FnMut(TokenEvent),
+    ) -> Result<Vec<Generated>> {
+        let limits = vec![opts.max_new_tokens; prompts.len()];
+        let rng = Samplers::shared(StdRng::seed_from_u64(opts.seed));
+        self.generate_core(prompts, &limits, rng, opts, |event| {
+            on_token(event);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// Batched generation where every sequence has its own sampler and length limit, so a
+    /// sequence's tokens depend only on its prompt, seed and the options, never on which other
+    /// sequences share its batch (up to floating-point differences between batch shapes).
+    /// `opts.seed` and `opts.max_new_tokens` are ignored in favour of `rows`.
+    ///
+    /// `on_token` may return `ControlFlow::Break` to stop early: every sequence then ends where
+    /// it is, marked [`FinishReason::Length`].
+    pub fn generate_rows(
+        &self,
+        prompts: &[Vec<u32>],
+        rows: &[RowOptions],
+        opts: &GenerateOptions,
+        on_token: impl FnMut(TokenEvent) -> ControlFlow<()>,
+    ) -> Result<Vec<Generated>> {
+        if rows.len() != prompts.len() {
+            return Err(Error::InvalidInput(format!(
+                "{} row options for {} prompts",
+                rows.len(),
+                prompts.len()
+            )));
+        }
+        let limits: Vec<usize> = rows.iter().map(|r| r.max_new_tokens).collect();
+        let rngs = rows.iter().map(|r| StdRng::seed_from_u64(r.seed)).collect();
+        self.generate_core(prompts, &limits, Samplers::per_row(rngs), opts, on_token)
+    }
+
+    fn generate_core(
+        &self,
+        prompts: &[Vec<u32>],
+        limits: &[usize],
+        mut samplers: Samplers,
+        opts: &GenerateOptions,
+        mut on_token: impl FnMut(TokenEvent) -> ControlFlow<()>,
     ) -> Result<Vec<Generated>> {
         if let Some(i) = prompts.iter().position(Vec::is_empty) {
             return Err(Error::InvalidInput(format!("prompt {i} is empty")));
@@ -111,11 +163,10 @@ impl Model {
                 finish: FinishReason::Length,
             })
             .collect();
-        if prompts.is_empty() || opts.max_new_tokens == 0 {
+        if limits.iter().all(|&l| l == 0) {
             return Ok(results);
         }
         let dev = self.device().clone();
-        let mut rng = StdRng::seed_from_u64(opts.seed);
 
         // Prefill: left-pad so every row's last prompt token sits in the last column.
         let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
@@ -152,14 +203,19 @@ impl Model {
             let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
             let mut next_tokens = Vec::with_capacity(active.len());
             let mut keep = Vec::with_capacity(active.len());
+            let mut stopped = false;
             for (r, row) in rows.iter().enumerate() {
                 let idx = active[r];
-                let token = sample(row, opts, &mut rng);
+                if limits[idx] == 0 {
+                    // Prefilled with the others, but allowed no tokens.
+                    continue;
+                }
+                let token = sample(row, opts, samplers.for_row(idx));
                 let out = &mut results[idx];
                 out.tokens.push(token);
                 let finish = if opts.stop_token_ids.contains(&token) {
                     Some(FinishReason::Stop)
-                } else if out.tokens.len() >= opts.max_new_tokens {
+                } else if out.tokens.len() >= limits[idx] {
                     Some(FinishReason::Length)
                 } else {
                     None
@@ -170,13 +226,14 @@ impl Model {
                     keep.push(r);
                     next_tokens.push(token);
                 }
-                on_token(TokenEvent {
+                stopped |= on_token(TokenEvent {
                     index: idx,
                     token,
                     finish,
-                });
+                })
+                .is_break();
             }
-            if keep.is_empty() {
+            if keep.is_empty() || stopped {
                 break;
             }
             // Drop finished rows from the batch (and their KV cache) so they cost nothing.
@@ -211,6 +268,33 @@ impl Model {
             seen += 1;
         }
         Ok(results)
+    }
+}
+
+/// The sampler of each sequence: one for the whole batch, or one per sequence.
+struct Samplers {
+    rngs: Vec<StdRng>,
+    shared: bool,
+}
+
+impl Samplers {
+    fn shared(rng: StdRng) -> Self {
+        Self {
+            rngs: vec![rng],
+            shared: true,
+        }
+    }
+
+    fn per_row(rngs: Vec<StdRng>) -> Self {
+        Self {
+            rngs,
+            shared: false,
+        }
+    }
+
+    fn for_row(&mut self, index: usize) -> &mut StdRng {
+        let index = if self.shared { 0 } else { index };
+        &mut self.rngs[index]
     }
 }
 
@@ -385,6 +469,70 @@ mod tests {
                 .generate(&prompts, &GenerateOptions::greedy(12))
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn per_row_seeds_do_not_depend_on_the_batch() {
+        let cfg = test_config(Arch::Llama);
+        let (model, _) = test_model(&cfg, 5);
+        let opts = GenerateOptions {
+            temperature: 1.0,
+            ..GenerateOptions::greedy(0)
+        };
+        let row = |seed, max_new_tokens| RowOptions {
+            seed,
+            max_new_tokens,
+        };
+        let go = |prompts: &[Vec<u32>], rows: &[RowOptions]| {
+            model
+                .generate_rows(prompts, rows, &opts, |_| ControlFlow::Continue(()))
+                .unwrap()
+        };
+        let prompts = vec![vec![1u32, 2, 3], vec![7u32], vec![1u32, 2, 3]];
+        let rows = [row(11, 9), row(12, 5), row(13, 7)];
+        let together = go(&prompts, &rows);
+        for i in 0..prompts.len() {
+            let alone = go(std::slice::from_ref(&prompts[i]), &rows[i..=i]);
+            assert_eq!(alone[0], together[i], "row {i}");
+            assert_eq!(together[i].tokens.len(), rows[i].max_new_tokens);
+        }
+        assert_ne!(
+            together[0], together[2],
+            "same prompt, different seeds should sample differently"
+        );
+        // A row allowed no tokens gets none and costs the others nothing.
+        let none = go(&prompts[..2], &[row(11, 0), row(12, 5)]);
+        assert!(none[0].tokens.is_empty());
+        assert_eq!(none[1], together[1]);
+    }
+
+    #[test]
+    fn generate_rows_stops_when_asked() {
+        let cfg = test_config(Arch::Qwen2);
+        let (model, _) = test_model(&cfg, 2);
+        let rows = [RowOptions {
+            seed: 0,
+            max_new_tokens: 50,
+        }; 2];
+        let mut seen = 0;
+        let out = model
+            .generate_rows(
+                &[vec![1u32, 2], vec![3u32]],
+                &rows,
+                &GenerateOptions::greedy(0),
+                |_| {
+                    seen += 1;
+                    if seen >= 6 {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                },
+            )
+            .unwrap();
+        assert_eq!(seen, 6, "stops after the step that asked");
+        assert!(out.iter().all(|g| g.tokens.len() == 3));
+        assert!(out.iter().all(|g| g.finish == FinishReason::Length));
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use chat_template::{CHATML_FALLBACK_TEMPLATE, ChatTemplate, ChatTurn, Templa
 pub use checkpoint::{Checkpoint, save_checkpoint};
 pub use config::{Arch, Config, RopeScaling};
 pub use error::{Error, Result};
-pub use generate::{FinishReason, GenerateOptions, Generated, TokenEvent};
+pub use generate::{FinishReason, GenerateOptions, Generated, RowOptions, TokenEvent};
 pub use model::{Model, TensorSpec, random_varmap};
 pub use tiny::{
     CHATML_TEMPLATE, TINY_EOT_ID, TINY_IM_END_ID, TINY_IM_START_ID, TINY_SPECIAL_TOKENS,

@@ -292,8 +292,9 @@ impl Handler<TeacherFailed> for Dispatcher {
                 self.outstanding -= 1;
                 self.stop(ctx, Stop::Failed(error.to_string()));
             }
-            TeacherError::Rejected { .. } => {
-                // The server will never answer this prompt (e.g. longer than its context).
+            error if error.is_rejection() => {
+                // The teacher will never answer this prompt (e.g. longer than its context):
+                // it is done, with the reason on record.
                 self.outstanding -= 1;
                 self.quarantine(QuarantineEntry {
                     id: Some(job.id),

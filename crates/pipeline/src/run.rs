@@ -162,8 +162,8 @@ pub fn resume(
 }
 
 /// Differences between two definitions that would change what rows mean. Concurrency, rate
-/// limits, timeouts, retries, streaming, pricing, shard sizes and the mock's latency and faults
-/// only change how fast rows arrive.
+/// limits, timeouts, retries, streaming, pricing, shard sizes, the local teacher's batch size
+/// and the mock's latency and faults only change how fast rows arrive.
 pub fn unsafe_changes(before: &Pipeline, after: &Pipeline) -> Vec<String> {
     let mut left = Vec::new();
     let mut right = Vec::new();
@@ -178,8 +178,10 @@ pub fn unsafe_changes(before: &Pipeline, after: &Pipeline) -> Vec<String> {
         &mut right,
     );
     let safe = |path: &str| {
-        const SAFE: [&str; 9] = [
+        const SAFE: [&str; 10] = [
             ".limits.",
+            // Every local sample has its own seeded sampler: batching changes only the speed.
+            "teacher.backend.Local.batch_size",
             "teacher.timeout",
             "teacher.retries",
             "teacher.stream",

@@ -1,5 +1,6 @@
 //! The teacher a definition names, built and ready: an OpenAI-compatible client, pointed at the
-//! remote endpoints or at the built-in mock teacher started in this process.
+//! remote endpoints or at the built-in mock teacher started in this process, or a local
+//! checkpoint run in this process.
 
 use std::net::SocketAddr;
 
@@ -7,16 +8,24 @@ use distillery_mock::{MockDataset, MockServer};
 use distillery_spec::{Backend, Endpoint, Pipeline};
 use distillery_store::SourceReader;
 use distillery_teacher::{
-    Completion, OpenAiTeacher, Teacher, TeacherError, TeacherOptions, TeacherRequest, TeacherStats,
+    Completion, LocalOptions, LocalTeacher, OpenAiTeacher, Teacher, TeacherError, TeacherOptions,
+    TeacherRequest, TeacherStats,
 };
 
 use crate::PipelineError;
 
 /// The teacher of a run, and whatever must live as long as it.
 pub struct RunTeacher {
-    client: OpenAiTeacher,
+    client: Client,
     /// The mock server and the runtime it runs on, when the definition asks for the mock.
     _mock: Option<(tokio::runtime::Runtime, MockServer)>,
+}
+
+// One per run, behind an Arc: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Client {
+    Remote(OpenAiTeacher),
+    Local(LocalTeacher),
 }
 
 impl RunTeacher {
@@ -25,7 +34,7 @@ impl RunTeacher {
         let options = TeacherOptions::from_spec(&pipeline.teacher);
         match &pipeline.teacher.backend {
             Backend::Openai { endpoints } => Ok(Self {
-                client: OpenAiTeacher::new(endpoints, options)?,
+                client: Client::Remote(OpenAiTeacher::new(endpoints, options)?),
                 _mock: None,
             }),
             Backend::Mock {
@@ -71,27 +80,43 @@ impl RunTeacher {
                     limits: *limits,
                 };
                 Ok(Self {
-                    client: OpenAiTeacher::new(&[endpoint], options)?,
+                    client: Client::Remote(OpenAiTeacher::new(&[endpoint], options)?),
                     _mock: Some((runtime, server)),
                 })
             }
-            Backend::Local(_) => Err(PipelineError::Unsupported(
-                "teacher.kind = \"local\" is not available in this build yet".into(),
-            )),
+            Backend::Local(local) => {
+                // Loads the weights (seconds for a real checkpoint); the run has not started
+                // its event loops yet, so blocking here holds nothing up.
+                let options = LocalOptions::from_spec(&pipeline.teacher, local);
+                let teacher = LocalTeacher::with_options(&local.checkpoint, options)?;
+                Ok(Self {
+                    client: Client::Local(teacher),
+                    _mock: None,
+                })
+            }
         }
     }
 
     /// Requests the teacher accepts at once: the dispatcher keeps this many in flight.
     pub fn capacity(&self) -> usize {
-        self.client.capacity()
+        match &self.client {
+            Client::Remote(client) => client.capacity(),
+            Client::Local(teacher) => teacher.capacity(),
+        }
     }
 
     pub fn stats(&self) -> TeacherStats {
-        self.client.stats()
+        match &self.client {
+            Client::Remote(client) => client.stats(),
+            Client::Local(teacher) => teacher.stats(),
+        }
     }
 
     pub async fn complete(&self, request: &TeacherRequest) -> Result<Completion, TeacherError> {
-        self.client.complete(request).await
+        match &self.client {
+            Client::Remote(client) => client.complete(request).await,
+            Client::Local(teacher) => teacher.complete(request).await,
+        }
     }
 }
 

@@ -161,8 +161,13 @@ pub struct Limits {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LocalModel {
+    /// A Hugging Face checkpoint directory or a `.gguf` file, resolved against the directory of
+    /// the definition file.
     pub checkpoint: PathBuf,
+    /// Sequences generated together (a prompt's `n` samples count as `n`).
     pub batch_size: NonZeroU32,
+    /// Base seed of the samplers: the same seed, prompt and sample index give the same sample.
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

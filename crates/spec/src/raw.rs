@@ -76,6 +76,7 @@ pub(crate) struct RawEndpoint {
 pub(crate) struct RawLocal {
     pub checkpoint: Option<String>,
     pub batch_size: Option<i64>,
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

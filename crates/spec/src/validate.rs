@@ -383,6 +383,7 @@ impl Checker<'_> {
                     Some(Backend::Local(LocalModel {
                         checkpoint: base_dir.join(checkpoint?),
                         batch_size,
+                        seed: local.seed.unwrap_or(0),
                     }))
                 })
             }
@@ -639,23 +640,26 @@ impl Checker<'_> {
         let mut named = vec![(
             FieldPath::root().key("source").key("path"),
             pipeline.source.path.as_path(),
+            "",
         )];
         let teacher = FieldPath::root().key("teacher");
         match &pipeline.teacher.backend {
             Backend::Local(local) => named.push((
                 teacher.key("local").key("checkpoint"),
                 local.checkpoint.as_path(),
+                " (a Hugging Face checkpoint directory or a .gguf file; `make model` downloads \
+                 the SmolLM2 checkpoint the shipped definitions use into models/)",
             )),
             Backend::Mock { settings, .. } => {
                 if let Some(dataset) = &settings.dataset {
-                    named.push((teacher.key("mock").key("dataset"), dataset.as_path()));
+                    named.push((teacher.key("mock").key("dataset"), dataset.as_path(), ""));
                 }
             }
             Backend::Openai { .. } => {}
         }
-        for (path, file) in named {
+        for (path, file, hint) in named {
             if !file.exists() {
-                self.error(path, format!("{} does not exist", file.display()));
+                self.error(path, format!("{} does not exist{hint}", file.display()));
             }
         }
     }

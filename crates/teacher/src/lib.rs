@@ -1,13 +1,16 @@
 //! Teachers: the models that write the reasoning traces.
 //!
 //! [`OpenAiTeacher`] speaks the chat-completions API of DeepSeek, OpenAI, vLLM, SGLang and
-//! llama.cpp, over one or several endpoints, with retries, backoff and rate limits. A
+//! llama.cpp, over one or several endpoints, with retries, backoff and rate limits.
+//! [`LocalTeacher`] runs a Qwen2/Llama checkpoint (Hugging Face directory or GGUF) in this
+//! process with candle, batching concurrent requests on one generation thread. A
 //! [`Completion`] is only returned whole: every requested sample, or an error — so a caller
 //! that records completions never records half of one.
 
 mod backoff;
 mod http;
 mod limits;
+mod local;
 mod openai;
 pub mod reasoning;
 mod wire;
@@ -20,6 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use backoff::{Backoff, parse_retry_after};
+pub use local::{LocalOptions, LocalTeacher};
 pub use openai::{OpenAiTeacher, TeacherOptions, TeacherStats};
 pub use reasoning::ReasoningSource;
 
@@ -167,6 +171,22 @@ pub enum TeacherError {
     Exhausted { attempts: u32, last_error: String },
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    /// The local model could not be loaded: nothing will work.
+    #[error("cannot load the local teacher from {}: {message}", path.display())]
+    Load {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    /// The local model cannot take this prompt (longer than its context, or its chat template
+    /// refuses the conversation): skip it, go on.
+    #[error("{teacher} cannot take this prompt: {message}")]
+    PromptRejected { teacher: String, message: String },
+    /// Generation failed for this prompt; asking again later may work.
+    #[error("{teacher} failed to generate: {message}")]
+    Generation { teacher: String, message: String },
+    /// The local model's generation thread is gone (it panicked or was shut down).
+    #[error("{teacher}: the generation thread has stopped")]
+    Stopped { teacher: String },
 }
 
 impl TeacherError {
@@ -174,8 +194,18 @@ impl TeacherError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            Self::MissingApiKey { .. } | Self::Fatal { .. } | Self::Client(_)
+            Self::MissingApiKey { .. }
+                | Self::Fatal { .. }
+                | Self::Client(_)
+                | Self::Load { .. }
+                | Self::Stopped { .. }
         )
+    }
+
+    /// Whether the teacher will never answer this prompt (too long, refused): skip it for
+    /// good rather than retry it.
+    pub fn is_rejection(&self) -> bool {
+        matches!(self, Self::Rejected { .. } | Self::PromptRejected { .. })
     }
 }
 

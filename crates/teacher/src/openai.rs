@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_openai::Client;
@@ -88,6 +88,9 @@ struct EndpointState {
     tokens: Option<TokenBucket>,
     /// Set when the server answered 429 with `Retry-After`: nobody sends before then.
     paused_until: Mutex<Option<Instant>>,
+    /// The server sent a response without `usage` (llama.cpp's Python server ignores
+    /// `stream_options.include_usage`): said once, since token counts will read 0.
+    warned_no_usage: AtomicBool,
 }
 
 /// A teacher behind one or several OpenAI-compatible endpoints that share the load.
@@ -171,6 +174,7 @@ impl OpenAiTeacher {
                     .tokens_per_minute
                     .map(|tpm| TokenBucket::per_minute(tpm.get() as f64, 1.0)),
                 paused_until: Mutex::new(None),
+                warned_no_usage: AtomicBool::new(false),
             });
         }
         if states.is_empty() {
@@ -343,6 +347,18 @@ impl OpenAiTeacher {
                 reasoning_source: split.source,
                 finish_reason: FinishReason::from(finish_reason),
             });
+        }
+        if usage.is_none() && !endpoint.warned_no_usage.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "{} sends no token usage{}: token counts and the tokens-per-minute limit \
+                 will not see its tokens",
+                endpoint.base_url,
+                if options.stream {
+                    " in streamed responses (try stream = false)"
+                } else {
+                    ""
+                }
+            );
         }
         let usage = usage.map(Usage::from).unwrap_or_default();
         Ok((out, usage, model.unwrap_or_else(|| endpoint.model.clone())))

@@ -33,7 +33,6 @@ use crate::data::{Batch, Conversation, EncodeStats, Encoder, Example, pack};
 use crate::error::{Result, TrainError, io_err};
 use crate::loss::{kd_loss_sum, masked_cross_entropy_sum, temperature_at};
 use crate::optim::{AdamW, AdamWConfig, LrSchedule, clip_grad_norm, sorted_vars};
-use crate::template::ChatTemplate;
 
 /// Logit distillation from a local teacher that shares the student's tokenizer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -455,11 +454,7 @@ impl Trainer {
         let model_path = resume_dir.clone().unwrap_or_else(|| init.model.clone());
         let student = Checkpoint::load(&model_path, &device, DType::F32).map_err(model_err)?;
         let model = student.model().map_err(model_err)?;
-        let template = ChatTemplate::from_config_value(
-            &student.tokenizer_config,
-            student.chat_template.as_deref(),
-            Some(model_path.join("tokenizer_config.json")),
-        )?;
+        let template = student.compile_chat_template()?;
         if template.is_fallback {
             tracing::warn!(model = %model_path.display(), "no chat template; using ChatML");
         }
