@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use distillery_spec::{Pipeline, Source};
 use distillery_store::record::QuarantineEntry;
-use distillery_store::source::SourceRow;
+use distillery_store::source::{SourceRow, field_text};
 use distillery_teacher::{Message, Role};
 use serde_json::Value;
 
@@ -25,21 +25,17 @@ impl PromptJob {
     /// Renders the prompt template with the row's fields. A row that lacks a field the template
     /// or the checks need becomes a quarantine entry.
     pub fn from_row(row: SourceRow, pipeline: &Pipeline) -> Result<Self, Box<QuarantineEntry>> {
-        let problem = pipeline
-            .prompt
-            .template
-            .render(|field| row.fields.get(field).and_then(field_text))
-            .map_err(|missing| {
-                quarantine(
-                    &row,
-                    &pipeline.source,
-                    "source.missing_field",
-                    format!(
-                        "the prompt template uses {{{}}}, which this row lacks (or is not text)",
-                        missing.field
-                    ),
-                )
-            })?;
+        let problem = row.render(&pipeline.prompt.template).map_err(|missing| {
+            quarantine(
+                &row,
+                &pipeline.source,
+                "source.missing_field",
+                format!(
+                    "the prompt template uses {{{}}}, which this row lacks (or is not text)",
+                    missing.field
+                ),
+            )
+        })?;
         if pipeline.verify.math
             && pipeline.source.answer_field.is_some()
             && row.reference_answer.is_none()
@@ -55,7 +51,7 @@ impl PromptJob {
         if let Some(code) = &pipeline.verify.code {
             let needed = std::iter::once(&code.tests_field).chain(&code.entry_point_field);
             for field in needed {
-                if row.fields.get(field).and_then(field_text).is_none() {
+                if row.field(field).is_none() {
                     return Err(quarantine(
                         &row,
                         &pipeline.source,
@@ -89,20 +85,6 @@ impl PromptJob {
     /// new lines as MBPP's test lists are).
     pub fn field(&self, name: &str) -> Option<String> {
         self.fields.get(name).and_then(field_text)
-    }
-}
-
-fn field_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(text) => Some(text.clone()),
-        Value::Number(number) => Some(number.to_string()),
-        Value::Bool(flag) => Some(flag.to_string()),
-        Value::Array(items) => items
-            .iter()
-            .map(|item| item.as_str().map(str::to_owned))
-            .collect::<Option<Vec<_>>>()
-            .map(|lines| lines.join("\n")),
-        Value::Null | Value::Object(_) => None,
     }
 }
 

@@ -28,6 +28,17 @@ pub struct MissingField {
 }
 
 impl Template {
+    /// The default prompt of a pipeline without `[prompt] template`, and of `distillery eval`:
+    /// the problem from `prompt_field`, a new line, then the R1 recipe's instruction
+    /// ([`crate::R1_MATH_INSTRUCTION`]). A student trained on a pipeline's traces is evaluated
+    /// with exactly the prompt it was trained on.
+    pub fn r1_math(prompt_field: &str) -> Self {
+        Self::parse(&format!(
+            "{{{prompt_field}}}\n{}",
+            crate::R1_MATH_INSTRUCTION
+        ))
+    }
+
     pub fn parse(source: &str) -> Self {
         let mut segments = Vec::new();
         let mut literal = String::new();
@@ -144,6 +155,16 @@ mod tests {
         assert_eq!(
             template.render(row).unwrap(),
             "What is 2+2?\nPlease reason step by step, and put your final answer within \\boxed{}."
+        );
+        assert_eq!(template.fields().collect::<Vec<_>>(), ["question"]);
+    }
+
+    #[test]
+    fn r1_math_is_the_question_then_the_instruction() {
+        let template = Template::r1_math("question");
+        assert_eq!(
+            template.render(row).unwrap(),
+            format!("What is 2+2?\n{}", crate::R1_MATH_INSTRUCTION)
         );
         assert_eq!(template.fields().collect::<Vec<_>>(), ["question"]);
     }

@@ -8,8 +8,8 @@ use crate::locate::{FieldPath, Locator, Position};
 use crate::raw::{RawCode, RawEndpoint, RawPipeline, RawSource, RawTeacher, RawVerify};
 use crate::{
     AnswerExtract, Backend, CodeCheck, Diagnostic, Endpoint, Limits, LocalModel, Output, Pipeline,
-    Pricing, Prompt, R1_MATH_INSTRUCTION, R1_TEMPERATURE, R1_TOP_P, Sampling, Source, SourceFormat,
-    Teacher, TeacherKind, Template, Verify,
+    Pricing, Prompt, R1_TEMPERATURE, R1_TOP_P, Sampling, Source, SourceFormat, Teacher,
+    TeacherKind, Template, Verify,
 };
 
 const DEFAULT_MAX_TOKENS: u32 = 32_768;
@@ -303,10 +303,7 @@ impl Checker<'_> {
                 }
                 template
             }
-            None => {
-                let field = &source?.prompt_field;
-                Template::parse(&format!("{{{field}}}\n{R1_MATH_INSTRUCTION}"))
-            }
+            None => Template::r1_math(&source?.prompt_field),
         };
         Some(Prompt {
             system: raw.system,

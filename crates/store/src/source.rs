@@ -22,7 +22,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 
 use arrow::array::RecordBatch;
-use distillery_spec::{AnswerExtract, Source, SourceFormat};
+use distillery_spec::{AnswerExtract, MissingField, Source, SourceFormat, Template};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -51,6 +51,35 @@ impl SourceRow {
     /// The prompt field's text (the reader checked that it is a non-empty string or number).
     pub fn prompt<'a>(&'a self, source: &Source) -> Option<std::borrow::Cow<'a, str>> {
         self.fields.get(&source.prompt_field).and_then(scalar_text)
+    }
+
+    /// A field as text, see [`field_text`].
+    pub fn field(&self, name: &str) -> Option<String> {
+        self.fields.get(name).and_then(field_text)
+    }
+
+    /// The user turn: `template` filled with this row's fields. The pipeline and
+    /// `distillery eval` both render prompts here, so a student is evaluated with exactly the
+    /// prompt its training traces were asked with.
+    pub fn render(&self, template: &Template) -> std::result::Result<String, MissingField> {
+        template.render(|field| self.field(field))
+    }
+}
+
+/// A field's value as prompt text: strings as they are, numbers and booleans as written,
+/// arrays of strings joined by new lines (as MBPP's test lists are); `None` for null, objects
+/// and other arrays.
+pub fn field_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        Value::Bool(flag) => Some(flag.to_string()),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .map(|lines| lines.join("\n")),
+        Value::Null | Value::Object(_) => None,
     }
 }
 
@@ -809,6 +838,30 @@ mod tests {
             .unwrap()
             .collect::<Result<Vec<_>>>()
             .unwrap()
+    }
+
+    #[test]
+    fn rows_render_templates_with_text_numbers_and_line_lists() {
+        let row = SourceRow {
+            row_number: 1,
+            id: "x".into(),
+            fields: serde_json::json!({
+                "question": "2+2?", "n": 4, "flag": true, "tests": ["a", "b"], "meta": {}
+            })
+            .as_object()
+            .unwrap()
+            .clone(),
+            reference_answer: None,
+        };
+        let template = Template::parse("{question} {n} {flag}\n{tests}");
+        assert_eq!(row.render(&template).unwrap(), "2+2? 4 true\na\nb");
+        assert_eq!(
+            row.render(&Template::r1_math("question")).unwrap(),
+            format!("2+2?\n{}", distillery_spec::R1_MATH_INSTRUCTION)
+        );
+        let missing = row.render(&Template::parse("{meta}")).unwrap_err();
+        assert_eq!(missing.field, "meta");
+        assert_eq!(row.field("absent"), None);
     }
 
     #[test]

@@ -1,0 +1,307 @@
+//! `distillery eval`, driven the way a user drives it: against the built-in mock teacher over
+//! HTTP (whose accuracy we set, so the score is known in advance), against a tiny local
+//! checkpoint from `distillery init-model`, and with the inputs users get wrong.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn distillery() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_distillery"));
+    command.env("RUST_LOG", "warn");
+    // `--benchmark gsm8k` reads datasets/ under the working directory, as from a checkout.
+    command.current_dir(repo_root());
+    command
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn run_ok(args: &[&str]) -> Output {
+    let output = distillery().args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "distillery {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The error `distillery eval …` exits with.
+fn eval_fails(args: &[&str]) -> String {
+    let output = distillery().arg("eval").args(args).output().unwrap();
+    assert!(
+        !output.status.success(),
+        "distillery eval {args:?} succeeded:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn report(out: &Path) -> Value {
+    let text = std::fs::read_to_string(out.join("report.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn pass_at_1(out: &Path) -> f64 {
+    report(out)["pass_at_1"]
+        .as_f64()
+        .expect("a numeric pass_at_1")
+}
+
+/// Rows of problems.parquet, read back with the Arrow schema it was written with.
+fn parquet_rows(out: &Path) -> u64 {
+    let path = out.join("problems.parquet");
+    let (schema, rows) = distillery_store::shard::file_schema(&path).unwrap();
+    for column in ["id", "prompt", "reference", "n", "correct", "samples"] {
+        assert!(schema.field_with_name(column).is_ok(), "no column {column}");
+    }
+    rows
+}
+
+/// `distillery mock-teacher` on a free port, replaying GSM8K with the given accuracy.
+struct MockProcess {
+    child: Child,
+    base_url: String,
+}
+
+impl MockProcess {
+    fn start(accuracy: f64) -> Self {
+        let mut child = distillery()
+            .args(["mock-teacher", "--listen", "127.0.0.1:0", "--seed", "5"])
+            .args(["--accuracy", &accuracy.to_string()])
+            .args(["--dataset", "datasets/gsm8k/test.jsonl"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("http://"), "mock teacher said {line:?}");
+        Self {
+            child,
+            base_url: line.trim().to_owned(),
+        }
+    }
+
+    /// `distillery eval distillery-mock-r1 --base-url … --benchmark gsm8k --limit N` + `extra`.
+    fn eval(&self, out: &Path, limit: u32, extra: &[&str]) -> String {
+        let mut args = vec![
+            "eval",
+            "distillery-mock-r1",
+            "--base-url",
+            &self.base_url,
+            "--benchmark",
+            "gsm8k",
+            "--plain",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        let limit = limit.to_string();
+        args.extend(["--limit", &limit]);
+        args.extend(extra);
+        String::from_utf8(run_ok(&args).stdout).unwrap()
+    }
+}
+
+impl Drop for MockProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_teacher_that_is_always_right_scores_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockProcess::start(1.0);
+    let out = dir.path().join("perfect");
+    let stdout = mock.eval(&out, 20, &[]);
+    assert!(
+        stdout.starts_with("pass@1 1.0000 (20/20)\n"),
+        "summary:\n{stdout}"
+    );
+    assert!(stdout.contains("failures  none"), "{stdout}");
+    assert!(stdout.contains("tokens/s"), "{stdout}");
+    assert!(stdout.contains(&format!("{}", out.join("report.json").display())));
+    assert!(stdout.contains(&format!("{}", out.join("problems.parquet").display())));
+
+    let json = report(&out);
+    assert_eq!(json["pass_at_1"], 1.0);
+    assert_eq!(json["problems"], 20);
+    assert_eq!(json["benchmark"], "gsm8k");
+    assert_eq!(json["model"], "distillery-mock-r1");
+    assert_eq!(json["backend"], "openai");
+    assert_eq!(json["samples"], 1);
+    assert_eq!(json["temperature"], 0.0, "one sample is greedy");
+    assert!(json["tokens"]["completion"].as_u64().unwrap() > 0);
+    assert_eq!(parquet_rows(&out), 20);
+
+    // Each problem was asked exactly as the pipeline asks it, and graded against `#### N`.
+    let problems = distillery_eval::read_problems(&out.join("problems.parquet")).unwrap();
+    assert!(
+        problems[0]
+            .prompt
+            .ends_with("\nPlease reason step by step, and put your final answer within \\boxed{}."),
+        "{}",
+        problems[0].prompt
+    );
+    assert_eq!(problems[0].reference.as_deref(), Some("18"));
+    assert_eq!(problems[0].samples[0].extracted.as_deref(), Some("18"));
+}
+
+#[test]
+fn a_teacher_that_is_always_wrong_scores_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockProcess::start(0.0);
+    let out = dir.path().join("wrong");
+    let stdout = mock.eval(&out, 10, &[]);
+    assert!(stdout.starts_with("pass@1 0.0000 (0/10)\n"), "{stdout}");
+    assert_eq!(pass_at_1(&out), 0.0);
+    assert_eq!(report(&out)["failures"]["math.wrong_answer"], 10);
+    assert!(stdout.contains("math.wrong_answer 10"), "{stdout}");
+}
+
+#[test]
+fn more_samples_give_pass_at_k_at_least_pass_at_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockProcess::start(0.5);
+    let out = dir.path().join("half");
+    let stdout = mock.eval(&out, 20, &["--samples", "4"]);
+    let json = report(&out);
+    let p1 = json["pass_at_1"].as_f64().unwrap();
+    let p4 = json["pass_at_k"]["4"].as_f64().unwrap();
+    assert!(p1 > 0.0 && p1 < 1.0, "pass@1 {p1}");
+    assert!(p4 >= p1, "pass@4 {p4} < pass@1 {p1}");
+    assert_eq!(json["total_samples"], 80);
+    assert_eq!(
+        json["temperature"], 0.6,
+        "several samples follow the R1 recipe"
+    );
+    assert_eq!(json["top_p"], 0.95);
+    let first = stdout.lines().next().unwrap();
+    assert!(first.starts_with(&format!("pass@1 {p1:.4} (")), "{stdout}");
+    assert!(stdout.contains(&format!("pass@4    {p4:.4}")), "{stdout}");
+    let problems = distillery_eval::read_problems(&out.join("problems.parquet")).unwrap();
+    assert_eq!(problems.len(), 20);
+    assert!(problems.iter().all(|p| p.samples.len() == 4));
+}
+
+#[test]
+fn a_tiny_local_checkpoint_is_evaluated_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny");
+    run_ok(&[
+        "init-model",
+        "--arch",
+        "qwen2",
+        "--tiny",
+        model.to_str().unwrap(),
+    ]);
+    let out = dir.path().join("local");
+    let output = run_ok(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--benchmark",
+        "datasets/arith/test.jsonl",
+        "--limit",
+        "4",
+        "--max-tokens",
+        "8",
+        "--plain",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.starts_with("pass@1 "), "{stdout}");
+    let p1 = pass_at_1(&out);
+    assert!((0.0..=1.0).contains(&p1), "{p1}");
+    let json = report(&out);
+    assert_eq!(json["backend"], "local");
+    assert_eq!(json["model"], "tiny");
+    assert_eq!(json["benchmark"], "arith-test");
+    assert_eq!(json["max_tokens"], 8);
+    assert_eq!(json["problems"], 4);
+    assert_eq!(parquet_rows(&out), 4);
+    let problems = distillery_eval::read_problems(&out.join("problems.parquet")).unwrap();
+    // The arith hold-out is GSM8K-style: the reference is what follows `####`.
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(repo_root().join("datasets/arith/test.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let expected = first["answer"]
+        .as_str()
+        .unwrap()
+        .rsplit("####")
+        .next()
+        .unwrap()
+        .trim();
+    assert_eq!(problems[0].reference.as_deref(), Some(expected));
+    assert!(
+        problems
+            .iter()
+            .all(|p| p.samples[0].finish_reason == "length" || p.samples[0].finish_reason == "stop")
+    );
+}
+
+#[test]
+fn bad_inputs_are_refused_with_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-model");
+    let error = eval_fails(&[missing.to_str().unwrap(), "--benchmark", "gsm8k"]);
+    assert!(error.contains(missing.to_str().unwrap()), "{error}");
+    assert!(error.contains("does not exist"), "{error}");
+
+    // A model that exists, so that the benchmark is what fails.
+    let model = dir.path().join("model.gguf");
+    std::fs::write(&model, b"").unwrap();
+    let error = eval_fails(&[model.to_str().unwrap(), "--benchmark", "gsm9k"]);
+    assert!(error.contains("gsm9k"), "{error}");
+    assert!(error.contains("gsm8k, math500, humaneval"), "{error}");
+
+    let broken = dir.path().join("broken.jsonl");
+    std::fs::write(
+        &broken,
+        "{\"question\": \"1+1?\", \"answer\": \"#### 2\"}\n{\"question\": \"2+2?\"}\n",
+    )
+    .unwrap();
+    let error = eval_fails(&[
+        model.to_str().unwrap(),
+        "--benchmark",
+        broken.to_str().unwrap(),
+    ]);
+    assert!(
+        error.contains(&format!("{}:2:", broken.display())),
+        "{error}"
+    );
+    assert!(error.contains("`answer`"), "{error}");
+
+    let error = eval_fails(&[
+        model.to_str().unwrap(),
+        "--benchmark",
+        "math500",
+        "--datasets-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(error.contains("not shipped"), "{error}");
+
+    let error = eval_fails(&[
+        "m",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--benchmark",
+        "gsm8k",
+        "--temperature=-1",
+    ]);
+    assert!(error.contains("--temperature"), "{error}");
+}
