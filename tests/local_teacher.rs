@@ -291,3 +291,53 @@ fn a_checkpoint_gone_by_resume_time_stops_with_a_load_error() {
         "{stderr}"
     );
 }
+
+/// The shipped gsm8k-local definition with the real SmolLM2 checkpoint from `make model`, cut to
+/// 2 prompts and 64 tokens. Not in CI (it needs the download and takes seconds of CPU):
+/// `cargo test -p distillery --test local_teacher -- --ignored --nocapture`.
+#[test]
+#[ignore = "needs models/ from `make model`"]
+fn smollm2_from_make_model_runs_the_shipped_local_pipeline() {
+    let checkpoint = repo_root().join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !checkpoint.exists() {
+        eprintln!(
+            "skipping: {} is missing; run `make model`",
+            checkpoint.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo_root().join("pipelines/gsm8k-local.toml")).unwrap();
+    let absolute = |path: PathBuf| format!("{:?}", path.display().to_string());
+    let text = text
+        .replace("\"../datasets/gsm8k/test.jsonl\"", &absolute(gsm8k()))
+        .replace(
+            "\"../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf\"",
+            &absolute(checkpoint),
+        )
+        .replace("limit = 50", "limit = 2")
+        .replace("max_tokens = 512", "max_tokens = 64");
+    assert!(text.contains("limit = 2") && text.contains("max_tokens = 64"));
+    let definition = dir.path().join("gsm8k-local.toml");
+    std::fs::write(&definition, text).unwrap();
+    let run_path = dir.path().join("run");
+    let started = Instant::now();
+    run(&definition, &run_path);
+    let elapsed = started.elapsed();
+
+    let manifest = manifest(&run_path);
+    assert_eq!(manifest.status, RunStatus::Completed);
+    assert_eq!(manifest.counts.prompts_done, 2);
+    let written = rows(&run_path);
+    assert_eq!(written.len(), 4, "2 prompts x n = 2");
+    for row in &written {
+        assert_eq!(row.teacher_model, "SmolLM2-135M-Instruct.Q4_1");
+        assert!(!row.content.trim().is_empty(), "SmolLM2 writes something");
+    }
+    eprintln!(
+        "SmolLM2-135M (Q4_1 GGUF): 2 prompts x 2 samples x <= 64 tokens in {elapsed:?} \
+         ({} completion tokens, {} accepted)",
+        manifest.tokens.completion, manifest.counts.accepted
+    );
+    eprintln!("first sample: {:?}", written[0].content);
+}
