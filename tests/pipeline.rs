@@ -538,7 +538,13 @@ accuracy = 1.0
     .unwrap();
     let run = dir.path().join("run");
     let run_arg = run.to_str().unwrap();
-    run_ok(&["run", definition.to_str().unwrap(), "--run-dir", run_arg, "--plain"]);
+    run_ok(&[
+        "run",
+        definition.to_str().unwrap(),
+        "--run-dir",
+        run_arg,
+        "--plain",
+    ]);
 
     let quarantine = || -> Vec<(u64, String)> {
         RunDir::open(&run)
