@@ -219,7 +219,10 @@ impl Attention {
                 k = Tensor::cat(&[pk, &k], 2)?;
                 v = Tensor::cat(&[pv, &v], 2)?;
             }
-            *cache = Some((k.clone(), v.clone()));
+            // Detached: the cache only serves generation, and a cache that kept its autograd
+            // history (the weights are variables) would hold every earlier step's tensors
+            // alive, so memory would grow with the square of the generated length.
+            *cache = Some((k.detach(), v.detach()));
         }
         let n_rep = self.n_heads / self.n_kv_heads;
         let k = repeat_kv(k, n_rep)?;

@@ -186,20 +186,41 @@ pub fn chatml_tokenizer_config() -> Value {
     })
 }
 
+/// Standard deviation of the normal draws of [`init_tiny`] (norm weights are ones, biases zeros).
+pub const TINY_INIT_STD: f64 = 0.02;
+
 /// Write a tiny random model (config, weights drawn from `seed`, tokenizer files) to
 /// `out_dir` as an HF checkpoint directory. Returns its config.
 pub fn init_tiny(arch: Arch, out_dir: &Path, seed: u64) -> Result<Config> {
     let cfg = Config::tiny(arch);
+    init_tiny_with(&cfg, out_dir, seed, TINY_INIT_STD)?;
+    Ok(cfg)
+}
+
+/// Like [`init_tiny`] with another shape (`cfg`, whose `vocab_size` must be
+/// [`TINY_VOCAB_SIZE`]) and another standard deviation of the random weights.
+pub fn init_tiny_with(cfg: &Config, out_dir: &Path, seed: u64, std: f64) -> Result<()> {
+    cfg.validate().map_err(Error::InvalidInput)?;
+    if cfg.vocab_size != TINY_VOCAB_SIZE {
+        return Err(Error::InvalidInput(format!(
+            "the tiny tokenizer has {TINY_VOCAB_SIZE} tokens, the config {}",
+            cfg.vocab_size
+        )));
+    }
+    if !(std.is_finite() && std > 0.0) {
+        return Err(Error::InvalidInput(format!(
+            "the init standard deviation must be positive, got {std}"
+        )));
+    }
     let tokenizer = tiny_tokenizer()?;
-    let varmap = random_varmap(&cfg, seed, 0.02, &Device::Cpu, DType::F32)?;
+    let varmap = random_varmap(cfg, seed, std, &Device::Cpu, DType::F32)?;
     save_checkpoint(
         out_dir,
-        &cfg,
+        cfg,
         &varmap,
         &tokenizer,
         &chatml_tokenizer_config(),
-    )?;
-    Ok(cfg)
+    )
 }
 
 #[cfg(test)]
