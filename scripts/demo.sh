@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+# The offline demo behind `make demo`: the whole loop, on two CPU cores, in minutes.
+#
+#   1. GSM8K against the built-in mock teacher with faults on: run, Ctrl-C, status, resume,
+#      export, inspect.
+#   2. Synthetic two-digit additions (datasets/arith) against the mock teacher: run, export.
+#   3. A tiny random student: pass@1 on the 200 held-out additions, SFT on the accepted traces,
+#      pass@1 again.
+#   4. A summary: rows accepted and rejected by reason, teacher tokens/s, the loss curve,
+#      pass@1 before and after.
+#
+# Usage: scripts/demo.sh PATH/TO/distillery
+#   DEMO_DIR=DIR  where everything goes (default: target/demo; cleared first)
+#   DEMO_REAL=1   the same loop with SmolLM2-135M-Instruct from `make model` as the local
+#                 teacher and as the student, on a few problems
+# Needs bash, sed and awk; no network, no Python.
+set -euo pipefail
+
+if [[ $# -ne 1 ]]; then
+  echo "usage: $0 PATH/TO/distillery" >&2
+  exit 2
+fi
+if [[ ! -x "$1" || -d "$1" ]]; then
+  echo "demo: $1 is not an executable (build it first: make build)" >&2
+  exit 2
+fi
+bin="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+real="${DEMO_REAL:-0}"
+smollm2="models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+if [[ "$real" == 1 && ! -f "$smollm2" ]]; then
+  echo "demo: DEMO_REAL=1 needs $smollm2; run \`make model\` first (downloads 100 MB)" >&2
+  exit 1
+fi
+
+demo="${DEMO_DIR:-target/demo}"
+case "$demo" in
+  "" | / | . | .. | "$HOME" | "$root") echo "demo: refusing DEMO_DIR=$demo" >&2; exit 2 ;;
+esac
+rm -rf "$demo"
+mkdir -p "$demo"
+demo="$(cd "$demo" && pwd)"
+
+# async-openai logs each malformed stream chunk at ERROR; the mock injects those on purpose and
+# the pipeline retries them (counted as `retries`), so they would only clutter the output.
+export RUST_LOG="${RUST_LOG:-info,async_openai=off}"
+
+if [[ -t 1 ]]; then
+  bold=$'\033[1m' red=$'\033[31m' off=$'\033[0m'
+else
+  bold="" red="" off=""
+fi
+
+current=""
+step_start=$SECONDS
+declare -a timing_names=() timing_secs=()
+step() {
+  if [[ -n "$current" ]]; then
+    timing_names+=("$current")
+    timing_secs+=($((SECONDS - step_start)))
+  fi
+  current="$1"
+  step_start=$SECONDS
+  printf '\n%s==> %s%s\n' "$bold" "$1" "$off"
+}
+trap 'rc=$?; printf "\n%sdemo FAILED (exit %s) in step: %s (scripts/demo.sh line %s); files so far in %s%s\n" \
+  "$red" "$rc" "$current" "$LINENO" "$demo" "$off" >&2' ERR
+run() {
+  printf '%s$ distillery %s%s\n' "$bold" "$*" "$off"
+  "$bin" "$@"
+}
+mmss() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
+
+# The first `"KEY": NUMBER` in FILE: pretty-printed JSON (manifest.json, report.json,
+# summary.json) and one-object lines alike.
+json_num() {
+  sed -n "s/.*\"$2\": *\(-\{0,1\}[0-9][0-9.eE+-]*\).*/\1/p" "$1" | head -n 1
+}
+# `reason count` per line, from a manifest's rejected_by_reason object.
+reasons() {
+  awk '/"rejected_by_reason": *\{/ { on = 1; next }
+       on && /\}/ { exit }
+       on { gsub(/[",:]/, " "); print $1, $2 }' "$1"
+}
+
+# Interrupt `distillery run` with Ctrl-C (SIGINT) after $1 seconds; 130 is its exit status for
+# an interrupted run.
+run_interrupted() {
+  local after="$1"
+  shift
+  printf '%s$ distillery %s   # Ctrl-C after %s s%s\n' "$bold" "$*" "$after" "$off"
+  "$bin" "$@" &
+  local pid=$! rc=0
+  sleep "$after"
+  kill -INT "$pid" 2>/dev/null || true
+  wait "$pid" || rc=$?
+  case "$rc" in
+    130) echo "(interrupted: exit status 130; every finished generation is in the WAL)" ;;
+    0) echo "(it finished before the interrupt; resume will find nothing left to do)" ;;
+    *) echo "demo: distillery run exited with status $rc" >&2; return "$rc" ;;
+  esac
+}
+
+if [[ "$real" != 1 ]]; then
+  # The student and its training: 2 layers, 0.9M parameters, larger initial weights than the
+  # default (copying digits out of the question is learned much sooner), 4 rows per step.
+  # How these were chosen: datasets/arith/SOURCE.md.
+  student_args=(--layers 2 --hidden 128 --intermediate 512 --heads 8 --kv-heads 4
+    --init-std 0.06 --seed 0)
+  train_args=(--steps 800 --batch-size 4 --lr 3e-3 --warmup 30 --max-len 288
+    --eval-fraction 0.02 --checkpoint-every 0 --log-every 50)
+  eval_args=(--benchmark datasets/arith/test.jsonl --max-tokens 256 --batch-size 50 --plain)
+
+  step "1/6 GSM8K against the mock teacher, faults on (429, 500, resets, stalls, bad JSON)"
+  gsm="$demo/runs/gsm8k-mock"
+  run_interrupted 10 run pipelines/gsm8k-mock.toml --run-dir "$gsm" --grace-secs 5
+  run status "$gsm"
+
+  step "2/6 Resume: only the prompts that were not done are asked again"
+  run resume "$gsm"
+
+  step "3/6 Export the accepted GSM8K traces as a Hugging Face dataset, and inspect it"
+  run export "$gsm" --out "$demo/datasets/gsm8k-r1" --split train=0.95,test=0.05
+  run inspect "$demo/datasets/gsm8k-r1"
+
+  step "4/6 Two-digit additions against the mock teacher, exported for training"
+  arith="$demo/runs/arith-mock"
+  run run pipelines/arith-mock.toml --run-dir "$arith"
+  run export "$arith" --out "$demo/datasets/arith-r1"
+
+  step "5/6 A tiny random student, evaluated on the 200 held-out additions"
+  student="$demo/models/student"
+  run init-model --tiny "$demo/models/student-init" "${student_args[@]}" | tee "$demo/init-model.txt"
+  run eval "$demo/models/student-init" "${eval_args[@]}" --out "$demo/evals/before"
+
+  step "6/6 Train the student on the accepted traces, evaluate it again"
+  run train --model "$demo/models/student-init" --data "$demo/datasets/arith-r1" \
+    --out "$student" "${train_args[@]}"
+  run eval "$student" "${eval_args[@]}" --out "$demo/evals/after"
+
+  runs=("$gsm" "$arith")
+  run_titles=("GSM8K" "additions")
+  bench="200 held-out additions"
+else
+  # SmolLM2-135M-Instruct (Llama, 4-bit GGUF): teacher on a few problems, then student.
+  student_args=()
+  train_args=(--steps 20 --batch-size 2 --lr 2e-5 --warmup 2 --max-len 320 --eval-fraction 0
+    --checkpoint-every 0 --log-every 2)
+  eval_args=(--benchmark datasets/arith/test.jsonl --limit 20 --max-tokens 192 --batch-size 20
+    --plain)
+  local_def="$demo/arith-local.toml"
+  cat >"$local_def" <<EOF
+# Written by scripts/demo.sh (DEMO_REAL=1): SmolLM2 as the local teacher on a few additions.
+name = "arith-local"
+
+[source]
+path = "$root/datasets/arith/train.jsonl"
+prompt_field = "question"
+answer_field = "answer"
+answer_extract = "gsm8k"
+limit = 16
+
+[teacher]
+kind = "local"
+max_tokens = 256
+temperature = 0.6
+top_p = 0.95
+n = 2
+
+[teacher.local]
+checkpoint = "$root/$smollm2"
+batch_size = 8
+seed = 0
+
+[verify]
+math = true
+format = false              # SmolLM2 is no reasoning model: it writes no <think> block
+keep = "all_correct"
+EOF
+
+  step "1/5 SmolLM2 as the local teacher on 16 additions (2 samples each)"
+  teach="$demo/runs/arith-local"
+  run run "$local_def" --run-dir "$teach"
+  run export "$teach" --out "$demo/datasets/arith-local"
+  run inspect "$demo/datasets/arith-local"
+
+  step "2/5 The additions against the mock teacher: the traces SmolLM2 is fine-tuned on"
+  arith="$demo/runs/arith-mock"
+  run run pipelines/arith-mock.toml --run-dir "$arith"
+  run export "$arith" --out "$demo/datasets/arith-r1"
+
+  step "3/5 SmolLM2 as the student, evaluated on 20 held-out additions"
+  student="$demo/models/smollm2-arith"
+  run eval "$smollm2" "${eval_args[@]}" --out "$demo/evals/before"
+
+  step "4/5 Fine-tune SmolLM2 on the accepted traces for a few steps"
+  run train --model "$smollm2" --data "$demo/datasets/arith-r1" --out "$student" \
+    "${train_args[@]}"
+
+  step "5/5 Evaluate the fine-tuned SmolLM2 again"
+  run eval "$student" "${eval_args[@]}" --out "$demo/evals/after"
+
+  runs=("$teach" "$arith")
+  run_titles=("local teacher" "additions")
+  bench="20 held-out additions"
+fi
+step "summary"
+trap - ERR
+
+# ---------------------------------------------------------------------------------------------
+# The summary, from the files the commands wrote.
+printf '\n%s' "$bold"
+printf '==================================== Distillery demo summary ====================================\n'
+printf '%s' "$off"
+
+printf '\n%sPipelines (the mock teacher replays reference solutions with injected errors and faults)%s\n' "$bold" "$off"
+all_reasons="$(for r in "${runs[@]}"; do reasons "$r/manifest.json"; done | awk '{print $1}' | sort -u)"
+printf '  %-28s' ""
+for t in "${run_titles[@]}"; do printf '%16s' "$t"; done
+printf '\n'
+row() { # label, then one value per run
+  printf '  %-28s' "$1"
+  shift
+  for v in "$@"; do printf '%16s' "$v"; done
+  printf '\n'
+}
+vals=()
+for r in "${runs[@]}"; do vals+=("$(json_num "$r/manifest.json" prompts_total)"); done
+row "prompts" "${vals[@]}"
+vals=()
+for r in "${runs[@]}"; do vals+=("$(json_num "$r/manifest.json" generations)"); done
+row "generations" "${vals[@]}"
+vals=()
+for r in "${runs[@]}"; do
+  a="$(json_num "$r/manifest.json" accepted)"
+  g="$(json_num "$r/manifest.json" generations)"
+  vals+=("$(awk -v a="$a" -v g="$g" 'BEGIN { printf "%d (%.1f%%)", a, g > 0 ? 100 * a / g : 0 }')")
+done
+row "accepted" "${vals[@]}"
+vals=()
+for r in "${runs[@]}"; do vals+=("$(json_num "$r/manifest.json" rejected)"); done
+row "rejected" "${vals[@]}"
+for reason in $all_reasons; do
+  vals=()
+  for r in "${runs[@]}"; do
+    n="$(reasons "$r/manifest.json" | awk -v k="$reason" '$1 == k { print $2 }')"
+    vals+=("${n:-0}")
+  done
+  row "  $reason" "${vals[@]}"
+done
+vals=()
+for r in "${runs[@]}"; do
+  c="$(json_num "$r/manifest.json" completion)"
+  s="$(json_num "$r/manifest.json" elapsed_secs)"
+  vals+=("$(awk -v c="$c" -v s="$s" 'BEGIN { printf "%.0f", s > 0 ? c / s : 0 }')")
+done
+row "teacher tokens/s" "${vals[@]}"
+vals=()
+for r in "${runs[@]}"; do
+  vals+=("$(awk -v s="$(json_num "$r/manifest.json" elapsed_secs)" 'BEGIN { printf "%.1f s", s }')")
+done
+row "run time (all attempts)" "${vals[@]}"
+
+summary="$student/summary.json"
+metrics="$student/metrics.jsonl"
+steps="$(json_num "$summary" steps)"
+printf '\n%sStudent training%s' "$bold" "$off"
+if [[ -s "$demo/init-model.txt" ]]; then
+  printf ' (%s)' "$(sed -n 's/.*(\(.*\)).*/\1/p' "$demo/init-model.txt" | sed 's/, seed [0-9]*//')"
+fi
+printf '\n'
+awk -v s="$(json_num "$summary" seconds)" -v t="$(json_num "$summary" tokens)" -v n="$steps" \
+  'BEGIN { printf "  %d steps, %d tokens in %.0f s (%.0f tokens/s)\n", n, t, s, s > 0 ? t / s : 0 }'
+echo "  loss (training batches; the bar is logarithmic):"
+sed -n 's/.*"step":\([0-9]*\),.*"loss":\([0-9.eE+-]*\),.*/\1 \2/p' "$metrics" |
+  awk -v n="$steps" '
+    { step[NR] = $1; loss[NR] = $2; if (NR == 1 || $2 > hi) hi = $2; if (NR == 1 || $2 < lo) lo = $2 }
+    END {
+      every = n >= 8 ? int(n / 8) : 1
+      for (i = 1; i <= NR; i++) {
+        if (step[i] != 1 && step[i] % every != 0 && i != NR) continue
+        w = hi > lo ? int(1 + 40 * (log(loss[i]) - log(lo)) / (log(hi) - log(lo))) : 1
+        bar = ""; for (j = 0; j < w; j++) bar = bar "#"
+        printf "    step %5d  %8.4f  %s\n", step[i], loss[i], bar
+      }
+    }'
+eval_loss="$(json_num "$summary" eval_loss)"
+if [[ -n "$eval_loss" ]]; then
+  printf '  loss on held-out traces at the end: %.4f\n' "$eval_loss"
+fi
+
+printf '\n%spass@1 on %s (greedy, the prompt the pipeline sends)%s\n' "$bold" "$bench" "$off"
+for which in before after; do
+  rep="$demo/evals/$which/report.json"
+  awk -v p="$(json_num "$rep" pass_at_1)" -v c="$(json_num "$rep" correct_samples)" \
+    -v n="$(json_num "$rep" total_samples)" -v w="$which training" \
+    'BEGIN { printf "  %-16s %6.1f%%  (%d/%d)\n", w, 100 * p, c, n }'
+done
+
+printf '\n%sTime per step%s\n' "$bold" "$off"
+for i in "${!timing_names[@]}"; do
+  printf '  %-90s %s\n' "${timing_names[$i]}" "$(mmss "${timing_secs[$i]}")"
+done
+printf '  %-90s %s\n' "total" "$(mmss "$SECONDS")"
+printf '\nEverything is in %s\n' "$demo"
