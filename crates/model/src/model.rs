@@ -577,6 +577,32 @@ pub(crate) mod tests {
             .unwrap()
     }
 
+    /// The KV cache must not keep the autograd graph of the steps that filled it (the weights
+    /// are variables): it would hold every earlier step's tensors alive, and generation memory
+    /// would grow with the square of its length.
+    #[test]
+    fn the_kv_cache_holds_no_autograd_history() {
+        let cfg = test_config(Arch::Qwen2);
+        let (model, _vm) = test_model(&cfg, 3);
+        let mut caches: Vec<LayerCache> = vec![None; cfg.num_hidden_layers];
+        for t in [3usize, 1, 1] {
+            let input = Tensor::from_vec(vec![5u32; t], (1, t), &Device::Cpu).unwrap();
+            let kv_len = caches[0].as_ref().map_or(0, |(k, _)| k.dim(2).unwrap()) + t;
+            let first = (kv_len - t) as u32;
+            let positions =
+                Tensor::from_vec((first..kv_len as u32).collect(), (1, t), &Device::Cpu).unwrap();
+            let mask = Tensor::zeros((1, 1, t, kv_len), DType::F32, &Device::Cpu).unwrap();
+            let hidden = model
+                .run_layers(&input, &positions, &mask, Some(&mut caches))
+                .unwrap();
+            assert!(hidden.track_op(), "the step itself stays differentiable");
+            for (k, v) in caches.iter().flatten() {
+                assert!(!k.track_op() && !v.track_op());
+                assert_eq!(k.dim(2).unwrap(), kv_len);
+            }
+        }
+    }
+
     #[test]
     fn every_parameter_gets_a_gradient() {
         for arch in [Arch::Qwen2, Arch::Llama] {

@@ -309,6 +309,47 @@ mod tests {
     }
 
     #[test]
+    fn init_tiny_with_writes_the_shape_and_scale_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::tiny(Arch::Qwen2);
+        cfg.num_hidden_layers = 2;
+        cfg.num_attention_heads = 8;
+        cfg.num_key_value_heads = 4;
+        cfg.intermediate_size = 512;
+        let (narrow, wide) = (dir.path().join("narrow"), dir.path().join("wide"));
+        init_tiny_with(&cfg, &narrow, 5, 0.02).unwrap();
+        init_tiny_with(&cfg, &wide, 5, 0.06).unwrap();
+        let std_of = |path: &Path| {
+            let ck = Checkpoint::load(path, &Device::Cpu, DType::F32).unwrap();
+            assert_eq!(ck.config, cfg);
+            let w = ck.varmap.data().lock().unwrap()["model.layers.0.mlp.up_proj.weight"]
+                .as_tensor()
+                .flatten_all()
+                .unwrap();
+            w.sqr()
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                .sqrt()
+        };
+        let (a, b) = (std_of(&narrow), std_of(&wide));
+        assert!(
+            (a - 0.02).abs() < 0.002 && (b - 0.06).abs() < 0.006,
+            "{a} {b}"
+        );
+
+        let mut bad = cfg.clone();
+        bad.num_attention_heads = 3;
+        assert!(init_tiny_with(&bad, &dir.path().join("bad"), 0, 0.02).is_err());
+        bad = cfg.clone();
+        bad.vocab_size = 100;
+        assert!(init_tiny_with(&bad, &dir.path().join("bad"), 0, 0.02).is_err());
+        assert!(init_tiny_with(&cfg, &dir.path().join("bad"), 0, 0.0).is_err());
+    }
+
+    #[test]
     fn init_tiny_writes_a_loadable_deterministic_model() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b, c) = (
