@@ -882,7 +882,18 @@ server_error = 0.7
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
-                crate::Pipeline::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+                match crate::Pipeline::from_file(&path) {
+                    Ok(_) => {}
+                    // A clone without `make model` lacks the git-ignored local checkpoint; that
+                    // is the one error a shipped definition may have.
+                    Err(crate::SpecError::Invalid { problems, .. })
+                        if problems.iter().all(|p| {
+                            p.path.to_string() == "teacher.local.checkpoint"
+                                && p.message.contains("/models/")
+                                && p.message.contains("`make model`")
+                        }) => {}
+                    Err(e) => panic!("{e}"),
+                }
                 seen += 1;
             }
         }
