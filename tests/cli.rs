@@ -2,16 +2,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
-fn distillery() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_distillery"))
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+use common::{distillery, repo_root};
 
 #[test]
 fn shipped_pipelines_validate() {

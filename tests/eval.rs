@@ -2,34 +2,12 @@
 //! HTTP (whose accuracy we set, so the score is known in advance), against a tiny local
 //! checkpoint from `distillery init-model`, and with the inputs users get wrong.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
 
 use serde_json::Value;
 
-fn distillery() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_distillery"));
-    command.env("RUST_LOG", "warn");
-    // `--benchmark gsm8k` reads datasets/ under the working directory, as from a checkout.
-    command.current_dir(repo_root());
-    command
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn run_ok(args: &[&str]) -> Output {
-    let output = distillery().args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "distillery {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
+mod common;
+use common::{MockProcess, distillery, repo_root, run_ok};
 
 /// The error `distillery eval …` exits with.
 fn eval_fails(args: &[&str]) -> String {
@@ -63,66 +41,31 @@ fn parquet_rows(out: &Path) -> u64 {
     rows
 }
 
-/// `distillery mock-teacher` on a free port, replaying GSM8K with the given accuracy.
-struct MockProcess {
-    child: Child,
-    base_url: String,
-}
-
-impl MockProcess {
-    fn start(accuracy: f64) -> Self {
-        let mut child = distillery()
-            .args(["mock-teacher", "--listen", "127.0.0.1:0", "--seed", "5"])
-            .args(["--accuracy", &accuracy.to_string()])
-            .args(["--dataset", "datasets/gsm8k/test.jsonl"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("http://"), "mock teacher said {line:?}");
-        Self {
-            child,
-            base_url: line.trim().to_owned(),
-        }
-    }
-
-    /// `distillery eval distillery-mock-r1 --base-url … --benchmark gsm8k --limit N` + `extra`.
-    fn eval(&self, out: &Path, limit: u32, extra: &[&str]) -> String {
-        let mut args = vec![
-            "eval",
-            "distillery-mock-r1",
-            "--base-url",
-            &self.base_url,
-            "--benchmark",
-            "gsm8k",
-            "--plain",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        let limit = limit.to_string();
-        args.extend(["--limit", &limit]);
-        args.extend(extra);
-        String::from_utf8(run_ok(&args).stdout).unwrap()
-    }
-}
-
-impl Drop for MockProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `distillery eval distillery-mock-r1 --base-url … --benchmark gsm8k --limit N` + `extra`.
+fn eval_mock(mock: &MockProcess, out: &Path, limit: u32, extra: &[&str]) -> String {
+    let mut args = vec![
+        "eval",
+        "distillery-mock-r1",
+        "--base-url",
+        &mock.base_url,
+        "--benchmark",
+        "gsm8k",
+        "--plain",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let limit = limit.to_string();
+    args.extend(["--limit", &limit]);
+    args.extend(extra);
+    String::from_utf8(run_ok(&args).stdout).unwrap()
 }
 
 #[test]
 fn a_teacher_that_is_always_right_scores_one() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockProcess::start(1.0);
+    let mock = MockProcess::start(&["--accuracy", "1.0"]);
     let out = dir.path().join("perfect");
-    let stdout = mock.eval(&out, 20, &[]);
+    let stdout = eval_mock(&mock, &out, 20, &[]);
     assert!(
         stdout.starts_with("pass@1 1.0000 (20/20)\n"),
         "summary:\n{stdout}"
@@ -159,9 +102,9 @@ fn a_teacher_that_is_always_right_scores_one() {
 #[test]
 fn a_teacher_that_is_always_wrong_scores_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockProcess::start(0.0);
+    let mock = MockProcess::start(&["--accuracy", "0.0"]);
     let out = dir.path().join("wrong");
-    let stdout = mock.eval(&out, 10, &[]);
+    let stdout = eval_mock(&mock, &out, 10, &[]);
     assert!(stdout.starts_with("pass@1 0.0000 (0/10)\n"), "{stdout}");
     assert_eq!(pass_at_1(&out), 0.0);
     assert_eq!(report(&out)["failures"]["math.wrong_answer"], 10);
@@ -171,9 +114,9 @@ fn a_teacher_that_is_always_wrong_scores_zero() {
 #[test]
 fn more_samples_give_pass_at_k_at_least_pass_at_1() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockProcess::start(0.5);
+    let mock = MockProcess::start(&["--accuracy", "0.5"]);
     let out = dir.path().join("half");
-    let stdout = mock.eval(&out, 20, &["--samples", "4"]);
+    let stdout = eval_mock(&mock, &out, 20, &["--samples", "4"]);
     let json = report(&out);
     let p1 = json["pass_at_1"].as_f64().unwrap();
     let p4 = json["pass_at_k"]["4"].as_f64().unwrap();

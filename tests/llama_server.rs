@@ -10,18 +10,17 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use distillery_store::{Generation, RunDir, RunStatus, Which};
 
+mod common;
+use common::{distillery, gsm8k, repo_root};
+
 const PROMPTS: u64 = 4;
 const SAMPLES: u64 = 2;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// The llama.cpp server; killed when dropped.
 struct LlamaServer {
@@ -85,7 +84,7 @@ impl Drop for LlamaServer {
 #[test]
 #[ignore = "needs `make model` and llama-cpp-python[server]; see the file's header"]
 fn a_pipeline_runs_against_llama_cpp_server() {
-    let model = repo().join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let model = repo_root().join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         model.is_file(),
         "{} is missing: run `make model` first",
@@ -124,14 +123,14 @@ fn a_pipeline_runs_against_llama_cpp_server() {
                  max_tokens = 96\n\
                  concurrency = 2\n\
                  stream = {stream}\n",
-                repo().join("datasets/gsm8k/test.jsonl").display(),
+                gsm8k().display(),
                 server.port
             ),
         )
         .unwrap();
         let run = dir.path().join(format!("run-{stream}"));
         let started = Instant::now();
-        let output = Command::new(env!("CARGO_BIN_EXE_distillery"))
+        let output = distillery()
             .arg("run")
             .arg(&definition)
             .arg("--run-dir")

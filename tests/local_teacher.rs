@@ -3,67 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Instant;
 
-use distillery_store::{Generation, Manifest, RunDir, RunStatus, Which};
+use distillery_store::{RunDir, RunStatus};
 
-fn distillery() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_distillery"));
-    command.env("RUST_LOG", "warn");
-    command
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn gsm8k() -> PathBuf {
-    repo_root().join("datasets/gsm8k/test.jsonl")
-}
-
-fn run_ok(args: &[&str]) -> Output {
-    let output = distillery().args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "distillery {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn manifest(run: &Path) -> Manifest {
-    RunDir::open(run).unwrap().manifest().unwrap()
-}
-
-/// Every row (accepted and rejected) in the run's shards, checked for duplicates.
-fn rows(run: &Path) -> Vec<Generation> {
-    let rows: Vec<Generation> = distillery_store::read_generations(run, Which::All)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let keys: BTreeSet<(String, u32)> = rows
-        .iter()
-        .map(|r| (r.id.clone(), r.sample_index))
-        .collect();
-    assert_eq!(keys.len(), rows.len(), "a generation was written twice");
-    rows
-}
-
-/// What a row says, without how long it took to get it.
-fn meaning(rows: &[Generation]) -> BTreeSet<(String, u32, String, Option<String>, bool)> {
-    rows.iter()
-        .map(|r| {
-            (
-                r.id.clone(),
-                r.sample_index,
-                r.content.clone(),
-                r.reasoning.clone(),
-                r.accepted,
-            )
-        })
-        .collect()
-}
+mod common;
+use common::{distillery, gsm8k, manifest, meaning, repo_root, rows, run_ok};
 
 /// `distillery init-model --tiny DIR`: a tiny random Qwen2 with its tokenizer and template.
 fn init_model(dir: &Path) -> PathBuf {

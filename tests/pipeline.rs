@@ -1,67 +1,15 @@
 //! `distillery run`, `resume` and `status` driven the way a user does, against the mock
 //! teacher: faults, kill -9 at random moments, Ctrl-C, a full disk, changed definitions.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use distillery_store::{Generation, Manifest, RunDir, RunStatus, Which};
+use distillery_store::{RunDir, RunStatus};
 
-fn distillery() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_distillery"));
-    command.env("RUST_LOG", "warn");
-    command
-}
-
-fn gsm8k() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/gsm8k/test.jsonl")
-}
-
-fn run_ok(args: &[&str]) -> Output {
-    let output = distillery().args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "distillery {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn manifest(run: &Path) -> Manifest {
-    RunDir::open(run).unwrap().manifest().unwrap()
-}
-
-/// Every row (accepted and rejected) in the run's shards, checked for duplicates.
-fn rows(run: &Path) -> Vec<Generation> {
-    let rows: Vec<Generation> = distillery_store::read_generations(run, Which::All)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let keys: HashSet<(String, u32)> = rows
-        .iter()
-        .map(|r| (r.id.clone(), r.sample_index))
-        .collect();
-    assert_eq!(keys.len(), rows.len(), "a generation was written twice");
-    rows
-}
-
-/// What a row says, without how long it took to get it.
-fn meaning(rows: &[Generation]) -> BTreeSet<(String, u32, String, Option<String>, bool)> {
-    rows.iter()
-        .map(|r| {
-            (
-                r.id.clone(),
-                r.sample_index,
-                r.content.clone(),
-                r.reasoning.clone(),
-                r.accepted,
-            )
-        })
-        .collect()
-}
+mod common;
+use common::{MockProcess, distillery, gsm8k, manifest, meaning, rows, run_ok};
 
 fn mock_definition(dir: &Path, limit: u32, extra_teacher: &str, mock: &str) -> PathBuf {
     let file = dir.join("pipeline.toml");
@@ -150,65 +98,6 @@ fn a_run_with_every_fault_completes_with_correct_counts() {
     assert!(status.contains("math.wrong_answer"), "{status}");
 }
 
-/// A mock teacher in its own process, so its request counts span every session of a run.
-struct MockProcess {
-    child: Child,
-    base_url: String,
-}
-
-impl MockProcess {
-    fn start(latency_ms: u32) -> Self {
-        let mut child = distillery()
-            .args(["mock-teacher", "--listen", "127.0.0.1:0", "--seed", "5"])
-            .args(["--latency-ms", &latency_ms.to_string()])
-            .arg("--dataset")
-            .arg(gsm8k())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        Self {
-            child,
-            base_url: line.trim().to_owned(),
-        }
-    }
-
-    /// Requests seen per question.
-    fn requests(&self) -> HashMap<String, u64> {
-        let authority = self
-            .base_url
-            .trim_start_matches("http://")
-            .trim_end_matches("/v1");
-        let mut stream = TcpStream::connect(authority).unwrap();
-        write!(
-            stream,
-            "GET /v1/mock/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let body = response.split("\r\n\r\n").nth(1).unwrap();
-        let stats: serde_json::Value = serde_json::from_str(body).unwrap();
-        stats["requests_per_prompt"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(q, n)| (q.clone(), n.as_u64().unwrap()))
-            .collect()
-    }
-}
-
-impl Drop for MockProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn remote_definition(dir: &Path, base_url: &str, limit: u32) -> PathBuf {
     let file = dir.join("remote.toml");
     std::fs::write(
@@ -247,7 +136,7 @@ fn kill_9_at_random_moments_then_resume_gives_exactly_the_uninterrupted_rows() {
     const PROMPTS: u32 = 300;
     let dir = tempfile::tempdir().unwrap();
 
-    let reference_mock = MockProcess::start(50);
+    let reference_mock = MockProcess::start(&["--latency-ms", "50"]);
     let reference_def = remote_definition(dir.path(), &reference_mock.base_url, PROMPTS);
     let reference = dir.path().join("reference");
     run_ok(&[
@@ -260,7 +149,7 @@ fn kill_9_at_random_moments_then_resume_gives_exactly_the_uninterrupted_rows() {
     let expected = meaning(&rows(&reference));
     assert_eq!(expected.len(), 2 * PROMPTS as usize);
 
-    let mock = MockProcess::start(50);
+    let mock = MockProcess::start(&["--latency-ms", "50"]);
     let definition = remote_definition(&dir.path().join(""), &mock.base_url, PROMPTS);
     let run = dir.path().join("killed");
     let run_arg = run.to_str().unwrap();

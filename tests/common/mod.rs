@@ -1,0 +1,134 @@
+//! Helpers shared by the end-to-end tests: the binary, the checkout, run directories and the
+//! mock teacher in its own process. Each test binary uses a different subset of them.
+#![allow(dead_code)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use distillery_store::{Generation, Manifest, RunDir, Which};
+
+/// The built binary, run from the checkout's root as a user would, with quiet logs.
+pub fn distillery() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_distillery"));
+    command.env("RUST_LOG", "warn");
+    command.current_dir(repo_root());
+    command
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn gsm8k() -> PathBuf {
+    repo_root().join("datasets/gsm8k/test.jsonl")
+}
+
+/// `distillery ARGS`, which must succeed.
+pub fn run_ok(args: &[&str]) -> Output {
+    let output = distillery().args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "distillery {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+pub fn manifest(run: &Path) -> Manifest {
+    RunDir::open(run).unwrap().manifest().unwrap()
+}
+
+/// Every row (accepted and rejected) in the run's shards, checked for duplicates.
+pub fn rows(run: &Path) -> Vec<Generation> {
+    let rows: Vec<Generation> = distillery_store::read_generations(run, Which::All)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let keys: BTreeSet<(String, u32)> = rows
+        .iter()
+        .map(|r| (r.id.clone(), r.sample_index))
+        .collect();
+    assert_eq!(keys.len(), rows.len(), "a generation was written twice");
+    rows
+}
+
+/// What a row says, without how long it took to get it.
+pub fn meaning(rows: &[Generation]) -> BTreeSet<(String, u32, String, Option<String>, bool)> {
+    rows.iter()
+        .map(|r| {
+            (
+                r.id.clone(),
+                r.sample_index,
+                r.content.clone(),
+                r.reasoning.clone(),
+                r.accepted,
+            )
+        })
+        .collect()
+}
+
+/// `distillery mock-teacher` replaying GSM8K on a free port, in its own process so its request
+/// counts span every session of a run; killed when dropped.
+pub struct MockProcess {
+    child: Child,
+    pub base_url: String,
+}
+
+impl MockProcess {
+    /// Seed 5, plus `settings` (e.g. `["--accuracy", "0.5"]`).
+    pub fn start(settings: &[&str]) -> Self {
+        let mut child = distillery()
+            .args(["mock-teacher", "--listen", "127.0.0.1:0", "--seed", "5"])
+            .arg("--dataset")
+            .arg(gsm8k())
+            .args(settings)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("http://"), "mock teacher said {line:?}");
+        Self {
+            child,
+            base_url: line.trim().to_owned(),
+        }
+    }
+
+    /// Requests seen per question.
+    pub fn requests(&self) -> HashMap<String, u64> {
+        let authority = self
+            .base_url
+            .trim_start_matches("http://")
+            .trim_end_matches("/v1");
+        let mut stream = TcpStream::connect(authority).unwrap();
+        write!(
+            stream,
+            "GET /v1/mock/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let body = response.split("\r\n\r\n").nth(1).unwrap();
+        let stats: serde_json::Value = serde_json::from_str(body).unwrap();
+        stats["requests_per_prompt"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(q, n)| (q.clone(), n.as_u64().unwrap()))
+            .collect()
+    }
+}
+
+impl Drop for MockProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
