@@ -127,17 +127,11 @@ fn messages_array(rows: &[Generation]) -> Result<ArrayRef> {
     let content: ArrayRef = Arc::new(StringArray::from_iter_values(
         all().map(|m| m.content.as_str()),
     ));
-    let values = StructArray::try_new(message_fields(), vec![role, content], None)?;
-    let offsets = OffsetBuffer::<i32>::from_lengths(rows.iter().map(|g| g.messages.len()));
-    let DataType::List(item) = list_of(message_fields()) else {
-        unreachable!("list_of builds a list")
-    };
-    Ok(Arc::new(ListArray::try_new(
-        item,
-        offsets,
-        Arc::new(values),
-        None,
-    )?))
+    list_of_structs(
+        message_fields(),
+        vec![role, content],
+        rows.iter().map(|g| g.messages.len()),
+    )
 }
 
 fn checks_array(rows: &[Generation]) -> Result<ArrayRef> {
@@ -148,11 +142,24 @@ fn checks_array(rows: &[Generation]) -> Result<ArrayRef> {
     let passed: ArrayRef = Arc::new(all().map(|c| Some(c.passed)).collect::<BooleanArray>());
     let reason: ArrayRef = Arc::new(all().map(|c| c.reason.as_deref()).collect::<StringArray>());
     let detail: ArrayRef = Arc::new(all().map(|c| c.detail.as_deref()).collect::<StringArray>());
-    let values = StructArray::try_new(check_fields(), vec![check, passed, reason, detail], None)?;
-    let offsets = OffsetBuffer::<i32>::from_lengths(rows.iter().map(|g| g.checks.len()));
-    let DataType::List(item) = list_of(check_fields()) else {
+    list_of_structs(
+        check_fields(),
+        vec![check, passed, reason, detail],
+        rows.iter().map(|g| g.checks.len()),
+    )
+}
+
+/// One list of structs per row: the rows' items, flattened into `columns`, split by `lengths`.
+fn list_of_structs(
+    fields: Fields,
+    columns: Vec<ArrayRef>,
+    lengths: impl IntoIterator<Item = usize>,
+) -> Result<ArrayRef> {
+    let DataType::List(item) = list_of(fields.clone()) else {
         unreachable!("list_of builds a list")
     };
+    let values = StructArray::try_new(fields, columns, None)?;
+    let offsets = OffsetBuffer::<i32>::from_lengths(lengths);
     Ok(Arc::new(ListArray::try_new(
         item,
         offsets,

@@ -757,14 +757,7 @@ impl Trainer {
         }
         let (mut sum, mut n) = (0f64, 0usize);
         for b in &self.eval_batches {
-            let (inputs, targets, mask, segments) = self.tensors(b)?;
-            let logits = self
-                .model
-                .forward(&inputs, Some(&segments))
-                .map_err(model_err)?
-                .detach();
-            sum +=
-                f64::from(masked_cross_entropy_sum(&logits, &targets, &mask)?.to_scalar::<f32>()?);
+            sum += self.summed_loss(b)?;
             n += b.loss_tokens;
         }
         Ok(Some((sum / n.max(1) as f64, n)))
@@ -777,17 +770,23 @@ impl Trainer {
         let (mut sum, mut n) = (0f64, 0usize);
         for rows in pack(&refs, self.cfg.max_len, self.cfg.pack).chunks(self.cfg.batch_size) {
             let b = Batch::from_rows(rows);
-            let (inputs, targets, mask, segments) = self.tensors(&b)?;
-            let logits = self
-                .model
-                .forward(&inputs, Some(&segments))
-                .map_err(model_err)?
-                .detach();
-            sum +=
-                f64::from(masked_cross_entropy_sum(&logits, &targets, &mask)?.to_scalar::<f32>()?);
+            sum += self.summed_loss(&b)?;
             n += b.loss_tokens;
         }
         Ok(sum / n.max(1) as f64)
+    }
+
+    /// Cross-entropy summed over `b`'s loss tokens, without gradients.
+    fn summed_loss(&self, b: &Batch) -> Result<f64> {
+        let (inputs, targets, mask, segments) = self.tensors(b)?;
+        let logits = self
+            .model
+            .forward(&inputs, Some(&segments))
+            .map_err(model_err)?
+            .detach();
+        Ok(f64::from(
+            masked_cross_entropy_sum(&logits, &targets, &mask)?.to_scalar::<f32>()?,
+        ))
     }
 
     fn append_metrics<T: Serialize>(&self, line: &T) -> Result<()> {
