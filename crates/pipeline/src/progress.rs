@@ -97,23 +97,38 @@ impl Drop for Reporter {
     }
 }
 
-fn line(progress: &Progress, teacher: &TeacherStats, started: Instant) -> String {
-    let secs = started.elapsed().as_secs_f64().max(1e-3);
-    let accepted = progress.accepted.load(Ordering::Relaxed);
-    let rejected = progress.rejected.load(Ordering::Relaxed);
+/// Generations accepted or rejected so far, earlier sessions of the run included.
+fn generations(progress: &Progress) -> u64 {
+    progress.accepted.load(Ordering::Relaxed) + progress.rejected.load(Ordering::Relaxed)
+}
+
+/// Counts are the run's; rates are this session's, so a resume does not count the generations
+/// it found done (`earlier`) as made in its first seconds.
+fn line(progress: &Progress, teacher: &TeacherStats, secs: f64, earlier: u64) -> String {
+    let secs = secs.max(1e-3);
     format!(
-        "accepted {accepted} · rejected {rejected} · in flight {} · retries {} · {:.0} gen/s · {:.0} tok/s",
+        "accepted {} · rejected {} · in flight {} · retries {} · {:.0} gen/s · {:.0} tok/s",
+        progress.accepted.load(Ordering::Relaxed),
+        progress.rejected.load(Ordering::Relaxed),
         progress.in_flight.load(Ordering::Relaxed),
         teacher.retries,
-        (accepted + rejected) as f64 / secs,
+        generations(progress).saturating_sub(earlier) as f64 / secs,
         teacher.completion_tokens as f64 / secs,
     )
 }
 
 fn report(progress: &Progress, teacher: &dyn Fn() -> TeacherStats, bar: bool, stop: &AtomicBool) {
     let started = Instant::now();
+    let earlier = generations(progress);
+    let line = || {
+        line(
+            progress,
+            &teacher(),
+            started.elapsed().as_secs_f64(),
+            earlier,
+        )
+    };
     let total = progress.prompts_total.load(Ordering::Relaxed);
-    let skipped = progress.skipped.load(Ordering::Relaxed);
     if bar {
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         bar.set_style(
@@ -124,23 +139,24 @@ fn report(progress: &Progress, teacher: &dyn Fn() -> TeacherStats, bar: bool, st
         );
         while !stop.load(Ordering::Relaxed) {
             bar.set_position(progress.prompts_done.load(Ordering::Relaxed));
-            bar.set_message(line(progress, &teacher(), started));
+            bar.set_message(line());
             std::thread::sleep(Duration::from_millis(200));
         }
         bar.set_position(progress.prompts_done.load(Ordering::Relaxed));
-        bar.finish_with_message(line(progress, &teacher(), started));
+        bar.finish_with_message(line());
     } else {
         let mut last = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
             if last.elapsed() >= Duration::from_secs(5) {
                 last = Instant::now();
+                // Read live: the source counts the prompts it finds done as it reaches them.
                 tracing::info!(
                     "{}/{} prompts ({} already done) · {}",
                     progress.prompts_done.load(Ordering::Relaxed),
                     total,
-                    skipped,
-                    line(progress, &teacher(), started)
+                    progress.skipped.load(Ordering::Relaxed),
+                    line()
                 );
             }
         }
@@ -252,5 +268,23 @@ mod tests {
         let text = prometheus_text(&progress, &TeacherStats::default());
         assert!(text.contains("# TYPE distillery_generations_accepted_total counter\ndistillery_generations_accepted_total 7\n"));
         assert_eq!(text.lines().count(), 22);
+    }
+
+    #[test]
+    fn a_resumed_run_shows_its_counts_but_rates_of_this_session_only() {
+        let progress = Progress::default();
+        let teacher = TeacherStats {
+            completion_tokens: 5_000,
+            ..TeacherStats::default()
+        };
+        // 1000 generations were done before; 50 more in 2 s.
+        progress.accepted.store(940, Ordering::Relaxed);
+        progress.rejected.store(110, Ordering::Relaxed);
+        let shown = line(&progress, &teacher, 2.0, 1_000);
+        assert!(
+            shown.starts_with("accepted 940 · rejected 110 · "),
+            "{shown}"
+        );
+        assert!(shown.ends_with(" · 25 gen/s · 2500 tok/s"), "{shown}");
     }
 }
