@@ -468,3 +468,25 @@ accuracy = 1.0
     assert!(status.contains("9 of 9 done"), "{status}");
     assert!(status.contains("quarantine 4 rows"), "{status}");
 }
+
+#[test]
+fn without_a_terminal_the_logs_and_summary_are_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let definition = mock_definition(dir.path(), 5, "", "");
+    let output = distillery()
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .args(["run", definition.to_str().unwrap(), "--run-dir"])
+        .arg(dir.path().join("run"))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains(" INFO run `e2e-"), "{stderr}");
+    assert!(stderr.contains("prompts    5 of 5 done"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "no escape codes for colours or bars: {stderr:?}"
+    );
+}

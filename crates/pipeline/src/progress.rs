@@ -107,14 +107,24 @@ fn generations(progress: &Progress) -> u64 {
 fn line(progress: &Progress, teacher: &TeacherStats, secs: f64, earlier: u64) -> String {
     let secs = secs.max(1e-3);
     format!(
-        "accepted {} · rejected {} · in flight {} · retries {} · {:.0} gen/s · {:.0} tok/s",
+        "accepted {} · rejected {} · in flight {} · retries {} · {} gen/s · {} tok/s",
         progress.accepted.load(Ordering::Relaxed),
         progress.rejected.load(Ordering::Relaxed),
         progress.in_flight.load(Ordering::Relaxed),
         teacher.retries,
-        generations(progress).saturating_sub(earlier) as f64 / secs,
-        teacher.completion_tokens as f64 / secs,
+        rate(generations(progress).saturating_sub(earlier) as f64 / secs),
+        rate(teacher.completion_tokens as f64 / secs),
     )
+}
+
+/// Whole numbers for fast rates; decimals for slow ones (a local teacher on a CPU makes a
+/// generation every few seconds, which `0 gen/s` would hide).
+fn rate(per_sec: f64) -> String {
+    match per_sec {
+        r if r >= 100.0 || r == 0.0 => format!("{r:.0}"),
+        r if r >= 10.0 => format!("{r:.1}"),
+        r => format!("{r:.2}"),
+    }
 }
 
 fn report(progress: &Progress, teacher: &dyn Fn() -> TeacherStats, bar: bool, stop: &AtomicBool) {
@@ -285,6 +295,14 @@ mod tests {
             shown.starts_with("accepted 940 · rejected 110 · "),
             "{shown}"
         );
-        assert!(shown.ends_with(" · 25 gen/s · 2500 tok/s"), "{shown}");
+        assert!(shown.ends_with(" · 25.0 gen/s · 2500 tok/s"), "{shown}");
+    }
+
+    #[test]
+    fn slow_rates_keep_their_decimals() {
+        assert_eq!(rate(0.0), "0");
+        assert_eq!(rate(0.133), "0.13");
+        assert_eq!(rate(12.34), "12.3");
+        assert_eq!(rate(6301.4), "6301");
     }
 }

@@ -9,9 +9,12 @@ pub mod run;
 pub mod train;
 pub mod validate;
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
-/// Logs go to stderr so that stdout stays clean for machine-readable output.
+/// Logs go to stderr so that stdout stays clean for machine-readable output; colours only on a
+/// terminal (and not under `NO_COLOR`), so that log files and CI output stay plain text.
 pub fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "info",
@@ -22,6 +25,7 @@ pub fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_target(false)
         .init();
 }
