@@ -20,7 +20,7 @@ build:
 	$(CARGO) build --release -p distillery
 
 ## The offline demo: mock teacher with faults, interrupt + resume, export, train, eval, and a
-## summary (about 7½ minutes on 2 cores after the build). Everything goes to target/demo.
+## summary (about 8 minutes on 2 cores after the build). Everything goes to target/demo.
 demo: build
 	./scripts/demo.sh $(BIN)
 

@@ -41,6 +41,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    distillery_model::keep_freed_tensor_memory();
     let cli = Cli::parse();
     cmd::init_logging(cli.verbose);
     let result = match cli.command {

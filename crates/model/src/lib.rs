@@ -21,6 +21,7 @@ mod config;
 mod error;
 mod generate;
 mod gguf;
+mod memory;
 mod model;
 mod tiny;
 
@@ -29,6 +30,7 @@ pub use checkpoint::{Checkpoint, save_checkpoint};
 pub use config::{Arch, Config, RopeScaling};
 pub use error::{Error, Result};
 pub use generate::{FinishReason, GenerateOptions, Generated, RowOptions, TokenEvent};
+pub use memory::keep_freed_tensor_memory;
 pub use model::{Model, TensorSpec, random_varmap};
 pub use tiny::{
     CHATML_TEMPLATE, TINY_EOT_ID, TINY_IM_END_ID, TINY_IM_START_ID, TINY_INIT_STD,

@@ -6,9 +6,9 @@
 /// dynamic threshold grows from there) with `mmap` and trims the heap top over 128 KiB, so a
 /// training step paid a page fault and a zeroed page for most of its activations: a fifth of the
 /// demo student's time went to the kernel. Serving up to 32 MiB (glibc's ceiling) from the heap
-/// and trimming only above 256 MiB made it train 1.6× faster at the same peak memory (2,200 →
-/// 3,600 tokens/s, 352 → 362 MB). Call it once, before any tensor exists. Elsewhere than
-/// Linux/glibc it does nothing.
+/// and trimming only above 256 MiB made it train 1.6× faster at about the same peak memory
+/// (2,300 → 3,700 tokens/s, 352 → 362 MB). Call it once, before any tensor exists. Elsewhere
+/// than Linux/glibc it does nothing.
 pub fn keep_freed_tensor_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator thresholds; it is called before other threads

@@ -14,7 +14,7 @@ mod report;
 
 use std::time::Instant;
 
-use distillery_model::{Arch, init_tiny};
+use distillery_model::{Arch, init_tiny, keep_freed_tensor_memory};
 use distillery_train::{Conversation, Duration, Message, TrainConfig, Trainer, TrainerInit};
 use report::{Better, Figure};
 
@@ -58,6 +58,8 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 fn main() {
+    // As `distillery train` does.
+    keep_freed_tensor_memory();
     let dir = tempfile::tempdir().expect("temp dir");
     let model = dir.path().join("tiny");
     init_tiny(Arch::Qwen2, &model, 0).expect("init tiny model");
