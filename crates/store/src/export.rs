@@ -1406,11 +1406,8 @@ mod tests {
         let first = order("run-1");
         assert_eq!(first.len(), 20);
         assert_eq!(first, order("run-2"));
-        let sorted = {
-            let mut sorted = first.clone();
-            sorted.sort();
-            sorted
-        };
+        let mut sorted = first.clone();
+        sorted.sort();
         assert_ne!(first, sorted, "rows are shuffled, not sorted");
     }
 
