@@ -25,9 +25,25 @@ def grader() -> str:
     return os.path.join(target, "release", "examples", "grade_jsonl")
 
 
-def ours(cases):
-    lines = "".join(json.dumps({"gold": c["gold"], "prediction": c["prediction"]}) + "\n"
-                    for c in cases)
+def verify_config(mv_config):
+    """Our VerifyConfig for a ported case's Math-Verify configuration. Only a `float_rounding`
+    that the test sets explicitly (not the helper's default 6) becomes decimal-place rounding;
+    extraction targets have no counterpart (DIFFERENCES.md)."""
+    config = {"strict": mv_config["strict"],
+              "allow_set_relation_comp": mv_config["allow_set_relation_comp"]}
+    if mv_config["float_rounding"] != 6:
+        config["precision"] = {"decimal_places": mv_config["float_rounding"]}
+    return config
+
+
+def ours(cases, use_config):
+    rows = []
+    for c in cases:
+        row = {"gold": c["gold"], "prediction": c["prediction"]}
+        if use_config and "config" in c:
+            row["config"] = verify_config(c["config"])
+        rows.append(row)
+    lines = "".join(json.dumps(r) + "\n" for r in rows)
     out = subprocess.run([grader()], input=lines, capture_output=True, text=True, check=True)
     return [json.loads(l) for l in out.stdout.splitlines()]
 
@@ -43,9 +59,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("cases")
     ap.add_argument("--show", type=int, default=1000)
+    ap.add_argument("--default-config", action="store_true",
+                    help="grade ported cases under our defaults, not their test's configuration")
     args = ap.parse_args()
     cases = [json.loads(l) for l in open(args.cases) if l.strip()]
-    results = ours(cases)
+    results = ours(cases, not args.default_config)
     by_cat = collections.defaultdict(lambda: [0, 0])
     shown = 0
     for case, res in zip(cases, results):

@@ -8,18 +8,37 @@ use super::eval::{Point, approx, exact, is_constant};
 use super::lex::{Const, RelOp};
 use super::number::Rational;
 use super::parse::{Bracket, Node};
+use super::{Precision, VerifyConfig};
 
 /// Points used to test a symbolic identity, and how many must be defined on both sides.
 const POINTS: u64 = 6;
 const MIN_DEFINED_POINTS: usize = 3;
-/// Decimal answers with at least this many significant digits may be rounded values of the other
-/// side ("0.0833333333333333" for 1/12); shorter ones ("0.333") must be exact.
-const MIN_ROUNDED_SIGNIFICANT: u32 = 6;
 const MAX_COLLECTION: usize = 64;
 const MAX_NESTING: usize = 16;
 
-pub(crate) fn answers_equal(gold: &Node, candidate: &Node) -> bool {
-    equal(&normalize(gold), &normalize(candidate), 0)
+pub(crate) fn answers_equal(gold: &Node, candidate: &Node, cfg: &VerifyConfig) -> bool {
+    // Math-Verify's `allow_set_relation_comp`: an inequality may answer an interval only when
+    // allowed; an interval always answers an inequality.
+    if !cfg.allow_set_relation_comp && is_set_like(gold) && is_inequality(candidate) {
+        return false;
+    }
+    equal(&normalize(gold), &normalize(candidate), 0, cfg)
+}
+
+fn is_set_like(node: &Node) -> bool {
+    match node {
+        Node::Tuple { open, close, .. } => (*open, *close) != (Bracket::Round, Bracket::Round),
+        Node::Union(_) | Node::Set(_) => true,
+        Node::Relation { ops, sides } => {
+            matches!(ops.as_slice(), [RelOp::In]) && sides.first().is_some_and(is_lone_symbol)
+        }
+        _ => false,
+    }
+}
+
+fn is_inequality(node: &Node) -> bool {
+    matches!(node, Node::Relation { ops, .. }
+        if ops.iter().any(|op| matches!(op, RelOp::Lt | RelOp::Le | RelOp::Gt | RelOp::Ge)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -53,7 +72,13 @@ fn normalize_relation(ops: &[RelOp], sides: &[Node]) -> Node {
         .iter()
         .position(|op| *op == RelOp::Approx)
         .unwrap_or(ops.len());
-    let (ops, sides) = (&ops[..cut], &sides[..=cut.min(sides.len() - 1)]);
+    // "x ≈ 11" names a value like "x = 11".
+    let approx_only = [RelOp::Eq];
+    let (ops, sides) = if cut == 0 && ops.len() == 1 && sides.first().is_some_and(is_name) {
+        (&approx_only[..], sides)
+    } else {
+        (&ops[..cut], &sides[..=cut.min(sides.len() - 1)])
+    };
     let sides: Vec<Node> = sides.iter().map(normalize).collect();
     match ops {
         [] => sides.into_iter().next().unwrap_or(Node::EmptySet),
@@ -111,6 +136,17 @@ fn inequality_as_interval(ops: &[RelOp], sides: &[Node]) -> Option<Node> {
     let neg_inf = || Node::Neg(Box::new(infinity()));
     let is_less = |op: RelOp| matches!(op, RelOp::Lt | RelOp::Le);
     let is_greater = |op: RelOp| matches!(op, RelOp::Gt | RelOp::Ge);
+    // "-x > -1" and "2x ≤ 6" first become "x < 1" and "x ≤ 3".
+    let isolated = match (ops, sides) {
+        ([op], [left, right]) => isolate_symbol(*op, left, right)
+            .or_else(|| isolate_symbol(flip(*op), right, left))
+            .map(|(op, symbol, bound)| (vec![op], vec![symbol, bound])),
+        _ => None,
+    };
+    let (ops, sides) = match &isolated {
+        Some((ops, sides)) => (ops.as_slice(), sides.as_slice()),
+        None => (ops, sides),
+    };
     match (ops, sides) {
         ([op], [left, right]) if is_lone_symbol(left) && is_constant(right) => {
             Some(if is_less(*op) {
@@ -143,6 +179,35 @@ fn inequality_as_interval(ops: &[RelOp], sides: &[Node]) -> Option<Node> {
         }
         _ => None,
     }
+}
+
+/// `a > b` read from the other side: `b < a`.
+fn flip(op: RelOp) -> RelOp {
+    match op {
+        RelOp::Lt => RelOp::Gt,
+        RelOp::Le => RelOp::Ge,
+        RelOp::Gt => RelOp::Lt,
+        RelOp::Ge => RelOp::Le,
+        other => other,
+    }
+}
+
+/// `k·x ⋈ c` with constants `k ≠ 0` and `c` as `x ⋈' c/k` (the relation flipped when `k < 0`).
+fn isolate_symbol(op: RelOp, left: &Node, right: &Node) -> Option<(RelOp, Node, Node)> {
+    if !is_constant(right) || !matches!(op, RelOp::Lt | RelOp::Le | RelOp::Gt | RelOp::Ge) {
+        return None;
+    }
+    let (coefficient, symbol) = match left {
+        Node::Neg(x) if is_lone_symbol(x) => (Node::int(-1), (**x).clone()),
+        Node::Mul(k, x) if is_lone_symbol(x) && is_constant(k) => ((**k).clone(), (**x).clone()),
+        _ => return None,
+    };
+    let k = approx(&coefficient, &mut Point::new(0));
+    if !k.is_finite() || k == 0.0 {
+        return None;
+    }
+    let bound = Node::Div(Box::new(right.clone()), Box::new(coefficient));
+    Some((if k < 0.0 { flip(op) } else { op }, symbol, bound))
 }
 
 fn is_lone_symbol(node: &Node) -> bool {
@@ -228,7 +293,7 @@ fn matrix_product(x: &[Vec<Node>], y: &[Vec<Node>]) -> Option<Node> {
 // ---------------------------------------------------------------------------------------------
 // Comparison.
 
-fn equal(a: &Node, b: &Node, depth: usize) -> bool {
+fn equal(a: &Node, b: &Node, depth: usize, cfg: &VerifyConfig) -> bool {
     if depth > MAX_NESTING {
         return false;
     }
@@ -240,22 +305,22 @@ fn equal(a: &Node, b: &Node, depth: usize) -> bool {
         (Node::Matrix(x), Node::Matrix(y)) => {
             x.len() == y.len()
                 && x.iter().zip(y).all(|(r, s)| {
-                    r.len() == s.len() && r.iter().zip(s).all(|(p, q)| scalars_equal(p, q))
+                    r.len() == s.len() && r.iter().zip(s).all(|(p, q)| scalars_equal(p, q, cfg))
                 })
         }
         (Node::Relation { ops: o1, sides: s1 }, Node::Relation { ops: o2, sides: s2 }) => {
-            relations_equal(o1, s1, o2, s2, depth)
+            relations_equal(o1, s1, o2, s2, depth, cfg)
         }
         (Node::Relation { ops, sides }, other) | (other, Node::Relation { ops, sides }) => {
             // "x = 11" answers "11"; "a + 3z = 0" does not answer "0".
-            assignment(ops, sides).is_some_and(|(_, value)| equal(value, other, depth))
+            assignment(ops, sides).is_some_and(|(_, value)| equal(value, other, depth, cfg))
         }
         _ => match (members(a), members(b)) {
-            (Some(x), Some(y)) => collections_equal(&x, &y, depth),
+            (Some(x), Some(y)) => collections_equal(&x, &y, depth, cfg),
             // "{5}" answers "5".
-            (Some(x), None) => only_member(&x).is_some_and(|m| equal(m, b, depth)),
-            (None, Some(y)) => only_member(&y).is_some_and(|m| equal(a, m, depth)),
-            (None, None) => scalars_equal(a, b),
+            (Some(x), None) => only_member(&x).is_some_and(|m| equal(m, b, depth, cfg)),
+            (None, Some(y)) => only_member(&y).is_some_and(|m| equal(a, m, depth, cfg)),
+            (None, None) => scalars_equal(a, b, cfg),
         },
     }
 }
@@ -297,36 +362,50 @@ fn only_member<'a>(members: &Members<'a>) -> Option<&'a Node> {
     }
 }
 
-fn collections_equal(x: &Members, y: &Members, depth: usize) -> bool {
+fn collections_equal(x: &Members, y: &Members, depth: usize, cfg: &VerifyConfig) -> bool {
     use Kind::*;
     match (x.kind, y.kind) {
         // Tuples and intervals: order and brackets both matter, "(0,9)" is not "[0,9)".
-        (Tuple, Tuple) => x.brackets == y.brackets && ordered_equal(x.items, y.items, depth),
+        (Tuple, Tuple) => x.brackets == y.brackets && ordered_equal(x.items, y.items, depth, cfg),
         (Union, Union) => {
-            ordered_equal(x.items, y.items, depth) || set_equal(x.items, y.items, depth)
+            ordered_equal(x.items, y.items, depth, cfg) || set_equal(x.items, y.items, depth, cfg)
         }
         // "x ≤ -3 or x ≥ 2" lists the pieces of a union.
-        (Union, List) | (List, Union) => set_equal(x.items, y.items, depth),
+        (Union, List) | (List, Union) => set_equal(x.items, y.items, depth, cfg),
         (Union, _) | (_, Union) => false,
+        // Strict: a tuple equals a set only in the set's ascending order (Math-Verify compares
+        // a sympy FiniteSet, which sorts): "(1, 3)" is "{1, 3}", "(3, 1)" is not.
+        (Tuple, Set) if cfg.strict => ordered_equal(x.items, &ascending(y.items), depth, cfg),
+        (Set, Tuple) if cfg.strict => ordered_equal(&ascending(x.items), y.items, depth, cfg),
         // An interval is not a list of its endpoints.
         (Tuple, _) if x.brackets != (Bracket::Round, Bracket::Round) => false,
         (_, Tuple) if y.brackets != (Bracket::Round, Bracket::Round) => false,
         // Everything else is a collection of answers whose order carries no meaning.
-        _ => set_equal(x.items, y.items, depth),
+        _ => set_equal(x.items, y.items, depth, cfg),
     }
 }
 
-fn ordered_equal(xs: &[Node], ys: &[Node], depth: usize) -> bool {
-    xs.len() == ys.len() && xs.iter().zip(ys).all(|(x, y)| equal(x, y, depth))
+/// Numeric items in ascending order; anything that is not a number keeps its place at the end.
+fn ascending(items: &[Node]) -> Vec<Node> {
+    let mut keyed: Vec<(f64, &Node)> = items
+        .iter()
+        .map(|n| (approx(n, &mut Point::new(0)), n))
+        .collect();
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    keyed.into_iter().map(|(_, n)| n.clone()).collect()
+}
+
+fn ordered_equal(xs: &[Node], ys: &[Node], depth: usize, cfg: &VerifyConfig) -> bool {
+    xs.len() == ys.len() && xs.iter().zip(ys).all(|(x, y)| equal(x, y, depth, cfg))
 }
 
 /// Equal as sets: duplicates collapse, order is ignored.
-fn set_equal(xs: &[Node], ys: &[Node], depth: usize) -> bool {
+fn set_equal(xs: &[Node], ys: &[Node], depth: usize, cfg: &VerifyConfig) -> bool {
     if xs.len() > MAX_COLLECTION || ys.len() > MAX_COLLECTION {
         return false;
     }
-    let xs = distinct(xs, depth);
-    let ys = distinct(ys, depth);
+    let xs = distinct(xs, depth, cfg);
+    let ys = distinct(ys, depth, cfg);
     if xs.len() != ys.len() {
         return false;
     }
@@ -335,15 +414,15 @@ fn set_equal(xs: &[Node], ys: &[Node], depth: usize) -> bool {
         let found = ys
             .iter()
             .enumerate()
-            .position(|(j, y)| !used[j] && equal(x, y, depth));
+            .position(|(j, y)| !used[j] && equal(x, y, depth, cfg));
         found.inspect(|&j| used[j] = true).is_some()
     })
 }
 
-fn distinct(items: &[Node], depth: usize) -> Vec<&Node> {
+fn distinct<'a>(items: &'a [Node], depth: usize, cfg: &VerifyConfig) -> Vec<&'a Node> {
     let mut out: Vec<&Node> = Vec::with_capacity(items.len());
     for item in items {
-        if !out.iter().any(|seen| equal(seen, item, depth)) {
+        if !out.iter().any(|seen| equal(seen, item, depth, cfg)) {
             out.push(item);
         }
     }
@@ -374,9 +453,9 @@ fn is_name(node: &Node) -> bool {
     }
 }
 
-fn relations_equal(o1: &[RelOp], s1: &[Node], o2: &[RelOp], s2: &[Node], depth: usize) -> bool {
+fn relations_equal(o1: &[RelOp], s1: &[Node], o2: &[RelOp], s2: &[Node], depth: usize, cfg: &VerifyConfig) -> bool {
     if let (Some((n1, v1)), Some((n2, v2))) = (assignment(o1, s1), assignment(o2, s2)) {
-        return names_compatible(n1, n2) && equal(v1, v2, depth);
+        return names_compatible(n1, n2) && equal(v1, v2, depth, cfg);
     }
     match (o1, s1, o2, s2) {
         ([op1], [l1, r1], [op2], [l2, r2]) => {
@@ -386,14 +465,14 @@ fn relations_equal(o1: &[RelOp], s1: &[Node], o2: &[RelOp], s2: &[Node], depth: 
                 return false;
             }
             let symmetric = matches!(op1, RelOp::Eq | RelOp::Ne);
-            (equal(l1, l2, depth) && equal(r1, r2, depth))
-                || (symmetric && equal(l1, r2, depth) && equal(r1, l2, depth))
+            (equal(l1, l2, depth, cfg) && equal(r1, r2, depth, cfg))
+                || (symmetric && equal(l1, r2, depth, cfg) && equal(r1, l2, depth, cfg))
                 || proportional(l1, r1, l2, r2, !symmetric)
         }
         _ => {
             o1.len() == o2.len()
                 && o1.iter().zip(o2).all(|(x, y)| x == y)
-                && s1.iter().zip(s2).all(|(x, y)| equal(x, y, depth))
+                && s1.iter().zip(s2).all(|(x, y)| equal(x, y, depth, cfg))
         }
     }
 }
@@ -446,8 +525,9 @@ fn proportional(l1: &Node, r1: &Node, l2: &Node, r2: &Node, positive: bool) -> b
         && ratio.is_some_and(|k| k.abs() > 1e-12 && (!positive || k > 0.0))
 }
 
-fn scalars_equal(a: &Node, b: &Node) -> bool {
-    // f(x) and f(y) name the same function.
+fn scalars_equal(a: &Node, b: &Node, cfg: &VerifyConfig) -> bool {
+    // f(x) and f(y) name the same function (in Math-Verify only when not strict; see
+    // DIFFERENCES.md).
     if let (Node::Call(f, xs), Node::Call(g, ys)) = (a, b)
         && f == g
         && xs.len() == ys.len()
@@ -455,13 +535,18 @@ fn scalars_equal(a: &Node, b: &Node) -> bool {
     {
         return true;
     }
-    // "28%" answers both "28" and "0.28".
+    // A gold "28%" is answered by "28", "28%" and "0.28". A bare gold "28" is answered by "28%"
+    // when the number is written plainly, but a bare "40/9" is not "4 4/9%" (which is 40/900).
     match (a, b) {
-        (Node::Percent(x), Node::Percent(y)) => values_equal(x, y),
-        (Node::Percent(x), other) | (other, Node::Percent(x)) => {
-            values_equal(x, other) || values_equal(&percent_of(x), other)
+        (Node::Percent(x), Node::Percent(y)) => values_equal(x, y, cfg),
+        (Node::Percent(p), other) => {
+            values_equal(p, other, cfg) || values_equal(&percent_of(p), other, cfg)
         }
-        _ => values_equal(a, b),
+        (gold, Node::Percent(p)) => {
+            (literal_key(p).is_some() && values_equal(gold, p, cfg))
+                || values_equal(gold, &percent_of(p), cfg)
+        }
+        _ => values_equal(a, b, cfg),
     }
 }
 
@@ -469,8 +554,17 @@ fn percent_of(x: &Node) -> Node {
     Node::Div(Box::new(x.clone()), Box::new(Node::int(100)))
 }
 
-fn values_equal(a: &Node, b: &Node) -> bool {
-    let tolerance = rounding_tolerance(a, b);
+fn values_equal(a: &Node, b: &Node, cfg: &VerifyConfig) -> bool {
+    if let Precision::DecimalPlaces(places) = cfg.precision
+        && (decimal_literal(a).is_some() || decimal_literal(b).is_some())
+    {
+        // Math-Verify's `float_rounding`: both sides rounded to that many decimal places.
+        let value = |n: &Node| exact(n).map_or_else(|| approx(n, &mut Point::new(0)), |r| r.to_f64());
+        let scale = 10f64.powi(places.min(300) as i32);
+        let (x, y) = ((value(a) * scale).round(), (value(b) * scale).round());
+        return x.is_finite() && x == y;
+    }
+    let tolerance = rounding_tolerance(a, b, cfg);
     if let (Some(x), Some(y)) = (exact(a), exact(b)) {
         return x == y || tolerance.is_some_and(|tol| within_exact(x, y, tol));
     }
@@ -496,24 +590,39 @@ fn literal_key(node: &Node) -> Option<(bool, &str)> {
     }
 }
 
-/// When one side is a long decimal, the half-unit in its last place: (decimal places, width).
-fn rounding_tolerance(a: &Node, b: &Node) -> Option<(u32, f64)> {
-    let long_decimal = |node: &Node| -> Option<u32> {
-        let lit = match node {
+/// A decimal literal (possibly negated), such as `0.3333` or `-2.5`.
+fn decimal_literal(node: &Node) -> Option<&super::number::Literal> {
+    let lit = match node {
+        Node::Num(lit) => lit,
+        Node::Neg(x) => match &**x {
             Node::Num(lit) => lit,
-            Node::Neg(x) => match &**x {
-                Node::Num(lit) => lit,
-                _ => return None,
-            },
             _ => return None,
-        };
-        lit.decimals
-            .filter(|_| lit.significant >= MIN_ROUNDED_SIGNIFICANT)
+        },
+        _ => return None,
     };
-    let places = match (long_decimal(a), long_decimal(b)) {
-        (Some(x), Some(y)) => x.min(y),
-        (Some(x), None) | (None, Some(x)) => x,
-        (None, None) => return None,
+    lit.decimals.is_some().then_some(lit)
+}
+
+/// How far apart a decimal and the value it stands for may be: (decimal places, half-unit in
+/// the last place). A decimal approximates an exact value when it gives at least
+/// `Precision::SignificantDigits` significant digits correctly rounded (`0.3333` for 1/3, not
+/// `0.333`); a gold decimal is compared at its own precision (`0.33` answered by `0.3333`).
+fn rounding_tolerance(a: &Node, b: &Node, cfg: &VerifyConfig) -> Option<(u32, f64)> {
+    let Precision::SignificantDigits(min_significant) = cfg.precision else {
+        return None;
+    };
+    let rounded = |node: &Node| {
+        decimal_literal(node)
+            .filter(|lit| lit.significant >= min_significant)
+            .and_then(|lit| lit.decimals)
+    };
+    let places = match (decimal_literal(a), decimal_literal(b)) {
+        // Both decimals: the gold's precision when the answer gives more digits.
+        (Some(gold), Some(answer)) => match (gold.decimals, answer.decimals) {
+            (Some(g), Some(p)) if p > g => g,
+            _ => rounded(a).or(rounded(b))?,
+        },
+        _ => rounded(a).or(rounded(b))?,
     };
     Some((places, 0.5 * 10f64.powi(-(places.min(300) as i32))))
 }

@@ -75,8 +75,7 @@ pub fn extract_answer(output: &str) -> Option<Extracted> {
         })
         .or_else(|| bold(text))
         .or_else(|| whole_text(text))
-        .or_else(|| last_formula(text))
-        .or_else(|| last_number(text))?;
+        .or_else(|| last_statement_answer(text))?;
     let text = found.text.trim().to_string();
     (!text.is_empty()).then_some(Extracted {
         text,
@@ -100,11 +99,12 @@ pub(crate) fn answer_region(output: &str) -> &str {
             text = &text[..at];
         }
     }
+    // What is inside the reasoning is never the answer: a closed `<think>` with nothing after it,
+    // or one never closed (the output was cut off while thinking), commits to nothing.
     if let Some(at) = text.rfind("</think>") {
-        let after = &text[at + "</think>".len()..];
-        if !after.trim().is_empty() {
-            text = after;
-        }
+        text = &text[at + "</think>".len()..];
+    } else if text.contains("<think>") {
+        return "";
     }
     if text.len() > MAX_SCAN_BYTES {
         let mut start = text.len() - MAX_SCAN_BYTES;
@@ -446,7 +446,13 @@ fn whole_text(text: &str) -> Option<Found> {
         return None;
     }
     let cleaned = clean_answer(text);
-    if super::parses(&cleaned) {
+    // An output that is one formula is its answer, even one we cannot read as mathematics
+    // (it still compares as text).
+    let trimmed = text.trim();
+    let one_formula = math_envs(trimmed)
+        .first()
+        .is_some_and(|env| env.start == 0 && env.end == trimmed.len());
+    if super::parses(&cleaned) || one_formula {
         return Some(Found {
             start: 0,
             text: cleaned,
@@ -461,6 +467,88 @@ fn whole_text(text: &str) -> Option<Found> {
         text: cleaned,
         rule: Rule::WholeText,
     })
+}
+
+/// The weakest evidence: the last formula or number of the output's last statement that states
+/// one, whichever comes later. Closing pleasantries ("I hope it is correct.") and comments with
+/// no mathematics ("Double-checking: the arithmetic is consistent.") are passed over, but an
+/// output cut off mid-sentence ("… Adding everything up gives") commits to nothing: falling back
+/// to the last number it happened to compute would accept a trace with no final answer.
+fn last_statement_answer(text: &str) -> Option<Found> {
+    let from = last_stating_statement(text)?;
+    let tail = &text[from..];
+    let formula = last_formula(tail);
+    let number = last_number(tail);
+    let found = match (formula, number) {
+        (Some(f), Some(n)) => Some(if n.start > f.start { n } else { f }),
+        (f, n) => f.or(n),
+    }?;
+    Some(Found {
+        start: from + found.start,
+        ..found
+    })
+}
+
+/// Sentences that close an answer without stating anything.
+const PLEASANTRIES: &[&str] = &[
+    "i hope",
+    "hope this",
+    "hope it",
+    "let me know",
+    "feel free",
+    "if you have any",
+    "please let me know",
+    "good luck",
+    "thank you",
+    "thanks",
+    "happy to help",
+];
+
+/// Where the last statement holding a number or formula starts. Statements end at a newline,
+/// or at `.`, `!`, `?` before whitespace, outside mathematics. `None` when the output stops
+/// mid-sentence with nothing stated in that sentence.
+fn last_stating_statement(text: &str) -> Option<usize> {
+    const MAX_STATEMENTS: usize = 8;
+    let envs = math_envs(text);
+    let math: Vec<std::ops::Range<usize>> = envs
+        .iter()
+        .map(|e| e.start..e.end)
+        .chain(latex_regions(text))
+        .collect();
+    let b = text.as_bytes();
+    let is_break = |i: usize| {
+        let boundary = match b[i] {
+            b'\n' => true,
+            b'.' | b'!' | b'?' => b.get(i + 1).is_some_and(u8::is_ascii_whitespace),
+            _ => false,
+        };
+        boundary && !math.iter().any(|r| r.contains(&i))
+    };
+    let trimmed = text.trim_end();
+    let cut_off = trimmed.ends_with(|c: char| c.is_ascii_alphabetic() || ",;:(=+".contains(c));
+    let mut end = trimmed.len();
+    for index in 0..MAX_STATEMENTS {
+        let body_end = text[..end].trim_end_matches(['.', '!', '?', ' ', '\n']).len();
+        let start = (0..body_end)
+            .rev()
+            .find(|&i| is_break(i))
+            .map_or(0, |i| i + 1);
+        let statement = &text[start..body_end];
+        let lower = statement.trim_start().to_ascii_lowercase();
+        let states = statement.contains(|c: char| c.is_ascii_digit())
+            || math.iter().any(|r| r.start >= start && r.start < body_end);
+        if states && !PLEASANTRIES.iter().any(|p| lower.starts_with(p)) {
+            return Some(start);
+        }
+        if index == 0 && cut_off && !states {
+            return None;
+        }
+        if start == 0 {
+            return None;
+        }
+        end = start;
+    }
+    Some(0)
 }
 
 fn last_formula(text: &str) -> Option<Found> {
@@ -482,7 +570,11 @@ fn last_formula(text: &str) -> Option<Found> {
 /// (`AZYUK2A`, `x2`) and digits inside `\(…\)` / `\[…\]` do not count.
 fn last_number(text: &str) -> Option<Found> {
     let b = text.as_bytes();
-    let excluded = latex_regions(text);
+    // Numbers inside formulas belong to the formulas.
+    let excluded: Vec<std::ops::Range<usize>> = latex_regions(text)
+        .into_iter()
+        .chain(math_envs(text).into_iter().map(|e| e.start..e.end))
+        .collect();
     let mut last: Option<std::ops::Range<usize>> = None;
     let mut i = 0;
     while i < b.len() {
@@ -497,6 +589,18 @@ fn last_number(text: &str) -> Option<Found> {
         }
         let scan = scan_number(b, i, true, true);
         let mut end = scan.end;
+        // A decimal comma: "2,74 $", "0,375" (never "1,250", the thousands form, nor "1,2,3").
+        if matches!(&scan.tok, super::lex::Tok::Num(n) if !n.contains('.'))
+            && b.get(end) == Some(&b',')
+        {
+            let frac = b[end + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+            let int = &text[i..end];
+            let list_goes_on = b.get(end + 1 + frac) == Some(&b',')
+                && b.get(end + 2 + frac).is_some_and(u8::is_ascii_digit);
+            if frac > 0 && (frac != 3 || int == "0") && !list_goes_on && !int.contains([',', ' ']) {
+                end += 1 + frac;
+            }
+        }
         if matches!(scan.tok, super::lex::Tok::Num(_))
             && b.get(end) == Some(&b'/')
             && b.get(end + 1).is_some_and(u8::is_ascii_digit)

@@ -742,6 +742,24 @@ pub(crate) fn scan_number(b: &[u8], start: usize, grouping: bool, mixed: bool) -
         }
     }
 
+    // Dots grouping thousands, "175.760.000": two or more regular groups cannot be a decimal.
+    if grouping && !grouped && (1..=3).contains(&n) {
+        let mut j = i;
+        let mut groups = 0;
+        while b.get(j) == Some(&b'.') && digits_from(j + 1) == 3 {
+            j += 4;
+            groups += 1;
+        }
+        if groups >= 2 {
+            for g in 0..groups {
+                let from = i + 1 + 4 * g;
+                int_digits.push_str(std::str::from_utf8(&b[from..from + 3]).unwrap_or(""));
+            }
+            i = j;
+            grouped = true;
+        }
+    }
+
     let mut text = if int_digits.is_empty() {
         "0".to_string()
     } else {

@@ -13,9 +13,49 @@ mod parse;
 mod text;
 mod words;
 
+use serde::{Deserialize, Serialize};
+
 use crate::{Check, Reason, Verdict};
 pub use extract::{Extracted, Rule, extract_answer};
 use parse::Node;
+
+/// How answers are compared: the settings of Math-Verify's `verify()` that matter for rejection
+/// sampling. The defaults are Math-Verify's, except where its verdict is not the intended one
+/// (see `crates/verify/DIFFERENCES.md`): decimals are judged by the digits they give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// When a decimal equals an exact value.
+    pub precision: Precision,
+    /// Math-Verify's `strict`: when true, a tuple is never equal to a set (`(3, 1)` is not
+    /// `{1, 3}`).
+    pub strict: bool,
+    /// Math-Verify's `allow_set_relation_comp`: whether an inequality (`-2 \le x \le 7`)
+    /// answers an interval gold (`[-2, 7]`). An interval always answers an inequality gold.
+    pub allow_set_relation_comp: bool,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            precision: Precision::SignificantDigits(4),
+            strict: true,
+            allow_set_relation_comp: true,
+        }
+    }
+}
+
+/// When a decimal stands for an exact value (`0.3333` for `1/3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Correctly rounded to at least this many significant digits; a gold decimal is compared at
+    /// its own number of decimal places.
+    SignificantDigits(u32),
+    /// Math-Verify's `float_rounding`: when either side is a decimal, both are rounded to this
+    /// many decimal places and compared.
+    DecimalPlaces(u32),
+}
 
 /// Why an answer did not parse. Internal: an unparseable answer is still compared as text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +115,11 @@ impl Answer {
     }
 
     pub fn is_equivalent(&self, other: &Answer) -> bool {
+        self.is_equivalent_with(other, &VerifyConfig::default())
+    }
+
+    /// Whether `other` (a candidate) means the same as `self` (the gold answer) under `config`.
+    pub fn is_equivalent_with(&self, other: &Answer, config: &VerifyConfig) -> bool {
         // Symbols are case-sensitive (x ≠ X); words are not ("Yes", "\text{yes}").
         let same_text = if self.is_parsed() && other.is_parsed() {
             self.fingerprint == other.fingerprint
@@ -89,7 +134,12 @@ impl Answer {
         }
         self.readings
             .iter()
-            .any(|a| other.readings.iter().any(|b| equiv::answers_equal(a, b)))
+            .any(|a| {
+                other
+                    .readings
+                    .iter()
+                    .any(|b| equiv::answers_equal(a, b, config))
+            })
     }
 }
 
@@ -137,6 +187,10 @@ impl Reference {
     }
 
     pub fn grade(&self, output: &str) -> Graded {
+        self.grade_with(output, &VerifyConfig::default())
+    }
+
+    pub fn grade_with(&self, output: &str, config: &VerifyConfig) -> Graded {
         let mut found = extract_answer(output);
         if self.answer.choice.is_some()
             && found
@@ -153,7 +207,11 @@ impl Reference {
         }
         let verdict = match &found {
             None => Verdict::fail(Check::Math, Reason::MathNoAnswer),
-            Some(candidate) if self.answer.is_equivalent(&Answer::parse(&candidate.text)) => {
+            Some(candidate)
+                if self
+                    .answer
+                    .is_equivalent_with(&Answer::parse(&candidate.text), config) =>
+            {
                 Verdict::pass(Check::Math)
             }
             Some(candidate) => Verdict::fail(
@@ -174,6 +232,11 @@ impl Reference {
 /// Extracts the final answer of `output` and checks it against `gold`.
 pub fn grade(gold: &str, output: &str) -> Graded {
     Reference::new(gold).grade(output)
+}
+
+/// [`grade`] under a [`VerifyConfig`].
+pub fn grade_with(gold: &str, output: &str, config: &VerifyConfig) -> Graded {
+    Reference::new(gold).grade_with(output, config)
 }
 
 /// [`grade`] without the extracted answer.

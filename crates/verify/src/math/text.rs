@@ -15,8 +15,16 @@ pub(crate) fn clean_answer(raw: &str) -> String {
     }
     let s = strip_wrappers(s);
     owned = s.to_string();
-    if owned.contains("{,}") {
-        owned = owned.replace("{,}", ",");
+    if owned.contains('{') && owned.contains(',') {
+        // `14{,}916`, `14 {, }916`: a comma braced so LaTeX adds no space after it.
+        owned = braced_commas(&owned);
+    }
+    if owned.contains(['\u{2009}', '\u{202f}', '\u{a0}']) {
+        owned = owned.replace(['\u{2009}', '\u{202f}', '\u{a0}'], " ");
+    }
+    if owned.contains("\\,") {
+        // A thin space between digit groups: "1\,000".
+        owned = thin_space_groups(&owned);
     }
     if owned.contains("\\!") {
         // A negative thin space glues digit groups: "32,\! 349".
@@ -30,6 +38,50 @@ pub(crate) fn clean_answer(raw: &str) -> String {
         owned = owned.replace("\\qquad", " ").replace("\\quad", " ");
     }
     owned
+}
+
+fn braced_commas(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('{') {
+        let inner = &rest[at + 1..];
+        let close = inner.find('}');
+        match close {
+            Some(c) if inner[..c].trim() == "," => {
+                out.push_str(rest[..at].trim_end());
+                out.push(',');
+                rest = inner[c + 1..].trim_start();
+            }
+            _ => {
+                out.push_str(&rest[..=at]);
+                rest = inner;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn thin_space_groups(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        if s[i..].starts_with("\\,")
+            && i > 0
+            && b[i - 1].is_ascii_digit()
+            && b.len() >= i + 5
+            && b[i + 2..i + 5].iter().all(u8::is_ascii_digit)
+            && !b.get(i + 5).is_some_and(u8::is_ascii_digit)
+        {
+            i += 2;
+            continue;
+        }
+        let c = s[i..].chars().next().unwrap_or(' ');
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
 }
 
 const PREFIXES: &[&str] = &["**", "\\\"", "\"", "“", "$$", "$", "\\[", "\\(", ":"];
@@ -63,7 +115,8 @@ pub(crate) fn decimal_comma(s: &str) -> Option<String> {
     let unsigned = s.strip_prefix('-').unwrap_or(s);
     let (int, frac) = unsigned.split_once(',')?;
     let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
-    if !digits(int) || !digits(frac) || (int.len() <= 3 && frac.len() == 3) {
+    // "1,234" is a thousands group, but no group starts with a zero: "0,111" is 0.111.
+    if !digits(int) || !digits(frac) || (int.len() <= 3 && frac.len() == 3 && int != "0") {
         return None;
     }
     Some(s.replacen(',', ".", 1))
