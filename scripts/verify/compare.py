@@ -49,7 +49,7 @@ def ours(cases, use_config):
 
 
 def label(case):
-    for key in ("intended_correct", "expected", "label"):
+    for key in ("intended_correct", "intended", "expected", "label"):
         if case.get(key) is not None:
             return bool(case[key])
     raise SystemExit(f"{case.get('id', case.get('source'))}: no label")

@@ -809,6 +809,7 @@ mod tests {
         answers_equal(
             &parse_tokens(a).expect("gold parses"),
             &parse_tokens(b).expect("candidate parses"),
+            &VerifyConfig::default(),
         )
     }
 

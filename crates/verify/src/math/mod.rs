@@ -92,12 +92,14 @@ impl Answer {
     /// Reads a bare answer (`"3/8"`, `"$\frac{1}{3}$"`, `"x \in [0, 1)"`), not a whole output.
     pub fn parse(answer: &str) -> Answer {
         let cleaned = text::clean_answer(answer);
+        let number = text::strip_unit(&cleaned);
+        let bare = number.as_deref().unwrap_or(&cleaned);
         Answer {
             fingerprint: text::text_fingerprint(&cleaned),
-            readings: parse_answer(&cleaned)
+            readings: parse_answer(bare)
                 .ok()
                 .into_iter()
-                .chain(text::decimal_comma(&cleaned).and_then(|d| parse_answer(&d).ok()))
+                .chain(text::decimal_comma(bare).and_then(|d| parse_answer(&d).ok()))
                 .collect(),
             choice: extract::choice_letter(&cleaned),
             text: cleaned,
@@ -144,7 +146,9 @@ impl Answer {
 }
 
 fn parse_answer(cleaned: &str) -> Result<Node, ParseError> {
-    parse::parse_tokens(cleaned).or_else(|err| match words::parse_number_words(cleaned) {
+    parse::parse_tokens(cleaned).or_else(|err| match words::parse_number_words(
+        &text::text_fingerprint(cleaned).replace(['{', '}'], " "),
+    ) {
         Some(n) => Ok(Node::rational(number::Rational::int(n).ok_or(err)?)),
         None => Err(err),
     })

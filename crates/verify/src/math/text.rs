@@ -22,9 +22,15 @@ pub(crate) fn clean_answer(raw: &str) -> String {
     if owned.contains(['\u{2009}', '\u{202f}', '\u{a0}']) {
         owned = owned.replace(['\u{2009}', '\u{202f}', '\u{a0}'], " ");
     }
-    if owned.contains("\\,") {
-        // A thin space between digit groups: "1\,000".
+    if owned.contains(['\\', '~']) {
+        // A thin or explicit space between digit groups: "1\,000", "898\ 638", "1~000".
         owned = thin_space_groups(&owned);
+    }
+    // A leading "≈" only says the value is rounded: "\approx 2.718" is the answer 2.718.
+    for sign in ["\\approx", "≈", "\\sim"] {
+        if let Some(rest) = owned.trim_start().strip_prefix(sign) {
+            owned = rest.trim_start().to_string();
+        }
     }
     if owned.contains("\\!") {
         // A negative thin space glues digit groups: "32,\! 349".
@@ -67,14 +73,18 @@ fn thin_space_groups(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
     while i < b.len() {
-        if s[i..].starts_with("\\,")
+        let space = ["\\,", "\\ ", "~"]
+            .into_iter()
+            .find(|sp| s[i..].starts_with(sp))
+            .map_or(0, str::len);
+        if space > 0
             && i > 0
             && b[i - 1].is_ascii_digit()
-            && b.len() >= i + 5
-            && b[i + 2..i + 5].iter().all(u8::is_ascii_digit)
-            && !b.get(i + 5).is_some_and(u8::is_ascii_digit)
+            && b.len() >= i + space + 3
+            && b[i + space..i + space + 3].iter().all(u8::is_ascii_digit)
+            && !b.get(i + space + 3).is_some_and(u8::is_ascii_digit)
         {
-            i += 2;
+            i += space;
             continue;
         }
         let c = s[i..].chars().next().unwrap_or(' ');
@@ -107,6 +117,44 @@ fn strip_wrappers(mut s: &str) -> &str {
             return s;
         }
     }
+}
+
+/// The number of "386.96 USD", "9\text{ L}", "71\,\mathrm{m}", "82 m", "12 €": units and
+/// currency after a number are not part of the answer, and are never converted.
+pub(crate) fn strip_unit(s: &str) -> Option<String> {
+    const SINGLE_LETTER_UNITS: &[&str] = &["m", "g", "s", "L", "l", "h", "t", "K", "V", "W", "J", "N", "A"];
+    const NOT_UNITS: &[&str] = &["pi", "percent", "pct", "percentage", "i", "e", "x", "y", "z", "n"];
+    let s = s.trim();
+    let number_len = s
+        .char_indices()
+        .take_while(|(i, c)| {
+            c.is_ascii_digit() || (*i == 0 && matches!(c, '-' | '+')) || matches!(c, '.' | ',' | ' ')
+        })
+        .last()
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    let number = s[..number_len].trim_end_matches(['.', ',', ' ']);
+    if !number.ends_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    let mut unit = s[number.len()..].trim_start();
+    for space in ["\\,", "\\;", "\\:", "\\ ", "\\!", "~"] {
+        unit = unit.strip_prefix(space).unwrap_or(unit).trim_start();
+    }
+    for wrapper in ["\\text{", "\\mathrm{", "\\mbox{", "\\textrm{", "\\operatorname{"] {
+        if let Some(inner) = unit.strip_prefix(wrapper).and_then(|u| u.strip_suffix('}')) {
+            unit = inner.trim();
+        }
+    }
+    let spaced = s[number.len()..].starts_with([' ', '\\', '~']);
+    let word = unit.chars().all(|c| c.is_alphabetic() || matches!(c, ' ' | '/' | '.' | '²' | '³' | '^' | '2' | '3'))
+        && unit.starts_with(char::is_alphabetic);
+    let currency = matches!(unit, "€" | "£" | "¥" | "₹" | "$" | "\\euro" | "\\pounds");
+    let single_letter = unit.chars().count() == 1;
+    let is_unit = currency
+        || (word
+            && !NOT_UNITS.contains(&unit.to_ascii_lowercase().as_str())
+            && (!single_letter || (spaced && SINGLE_LETTER_UNITS.contains(&unit))));
+    is_unit.then(|| number.to_string())
 }
 
 /// The decimal reading of "9,34" or "1,2", which could also be a list: callers try both.
