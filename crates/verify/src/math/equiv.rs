@@ -445,7 +445,7 @@ fn is_name(node: &Node) -> bool {
         Node::Sym(_) | Node::Indexed(..) => true,
         Node::Call(_, args) => args
             .iter()
-            .all(|a| matches!(a, Node::Sym(_) | Node::Num(_))),
+            .all(|a| matches!(a, Node::Sym(_) | Node::Num(_) | Node::Indexed(..))),
         Node::Abs(x) => is_name(x),
         Node::Mul(a, b) | Node::Div(a, b) => is_name(a) && is_name(b),
         Node::Tuple { items, .. } => items.iter().all(is_name),

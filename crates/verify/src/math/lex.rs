@@ -97,6 +97,8 @@ pub(crate) enum Tok {
     RCeil,
     Comma,
     Semi,
+    /// `a:b`, a ratio.
+    Colon,
     And,
     Or,
     Rel(RelOp),
@@ -183,6 +185,7 @@ impl Lexer<'_> {
                         b'|' => Tok::Bar,
                         b',' => Tok::Comma,
                         b';' => Tok::Semi,
+                        b':' => Tok::Colon,
                         b'&' => Tok::Amp,
                         b'=' => Tok::Rel(RelOp::Eq),
                         b'<' => Tok::Rel(RelOp::Lt),

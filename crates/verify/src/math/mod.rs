@@ -146,12 +146,19 @@ impl Answer {
 }
 
 fn parse_answer(cleaned: &str) -> Result<Node, ParseError> {
-    parse::parse_tokens(cleaned).or_else(|err| match words::parse_number_words(
-        &text::text_fingerprint(cleaned).replace(['{', '}'], " "),
-    ) {
-        Some(n) => Ok(Node::rational(number::Rational::int(n).ok_or(err)?)),
-        None => Err(err),
-    })
+    let number_words = |err| {
+        let words = text::text_fingerprint(cleaned).replace(['{', '}'], " ");
+        match words::parse_number_words(&words) {
+            Some(n) => Ok(Node::rational(number::Rational::int(n).ok_or(err)?)),
+            None => Err(err),
+        }
+    };
+    match parse::parse_tokens(cleaned) {
+        // "\text{eighty-three}" is a number written in words.
+        Ok(Node::Text(_)) => number_words(ParseError::Unsupported).or_else(|_| parse::parse_tokens(cleaned)),
+        Ok(node) => Ok(node),
+        Err(err) => number_words(err),
+    }
 }
 
 /// Whether a cleaned span reads as an answer; extraction uses it to skip prose.

@@ -191,20 +191,34 @@ impl Parser {
     }
 
     fn relation(&mut self) -> Result<Node, ParseError> {
-        let first = self.union()?;
+        let first = self.ratio()?;
         let mut ops = Vec::new();
         let mut sides = vec![first];
         while let Some(Tok::Rel(op)) = self.peek() {
             let op = *op;
             self.pos += 1;
             ops.push(op);
-            sides.push(self.union()?);
+            sides.push(self.ratio()?);
         }
         Ok(if ops.is_empty() {
             sides.pop().ok_or(ParseError::Empty)?
         } else {
             Node::Relation { ops, sides }
         })
+    }
+
+    /// `11:21`, `V_1:V_2`: a ratio, kept as the ordered terms of an opaque `ratio(…)`, so it
+    /// equals only the same terms in the same order.
+    fn ratio(&mut self) -> Result<Node, ParseError> {
+        let first = self.union()?;
+        if self.peek() != Some(&Tok::Colon) {
+            return Ok(first);
+        }
+        let mut terms = vec![first];
+        while self.eat(&Tok::Colon) {
+            terms.push(self.union()?);
+        }
+        Ok(Node::Call("ratio".into(), terms))
     }
 
     fn union(&mut self) -> Result<Node, ParseError> {

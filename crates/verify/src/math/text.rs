@@ -146,7 +146,11 @@ pub(crate) fn strip_unit(s: &str) -> Option<String> {
         }
     }
     let spaced = s[number.len()..].starts_with([' ', '\\', '~']);
-    let word = unit.chars().all(|c| c.is_alphabetic() || matches!(c, ' ' | '/' | '.' | '²' | '³' | '^' | '2' | '3'))
+    // Letters, "/" and "." ("km/h", "sq. ft"), and powers ("m^2", "m²").
+    let unit_chars = unit.replace("^2", "").replace("^3", "").replace("^{2}", "").replace("^{3}", "");
+    let word = unit_chars
+        .chars()
+        .all(|c| c.is_alphabetic() || matches!(c, ' ' | '/' | '.' | '²' | '³'))
         && unit.starts_with(char::is_alphabetic);
     let currency = matches!(unit, "€" | "£" | "¥" | "₹" | "$" | "\\euro" | "\\pounds");
     let single_letter = unit.chars().count() == 1;
