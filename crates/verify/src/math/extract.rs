@@ -653,6 +653,95 @@ pub(crate) fn choice_letter(answer: &str) -> Option<char> {
     }
 }
 
+/// The option chosen by an output whose gold is a letter. A committed answer names it by its
+/// letter ("(B)", "B) 7") or by the option's text when the output lists the options ("(A) 9
+/// (B) 14 …" then "#### 14"); a committed answer that is neither (a hedge such as "A or C", a
+/// value no option has) chooses nothing, and is graded as it is. Only an output that commits to
+/// nothing is searched for a stand-alone letter ("A. Because B is not valid").
+pub(crate) fn choice_answer(output: &str, found: Option<Extracted>) -> Option<Extracted> {
+    let chosen = |letter: char| Extracted {
+        text: letter.to_string(),
+        rule: Rule::Choice,
+    };
+    let Some(found) = found else {
+        return first_choice_letter(output).map(chosen);
+    };
+    if let Some(letter) = choice_letter(&found.text).or_else(|| labelled_choice(&found.text)) {
+        return Some(Extracted {
+            text: letter.to_string(),
+            ..found
+        });
+    }
+    let answer = super::Answer::parse(&found.text);
+    let matching: Vec<char> = listed_options(output)
+        .into_iter()
+        .filter(|(_, text)| super::Answer::parse(text).is_equivalent(&answer))
+        .map(|(letter, _)| letter)
+        .collect();
+    match matching.as_slice() {
+        [letter] => Some(chosen(*letter)),
+        _ => Some(found),
+    }
+}
+
+/// "B) 7", "(C) 42", "D. 12": an option given with its letter.
+fn labelled_choice(answer: &str) -> Option<char> {
+    let s = answer.trim().trim_start_matches("\\text{").trim_start_matches('(');
+    let mut chars = s.chars();
+    let letter = chars.next().filter(|c| ('A'..='J').contains(c))?;
+    let rest = chars.as_str();
+    (rest.starts_with(") ") || rest.starts_with(". ") || rest.starts_with("} ")).then_some(letter)
+}
+
+/// The options an output lists: "(A) 44  (B) 50  (C) 56" or one per line as "A) 44" / "A. 44".
+/// The last complete listing (A, B, … in order) wins.
+fn listed_options(output: &str) -> Vec<(char, String)> {
+    let b = output.as_bytes();
+    let mut markers: Vec<(usize, usize, char)> = Vec::new(); // (start, text start, letter)
+    for i in 0..b.len().min(MAX_SCAN_BYTES * 4) {
+        let c = b[i];
+        if !(b'A'..=b'J').contains(&c) {
+            continue;
+        }
+        let before_ok = i == 0 || b[i - 1].is_ascii_whitespace() || b[i - 1] == b'(';
+        let paren = i > 0 && b[i - 1] == b'(';
+        let after = b.get(i + 1).copied();
+        let marker = (paren && after == Some(b')')) || (!paren && matches!(after, Some(b')' | b'.')));
+        if before_ok && marker && b.get(i + 2).is_some_and(u8::is_ascii_whitespace) {
+            markers.push((if paren { i - 1 } else { i }, i + 2, c as char));
+        }
+    }
+    // Runs of consecutive letters starting at A.
+    let mut best: Vec<(char, String)> = Vec::new();
+    let mut k = 0;
+    while k < markers.len() {
+        if markers[k].2 != 'A' {
+            k += 1;
+            continue;
+        }
+        let mut run = vec![markers[k]];
+        let mut j = k + 1;
+        while j < markers.len() && markers[j].2 as u8 == run.last().map_or(0, |m| m.2 as u8) + 1 {
+            run.push(markers[j]);
+            j += 1;
+        }
+        if run.len() >= 2 {
+            best = run
+                .iter()
+                .enumerate()
+                .map(|(n, &(_, from, letter))| {
+                    let to = run.get(n + 1).map_or(output.len(), |next| next.0);
+                    let text = &output[from..to];
+                    let text = text.lines().next().unwrap_or("").trim();
+                    (letter, text.trim_end_matches([',', ';', '.']).trim().to_string())
+                })
+                .collect();
+        }
+        k = j;
+    }
+    best
+}
+
 /// The first stand-alone option letter in prose ("A. Because B is not valid" → A).
 pub(crate) fn first_choice_letter(output: &str) -> Option<char> {
     let text = answer_region(output);
@@ -663,7 +752,9 @@ pub(crate) fn first_choice_letter(output: &str) -> Option<char> {
             j.and_then(|j| chars.get(j))
                 .is_none_or(|n| !n.is_alphanumeric() && *n != '\'')
         };
-        (('A'..='J').contains(&c) && alone(i.checked_sub(1)) && alone(Some(i + 1))).then_some(c)
+        // "I" is a pronoun far more often than option I.
+        (('A'..='J').contains(&c) && c != 'I' && alone(i.checked_sub(1)) && alone(Some(i + 1)))
+            .then_some(c)
     })
 }
 

@@ -203,18 +203,8 @@ impl Reference {
 
     pub fn grade_with(&self, output: &str, config: &VerifyConfig) -> Graded {
         let mut found = extract_answer(output);
-        if self.answer.choice.is_some()
-            && found
-                .as_ref()
-                .is_none_or(|f| extract::choice_letter(&f.text).is_none())
-        {
-            // Multiple choice: "A. Because B is not valid" answers A.
-            if let Some(letter) = extract::first_choice_letter(output) {
-                found = Some(Extracted {
-                    text: letter.to_string(),
-                    rule: Rule::Choice,
-                });
-            }
+        if self.answer.choice.is_some() {
+            found = extract::choice_answer(output, found);
         }
         let verdict = match &found {
             None => Verdict::fail(Check::Math, Reason::MathNoAnswer),
