@@ -222,6 +222,16 @@ fn resolve_span(span: &str) -> Option<String> {
         .map(|f| f.text)
 }
 
+/// A word answer after a cue ("The answer is north."): at most three words, no digits.
+fn short_text_answer(span: &str) -> Option<String> {
+    let cleaned = clean_answer(span);
+    let words = cleaned.split_whitespace().count();
+    let plain = cleaned
+        .chars()
+        .all(|c| c.is_alphabetic() || c == ' ' || c == '-' || c == '\'');
+    (words > 0 && words <= 3 && plain).then_some(cleaned)
+}
+
 /// The content of a `\boxed{…}` that opens the span (after `$` or `**`).
 fn leading_box(span: &str) -> Option<&str> {
     let trimmed = span
@@ -404,7 +414,7 @@ fn last_cued_answer(text: &str, cue: &str, continuations: &[&str]) -> Option<Fou
         };
         let body = body.trim_start_matches(['*', ' ', ':', '\t']);
         let span = &body[..sentence_end(body)];
-        if let Some(answer) = resolve_span(span) {
+        if let Some(answer) = resolve_span(span).or_else(|| short_text_answer(span)) {
             return Some(Found {
                 start: at,
                 text: answer,
@@ -690,7 +700,10 @@ fn labelled_choice(answer: &str) -> Option<char> {
     let mut chars = s.chars();
     let letter = chars.next().filter(|c| ('A'..='J').contains(c))?;
     let rest = chars.as_str();
-    (rest.starts_with(") ") || rest.starts_with(". ") || rest.starts_with("} ")).then_some(letter)
+    let labelled = rest.starts_with(") ") || rest.starts_with(". ") || rest.starts_with("} ");
+    // "A) 26, C" and "A) 26 or C" hedge between options.
+    let hedged = rest.contains([',', ';']) || rest.contains(" or ");
+    (labelled && !hedged).then_some(letter)
 }
 
 /// The options an output lists: "(A) 44  (B) 50  (C) 56" or one per line as "A) 44" / "A. 44".
@@ -732,7 +745,10 @@ fn listed_options(output: &str) -> Vec<(char, String)> {
                 .map(|(n, &(_, from, letter))| {
                     let to = run.get(n + 1).map_or(output.len(), |next| next.0);
                     let text = &output[from..to];
-                    let text = text.lines().next().unwrap_or("").trim();
+                    // An option's text ends at its line, a sentence or a wide gap.
+                    let text = text.lines().next().unwrap_or("");
+                    let text = text.split(". ").next().unwrap_or("");
+                    let text = text.split("  ").next().unwrap_or("").trim();
                     (letter, text.trim_end_matches([',', ';', '.']).trim().to_string())
                 })
                 .collect();

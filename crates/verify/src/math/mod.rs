@@ -147,7 +147,11 @@ impl Answer {
 
 fn parse_answer(cleaned: &str) -> Result<Node, ParseError> {
     let number_words = |err| {
-        let words = text::text_fingerprint(cleaned).replace(['{', '}'], " ");
+        let mut words = cleaned.to_string();
+        for wrapper in ["\\text", "\\mathrm", "\\textbf", "\\mbox"] {
+            words = words.replace(wrapper, " ");
+        }
+        let words = words.replace(['{', '}'], " ");
         match words::parse_number_words(&words) {
             Some(n) => Ok(Node::rational(number::Rational::int(n).ok_or(err)?)),
             None => Err(err),
