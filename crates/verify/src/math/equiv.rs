@@ -61,6 +61,10 @@ fn normalize(node: &Node) -> Node {
             }
             _ => expand_plus_minus(node),
         },
+        Node::Add(a, b) => match (normalize(a), normalize(b)) {
+            (Node::Matrix(x), Node::Matrix(y)) => matrix_sum(&x, &y).unwrap_or_else(|| node.clone()),
+            _ => expand_plus_minus(node),
+        },
         Node::Matrix(_) | Node::Text(_) | Node::EmptySet => node.clone(),
         _ => expand_plus_minus(node),
     }
@@ -166,8 +170,26 @@ fn inequality_as_interval(ops: &[RelOp], sides: &[Node]) -> Option<Node> {
                 return None;
             })
         }
+        // "1 ≤ |z| ≤ 3/2": z ∈ [-3/2, -1] ∪ [1, 3/2].
+        ([a, b], [lo, Node::Abs(inner), hi])
+            if is_lone_symbol(inner)
+                && is_constant(lo)
+                && is_constant(hi)
+                && approx(lo, &mut Point::new(0)) >= 0.0
+                && is_less(*a)
+                && is_less(*b) =>
+        {
+            let negate = |n: &Node| Node::Neg(Box::new(n.clone()));
+            Some(Node::Union(vec![
+                interval(negate(hi), *b, negate(lo), *a),
+                interval(lo.clone(), *a, hi.clone(), *b),
+            ]))
+        }
+        // "0 < f(x) < 1" reads like "0 < x < 1": the answer is the range (0, 1).
         ([a, b], [lo, middle, hi])
-            if is_lone_symbol(middle) && is_constant(lo) && is_constant(hi) =>
+            if (is_lone_symbol(middle) || matches!(middle, Node::Call(..)))
+                && is_constant(lo)
+                && is_constant(hi) =>
         {
             if is_less(*a) && is_less(*b) {
                 Some(interval(lo.clone(), *a, hi.clone(), *b))
@@ -265,6 +287,24 @@ fn replace_plus_minus(node: &Node, plus: bool) -> Option<Node> {
         Node::Neg(x) => replace_plus_minus(x, plus).map(|x| Node::Neg(b(x))),
         _ => None,
     }
+}
+
+/// Element-wise sum of two matrices of one shape.
+fn matrix_sum(x: &[Vec<Node>], y: &[Vec<Node>]) -> Option<Node> {
+    if x.len() != y.len() || x.iter().zip(y).any(|(r, s)| r.len() != s.len()) {
+        return None;
+    }
+    Some(Node::Matrix(
+        x.iter()
+            .zip(y)
+            .map(|(r, s)| {
+                r.iter()
+                    .zip(s)
+                    .map(|(a, b)| Node::Add(Box::new(a.clone()), Box::new(b.clone())))
+                    .collect()
+            })
+            .collect(),
+    ))
 }
 
 fn matrix_product(x: &[Vec<Node>], y: &[Vec<Node>]) -> Option<Node> {

@@ -355,9 +355,17 @@ fn is_list_gap(gap: &str) -> bool {
         .split(|c: char| c.is_whitespace() || c == ',')
         .filter(|w| !w.is_empty())
         .collect();
-    reduced.trim().is_empty()
+    // A few words of labels or units ("for part (a) and", "papers and"), not a sentence of
+    // prose between an attempt and a revision.
+    let prose_words = words
+        .iter()
+        .filter(|w| !matches!(**w, "and" | "or") && w.chars().any(char::is_alphabetic))
+        .count();
+    let joined = reduced.trim().is_empty()
         || reduced.contains([',', ';'])
         || words.iter().any(|w| matches!(*w, "and" | "or"))
+        || words.iter().all(|w| w.chars().all(|c| !c.is_alphanumeric()));
+    joined && prose_words <= 4
 }
 
 fn hashes(text: &str) -> Option<Found> {

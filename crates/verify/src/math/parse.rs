@@ -65,6 +65,47 @@ pub(crate) enum Node {
     EmptySet,
 }
 
+/// "p=5,q=2; p=7,q=2": semicolons separate solutions whose commas separate assignments; each
+/// solution is the tuple of its values, `(5, 2), (7, 2)`. Groups that are not all assignments
+/// stay lists.
+fn solution_groups(items: Vec<Node>, semicolons: &[usize]) -> Node {
+    let mut groups = Vec::new();
+    let mut group = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        group.push(item);
+        if semicolons.contains(&index) {
+            groups.push(std::mem::take(&mut group));
+        }
+    }
+    if !group.is_empty() {
+        groups.push(group);
+    }
+    let assigned_value = |node: &Node| match node {
+        Node::Relation { ops, sides } if ops.as_slice() == [RelOp::Eq] => match sides.as_slice() {
+            [Node::Sym(_) | Node::Indexed(..), value] => Some(value.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    Node::List(
+        groups
+            .into_iter()
+            .map(|group| {
+                let values: Option<Vec<Node>> = group.iter().map(assigned_value).collect();
+                match values {
+                    Some(values) if values.len() > 1 => Node::Tuple {
+                        open: Bracket::Round,
+                        close: Bracket::Round,
+                        items: values,
+                    },
+                    _ if group.len() == 1 => group.into_iter().next().unwrap_or(Node::EmptySet),
+                    _ => Node::List(group),
+                }
+            })
+            .collect(),
+    )
+}
+
 pub(crate) fn parse_tokens(text: &str) -> Result<Node, ParseError> {
     let tokens = lex(text)?;
     if tokens.is_empty() {
@@ -138,7 +179,11 @@ impl Parser {
     /// Items separated by commas/semicolons (and `and`/`or` at top level) until one of `closers`
     /// or the end. Returns the single item itself, or a `List`.
     fn list(&mut self, closers: &[Tok]) -> Result<Node, ParseError> {
-        let items = self.items(closers)?;
+        let mut semicolons = Vec::new();
+        let items = self.items_split(closers, &mut semicolons)?;
+        if closers.is_empty() && !semicolons.is_empty() && semicolons.len() + 1 < items.len() {
+            return Ok(solution_groups(items, &semicolons));
+        }
         Ok(if items.len() == 1 {
             items.into_iter().next().ok_or(ParseError::Empty)?
         } else {
@@ -147,12 +192,24 @@ impl Parser {
     }
 
     fn items(&mut self, closers: &[Tok]) -> Result<Vec<Node>, ParseError> {
+        self.items_split(closers, &mut Vec::new())
+    }
+
+    /// Items, and after which of them a semicolon came.
+    fn items_split(
+        &mut self,
+        closers: &[Tok],
+        semicolons: &mut Vec<usize>,
+    ) -> Result<Vec<Node>, ParseError> {
         let top = closers.is_empty();
         let mut items = Vec::new();
         loop {
             items.push(self.item(closers)?);
             if !self.at_separator(top) {
                 break;
+            }
+            if self.peek() == Some(&Tok::Semi) {
+                semicolons.push(items.len() - 1);
             }
             // ", and" / ", or" is one separator.
             while self.at_separator(top) {
