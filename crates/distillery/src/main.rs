@@ -38,6 +38,8 @@ enum Command {
     Train(cmd::train::Args),
     /// Measure a model's pass@1 (and pass@k) on a benchmark with the same verifiers.
     Eval(cmd::eval::Args),
+    /// Grade answers with the math verifier, or regrade a run or dataset with the current one.
+    Verify(cmd::verify::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::InitModel(args) => cmd::init_model::run(args),
         Command::Train(args) => cmd::train::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Verify(args) => cmd::verify::run(args),
     };
     match result {
         Ok(code) => code,

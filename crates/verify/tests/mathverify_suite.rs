@@ -66,7 +66,10 @@ const DIFFERENT: &[(&str, &str)] = &[
 
 #[test]
 fn mathverify_suite_agrees() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mathverify_suite.jsonl");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/mathverify_suite.jsonl"
+    );
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let cases: Vec<Case> = text
         .lines()
@@ -90,7 +93,11 @@ fn mathverify_suite_agrees() {
                 case.config.extraction,
                 graded.verdict,
                 graded.answer.map(|a| a.text),
-                if excused { " — listed as a difference but agrees now: remove it from the list" } else { "" },
+                if excused {
+                    " — listed as a difference but agrees now: remove it from the list"
+                } else {
+                    ""
+                },
             ));
         }
         if !listed(UNSUPPORTED, &case.source) {

@@ -8,6 +8,7 @@ pub mod mock_teacher;
 pub mod run;
 pub mod train;
 pub mod validate;
+pub mod verify;
 
 use std::io::IsTerminal;
 

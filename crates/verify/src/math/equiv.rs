@@ -62,7 +62,9 @@ fn normalize(node: &Node) -> Node {
             _ => expand_plus_minus(node),
         },
         Node::Add(a, b) => match (normalize(a), normalize(b)) {
-            (Node::Matrix(x), Node::Matrix(y)) => matrix_sum(&x, &y).unwrap_or_else(|| node.clone()),
+            (Node::Matrix(x), Node::Matrix(y)) => {
+                matrix_sum(&x, &y).unwrap_or_else(|| node.clone())
+            }
             _ => expand_plus_minus(node),
         },
         Node::Matrix(_) | Node::Text(_) | Node::EmptySet => node.clone(),
@@ -493,7 +495,14 @@ fn is_name(node: &Node) -> bool {
     }
 }
 
-fn relations_equal(o1: &[RelOp], s1: &[Node], o2: &[RelOp], s2: &[Node], depth: usize, cfg: &VerifyConfig) -> bool {
+fn relations_equal(
+    o1: &[RelOp],
+    s1: &[Node],
+    o2: &[RelOp],
+    s2: &[Node],
+    depth: usize,
+    cfg: &VerifyConfig,
+) -> bool {
     if let (Some((n1, v1)), Some((n2, v2))) = (assignment(o1, s1), assignment(o2, s2)) {
         return names_compatible(n1, n2) && equal(v1, v2, depth, cfg);
     }
@@ -599,7 +608,8 @@ fn values_equal(a: &Node, b: &Node, cfg: &VerifyConfig) -> bool {
         && (decimal_literal(a).is_some() || decimal_literal(b).is_some())
     {
         // Math-Verify's `float_rounding`: both sides rounded to that many decimal places.
-        let value = |n: &Node| exact(n).map_or_else(|| approx(n, &mut Point::new(0)), |r| r.to_f64());
+        let value =
+            |n: &Node| exact(n).map_or_else(|| approx(n, &mut Point::new(0)), |r| r.to_f64());
         let scale = 10f64.powi(places.min(300) as i32);
         let (x, y) = ((value(a) * scale).round(), (value(b) * scale).round());
         return x.is_finite() && x == y;

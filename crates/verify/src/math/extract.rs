@@ -364,7 +364,9 @@ fn is_list_gap(gap: &str) -> bool {
     let joined = reduced.trim().is_empty()
         || reduced.contains([',', ';'])
         || words.iter().any(|w| matches!(*w, "and" | "or"))
-        || words.iter().all(|w| w.chars().all(|c| !c.is_alphanumeric()));
+        || words
+            .iter()
+            .all(|w| w.chars().all(|c| !c.is_alphanumeric()));
     joined && prose_words <= 4
 }
 
@@ -546,7 +548,9 @@ fn last_stating_statement(text: &str) -> Option<usize> {
     let cut_off = trimmed.ends_with(|c: char| c.is_ascii_alphabetic() || ",;:(=+".contains(c));
     let mut end = trimmed.len();
     for index in 0..MAX_STATEMENTS {
-        let body_end = text[..end].trim_end_matches(['.', '!', '?', ' ', '\n']).len();
+        let body_end = text[..end]
+            .trim_end_matches(['.', '!', '?', ' ', '\n'])
+            .len();
         let start = (0..body_end)
             .rev()
             .find(|&i| is_break(i))
@@ -611,7 +615,10 @@ fn last_number(text: &str) -> Option<Found> {
         if matches!(&scan.tok, super::lex::Tok::Num(n) if !n.contains('.'))
             && b.get(end) == Some(&b',')
         {
-            let frac = b[end + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+            let frac = b[end + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
             let int = &text[i..end];
             let list_goes_on = b.get(end + 1 + frac) == Some(&b',')
                 && b.get(end + 2 + frac).is_some_and(u8::is_ascii_digit);
@@ -704,7 +711,10 @@ pub(crate) fn choice_answer(output: &str, found: Option<Extracted>) -> Option<Ex
 
 /// "B) 7", "(C) 42", "D. 12": an option given with its letter.
 fn labelled_choice(answer: &str) -> Option<char> {
-    let s = answer.trim().trim_start_matches("\\text{").trim_start_matches('(');
+    let s = answer
+        .trim()
+        .trim_start_matches("\\text{")
+        .trim_start_matches('(');
     let mut chars = s.chars();
     let letter = chars.next().filter(|c| ('A'..='J').contains(c))?;
     let rest = chars.as_str();
@@ -727,7 +737,8 @@ fn listed_options(output: &str) -> Vec<(char, String)> {
         let before_ok = i == 0 || b[i - 1].is_ascii_whitespace() || b[i - 1] == b'(';
         let paren = i > 0 && b[i - 1] == b'(';
         let after = b.get(i + 1).copied();
-        let marker = (paren && after == Some(b')')) || (!paren && matches!(after, Some(b')' | b'.')));
+        let marker =
+            (paren && after == Some(b')')) || (!paren && matches!(after, Some(b')' | b'.')));
         if before_ok && marker && b.get(i + 2).is_some_and(u8::is_ascii_whitespace) {
             markers.push((if paren { i - 1 } else { i }, i + 2, c as char));
         }
@@ -757,7 +768,10 @@ fn listed_options(output: &str) -> Vec<(char, String)> {
                     let text = text.lines().next().unwrap_or("");
                     let text = text.split(". ").next().unwrap_or("");
                     let text = text.split("  ").next().unwrap_or("").trim();
-                    (letter, text.trim_end_matches([',', ';', '.']).trim().to_string())
+                    (
+                        letter,
+                        text.trim_end_matches([',', ';', '.']).trim().to_string(),
+                    )
                 })
                 .collect();
         }

@@ -134,14 +134,12 @@ impl Answer {
         if let (Some(a), Some(b)) = (self.choice, other.choice) {
             return a == b;
         }
-        self.readings
-            .iter()
-            .any(|a| {
-                other
-                    .readings
-                    .iter()
-                    .any(|b| equiv::answers_equal(a, b, config))
-            })
+        self.readings.iter().any(|a| {
+            other
+                .readings
+                .iter()
+                .any(|b| equiv::answers_equal(a, b, config))
+        })
     }
 }
 
@@ -159,7 +157,9 @@ fn parse_answer(cleaned: &str) -> Result<Node, ParseError> {
     };
     match parse::parse_tokens(cleaned) {
         // "\text{eighty-three}" is a number written in words.
-        Ok(Node::Text(_)) => number_words(ParseError::Unsupported).or_else(|_| parse::parse_tokens(cleaned)),
+        Ok(Node::Text(_)) => {
+            number_words(ParseError::Unsupported).or_else(|_| parse::parse_tokens(cleaned))
+        }
         Ok(node) => Ok(node),
         Err(err) => number_words(err),
     }

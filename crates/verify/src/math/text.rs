@@ -122,13 +122,28 @@ fn strip_wrappers(mut s: &str) -> &str {
 /// The number of "386.96 USD", "9\text{ L}", "71\,\mathrm{m}", "82 m", "12 €": units and
 /// currency after a number are not part of the answer, and are never converted.
 pub(crate) fn strip_unit(s: &str) -> Option<String> {
-    const SINGLE_LETTER_UNITS: &[&str] = &["m", "g", "s", "L", "l", "h", "t", "K", "V", "W", "J", "N", "A"];
-    const NOT_UNITS: &[&str] = &["pi", "percent", "pct", "percentage", "i", "e", "x", "y", "z", "n"];
+    const SINGLE_LETTER_UNITS: &[&str] = &[
+        "m", "g", "s", "L", "l", "h", "t", "K", "V", "W", "J", "N", "A",
+    ];
+    const NOT_UNITS: &[&str] = &[
+        "pi",
+        "percent",
+        "pct",
+        "percentage",
+        "i",
+        "e",
+        "x",
+        "y",
+        "z",
+        "n",
+    ];
     let s = s.trim();
     let number_len = s
         .char_indices()
         .take_while(|(i, c)| {
-            c.is_ascii_digit() || (*i == 0 && matches!(c, '-' | '+')) || matches!(c, '.' | ',' | ' ')
+            c.is_ascii_digit()
+                || (*i == 0 && matches!(c, '-' | '+'))
+                || matches!(c, '.' | ',' | ' ')
         })
         .last()
         .map_or(0, |(i, c)| i + c.len_utf8());
@@ -140,14 +155,24 @@ pub(crate) fn strip_unit(s: &str) -> Option<String> {
     for space in ["\\,", "\\;", "\\:", "\\ ", "\\!", "~"] {
         unit = unit.strip_prefix(space).unwrap_or(unit).trim_start();
     }
-    for wrapper in ["\\text{", "\\mathrm{", "\\mbox{", "\\textrm{", "\\operatorname{"] {
+    for wrapper in [
+        "\\text{",
+        "\\mathrm{",
+        "\\mbox{",
+        "\\textrm{",
+        "\\operatorname{",
+    ] {
         if let Some(inner) = unit.strip_prefix(wrapper).and_then(|u| u.strip_suffix('}')) {
             unit = inner.trim();
         }
     }
     let spaced = s[number.len()..].starts_with([' ', '\\', '~']);
     // Letters, "/" and "." ("km/h", "sq. ft"), and powers ("m^2", "m²").
-    let unit_chars = unit.replace("^2", "").replace("^3", "").replace("^{2}", "").replace("^{3}", "");
+    let unit_chars = unit
+        .replace("^2", "")
+        .replace("^3", "")
+        .replace("^{2}", "")
+        .replace("^{3}", "");
     let word = unit_chars
         .chars()
         .all(|c| c.is_alphabetic() || matches!(c, ' ' | '/' | '.' | '²' | '³'))
