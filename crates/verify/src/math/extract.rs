@@ -87,17 +87,11 @@ pub fn extract_answer(output: &str) -> Option<Extracted> {
 /// chat-template turn, and at most the last [`MAX_SCAN_BYTES`].
 pub(crate) fn answer_region(output: &str) -> &str {
     let mut text = output;
-    for marker in [
-        "<|im_start|>",
-        "<|im_end|>",
-        "<|endoftext|>",
-        "<｜end▁of▁sentence｜>",
-    ] {
-        if let Some(at) = text.find(marker)
-            && !text[..at].trim().is_empty()
-        {
-            text = &text[..at];
-        }
+    // A leaked chat-template token ends the answer: what follows is another turn.
+    if let Some(at) = first_template_token(text)
+        && !text[..at].trim().is_empty()
+    {
+        text = &text[..at];
     }
     // What is inside the reasoning is never the answer: a closed `<think>` with nothing after it,
     // or one never closed (the output was cut off while thinking), commits to nothing.
@@ -114,6 +108,39 @@ pub(crate) fn answer_region(output: &str) -> &str {
         text = &text[start..];
     }
     text
+}
+
+/// Where the first chat-template special token starts: `<|im_end|>`, `<|eot_id|>`,
+/// `<｜end▁of▁sentence｜>`, `</s>`, `[INST]`, … (after any `<think>` block, whose tags are not
+/// template tokens).
+fn first_template_token(text: &str) -> Option<usize> {
+    let special = |open: &str, close: &str| {
+        let mut from = 0;
+        while let Some(rel) = text[from..].find(open) {
+            let start = from + rel;
+            let body = &text[start + open.len()..];
+            if let Some(end) = body.find(close)
+                && end > 0
+                && end <= 40
+                && body[..end]
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '_' | '▁' | '-'))
+            {
+                return Some(start);
+            }
+            from = start + open.len();
+        }
+        None
+    };
+    [
+        special("<|", "|>"),
+        special("<｜", "｜>"),
+        text.find("</s>"),
+        text.find("[INST]"),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -573,19 +600,36 @@ fn last_stating_statement(text: &str) -> Option<usize> {
     Some(0)
 }
 
+/// The last formula that reads as an answer, with the formulas listed before it ("$x = 1$ and
+/// $x = 2$", "$3$, $5$ or $7$").
 fn last_formula(text: &str) -> Option<Found> {
-    math_envs(text)
+    let envs = math_envs(text);
+    let last = envs
         .iter()
+        .enumerate()
         .rev()
         .take(MAX_FORMULA_TRIES)
-        .find_map(|env| {
-            let cleaned = clean_answer(&text[env.content.clone()]);
-            super::parses(&cleaned).then_some(Found {
-                start: env.start,
-                text: cleaned,
-                rule: Rule::LastFormula,
-            })
-        })
+        .find(|(_, env)| super::parses(&clean_answer(&text[env.content.clone()])))?
+        .0;
+    let mut first = last;
+    while first > 0 && last - first < MAX_BOXES_IN_LIST {
+        let gap = text[envs[first - 1].end..envs[first].start].trim();
+        let gap = gap.trim_start_matches(',').trim();
+        let listed = matches!(gap, "" | "and" | "or" | "," | ";");
+        if !listed || !super::parses(&clean_answer(&text[envs[first - 1].content.clone()])) {
+            break;
+        }
+        first -= 1;
+    }
+    let parts: Vec<String> = envs[first..=last]
+        .iter()
+        .map(|env| clean_answer(&text[env.content.clone()]))
+        .collect();
+    Some(Found {
+        start: envs[first].start,
+        text: parts.join(", "),
+        rule: Rule::LastFormula,
+    })
 }
 
 /// The last number in prose: `-3`, `1,000.99`, `4 4/9`, `2/3`, `28%`. Digits glued to letters

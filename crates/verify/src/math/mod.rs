@@ -424,6 +424,52 @@ mod tests {
             true,
         ),
         ("\\{1,2,3\\}", "\\{1,2,4\\}", false),
+        // Units and currency words after the number; never converted.
+        ("43", "The total cost is $\\boxed{43 \\text{ USD}}$.", true),
+        ("5", "The side length is **5 cm**.", true),
+        // A decimal stands for an exact value when correctly rounded to 4 significant digits.
+        (
+            "6\\pi",
+            "The circumference is $\\boxed{\\approx 18.850}$.",
+            true,
+        ),
+        ("\\frac{1}{3}", "So $x \\approx 0.33$.", false),
+        ("3\\sqrt{2}", "$\\boxed{4.2426}$", true),
+        ("3\\sqrt{2}", "$\\boxed{4.24}$", false),
+        // Options listed: the option's text answers; a hedge does not.
+        (
+            "B",
+            "Options: (A) 12 (B) 14 (C) 16 (D) 18\n\n**Answer:** 14",
+            true,
+        ),
+        (
+            "B",
+            "Options: (A) 12 (B) 14 (C) 16 (D) 18\n\nThe answer is B or C.",
+            false,
+        ),
+        ("175760000", "There are 175.760.000 possible plates.", true),
+        (
+            "4.5",
+            "Der Preis beträgt 4,5 Euro. Die Antwort ist \\boxed{4,5}.",
+            true,
+        ),
+        ("x \\le 3", "Thus $-x \\geq -3$.", true),
+        ("11:21", "Hence $V_1 : V_2 = 11 : 21$.", true),
+        // Cut off while thinking: no answer, whatever numbers the reasoning holds.
+        (
+            "42",
+            "<think>\nLet me add: 40 + 2 = 42, so the total is 42 and then",
+            false,
+        ),
+        (
+            "42",
+            "<think>ok</think>\n\\boxed{42}<|im_end|>\n<|im_start|>user\nNow 43? \\boxed{43}",
+            true,
+        ),
+        ("40/9", "The answer is 4 4/9%.", false),
+        ("50", "So the answer is \\boxed{0.5}.", false),
+        ("\\{1, 2\\}", "The solutions are $x = 1$ and $x = 2$.", true),
+        ("2500", "#### 2.500", false),
     ];
 
     #[test]
