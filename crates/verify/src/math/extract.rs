@@ -563,13 +563,17 @@ fn last_stating_statement(text: &str) -> Option<usize> {
         .chain(latex_regions(text))
         .collect();
     let b = text.as_bytes();
+    let mut in_math = vec![false; b.len()];
+    for range in &math {
+        in_math[range.clone()].fill(true);
+    }
     let is_break = |i: usize| {
         let boundary = match b[i] {
             b'\n' => true,
             b'.' | b'!' | b'?' => b.get(i + 1).is_some_and(u8::is_ascii_whitespace),
             _ => false,
         };
-        boundary && !math.iter().any(|r| r.contains(&i))
+        boundary && !in_math[i]
     };
     let trimmed = text.trim_end();
     let cut_off = trimmed.ends_with(|c: char| c.is_ascii_alphabetic() || ",;:(=+".contains(c));
