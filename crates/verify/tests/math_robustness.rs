@@ -66,6 +66,19 @@ fn adversarial_inputs_finish_quickly() {
     assert_fast("huge factorial", "$100000!$");
     assert_fast("huge sum", "$\\sum_{k=1}^{1000000000} k$");
     assert_fast("exponent overflow", "1e99999999999");
+    assert_fast("template-token openers", &"<|".repeat(50_000));
+    assert_fast("listed options", &"(A) 1 ".repeat(20_000));
+    let exercise_choice = |name: &str, text: &str| {
+        let start = Instant::now();
+        let _ = math::verify("A", text);
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(2), "{name} (multiple choice) took {took:?}");
+    };
+    exercise_choice("template-token openers", &"<|".repeat(50_000));
+    exercise_choice("listed options", &"(A) 1 (B) 2 ".repeat(10_000));
+    assert_fast("decimal commas", &"2,74 ".repeat(20_000));
+    assert_fast("sentences", &"a. ".repeat(40_000));
+    assert_fast("unclosed think", &format!("<think>{}", "x ".repeat(50_000)));
     assert_fast(
         "1 MB of prose",
         &"lorem ipsum dolor 12 sit amet ".repeat(35_000),

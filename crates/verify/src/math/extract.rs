@@ -119,9 +119,13 @@ fn first_template_token(text: &str) -> Option<usize> {
         while let Some(rel) = text[from..].find(open) {
             let start = from + rel;
             let body = &text[start + open.len()..];
-            if let Some(end) = body.find(close)
+            // Only a short name can sit between the brackets: look no further than that.
+            let mut window = body.len().min(40 + close.len());
+            while !body.is_char_boundary(window) {
+                window -= 1;
+            }
+            if let Some(end) = body[..window].find(close)
                 && end > 0
-                && end <= 40
                 && body[..end]
                     .chars()
                     .all(|c| c.is_alphanumeric() || matches!(c, '_' | '▁' | '-'))
