@@ -72,7 +72,10 @@ fn adversarial_inputs_finish_quickly() {
         let start = Instant::now();
         let _ = math::verify("A", text);
         let took = start.elapsed();
-        assert!(took < Duration::from_secs(2), "{name} (multiple choice) took {took:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "{name} (multiple choice) took {took:?}"
+        );
     };
     exercise_choice("template-token openers", &"<|".repeat(50_000));
     exercise_choice("listed options", &"(A) 1 (B) 2 ".repeat(10_000));

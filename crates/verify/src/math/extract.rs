@@ -60,6 +60,14 @@ struct Found {
 
 /// The final answer of `output`, or `None` when it commits to nothing.
 pub fn extract_answer(output: &str) -> Option<Extracted> {
+    // The typographic minus sign, "−3 °C", is a minus sign.
+    let with_minus;
+    let output = if output.contains('\u{2212}') {
+        with_minus = output.replace('\u{2212}', "-");
+        &with_minus
+    } else {
+        output
+    };
     let text = answer_region(output);
     let found = final_answer(text)
         .or_else(|| {
@@ -503,7 +511,9 @@ fn whole_text(text: &str) -> Option<Found> {
     let one_formula = math_envs(trimmed)
         .first()
         .is_some_and(|env| env.start == 0 && env.end == trimmed.len());
-    if super::parses(&cleaned) || one_formula {
+    // Prose around a formula ("So $1 \le x \le 5$.") is not a bare answer.
+    let prose_and_formula = !one_formula && (cleaned.contains('$') || cleaned.contains("\\("));
+    if (super::parses(&cleaned) && !prose_and_formula) || one_formula {
         return Some(Found {
             start: 0,
             text: cleaned,

@@ -470,6 +470,17 @@ mod tests {
         ("50", "So the answer is \\boxed{0.5}.", false),
         ("\\{1, 2\\}", "The solutions are $x = 1$ and $x = 2$.", true),
         ("2500", "#### 2.500", false),
+        ("2/3", "The answer is 0.\\overline{6}", true),
+        ("611/495", "$1.2\\overline{34}$", true),
+        ("-3", "The temperature is −3 °C.", true),
+        ("[1, 5]", "So $1 \\le x \\le 5$.", true),
+        ("2/3", "The answer is 0.6666", false),
+        ("B", "(A) 3\n(B) 5\n(C) 7\n(D) 9\n\nThe answer is 7.", false),
+        (
+            "16",
+            "Mary has 18 marbles left. Wait, she gave 2 away, so 16.",
+            true,
+        ),
     ];
 
     #[test]

@@ -26,6 +26,9 @@ pub(crate) fn clean_answer(raw: &str) -> String {
         // A thin or explicit space between digit groups: "1\,000", "898\ 638", "1~000".
         owned = thin_space_groups(&owned);
     }
+    if owned.contains("\\overline{") {
+        owned = repeating_decimals(&owned);
+    }
     // A leading "≈" only says the value is rounded: "\approx 2.718" is the answer 2.718.
     for sign in ["\\approx", "≈", "\\sim"] {
         if let Some(rest) = owned.trim_start().strip_prefix(sign) {
@@ -44,6 +47,68 @@ pub(crate) fn clean_answer(raw: &str) -> String {
         owned = owned.replace("\\qquad", " ").replace("\\quad", " ");
     }
     owned
+}
+
+/// `0.\overline{6}` → `(2/3)`, `1.2\overline{34}` → `(611/495)`: a repeating decimal as the
+/// fraction it is (at most 15 digits in each part; other spellings stay as written).
+fn repeating_decimals(s: &str) -> String {
+    const OVERLINE: &str = "\\overline{";
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find(OVERLINE) {
+        let (before, after) = (&rest[..at], &rest[at + OVERLINE.len()..]);
+        let Some(close) = after.find('}') else {
+            break;
+        };
+        match repeating_fraction(before, &after[..close]) {
+            Some((start, fraction)) => {
+                out.push_str(&before[..start]);
+                out.push_str(&fraction);
+            }
+            None => {
+                out.push_str(&rest[..at + OVERLINE.len() + close + 1]);
+            }
+        }
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// For `before` ending in `W.F` and the repeating digits `R`: where `W.F` starts, and the
+/// fraction.
+fn repeating_fraction(before: &str, repeat: &str) -> Option<(usize, String)> {
+    let digits_at_end = |t: &str| t.bytes().rev().take_while(u8::is_ascii_digit).count();
+    let fraction_len = digits_at_end(before);
+    let head = before[..before.len() - fraction_len].strip_suffix('.')?;
+    let whole_len = digits_at_end(head);
+    let (whole, fraction) = (
+        &head[head.len() - whole_len..],
+        &before[before.len() - fraction_len..],
+    );
+    let all_digits = repeat.bytes().all(|b| b.is_ascii_digit());
+    if repeat.is_empty() || !all_digits || [whole, fraction, repeat].iter().any(|t| t.len() > 15) {
+        return None;
+    }
+    let value = |t: &str| {
+        if t.is_empty() {
+            Some(0i128)
+        } else {
+            t.parse::<i128>().ok()
+        }
+    };
+    let nines = 10i128.checked_pow(repeat.len() as u32)? - 1;
+    let shift = 10i128.checked_pow(fraction.len() as u32)?;
+    let numerator = value(whole)?
+        .checked_mul(shift)?
+        .checked_add(value(fraction)?)?
+        .checked_mul(nines)?
+        .checked_add(value(repeat)?)?;
+    let denominator = shift.checked_mul(nines)?;
+    Some((
+        head.len() - whole_len,
+        format!("({numerator}/{denominator})"),
+    ))
 }
 
 fn braced_commas(s: &str) -> String {
