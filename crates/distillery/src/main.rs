@@ -40,6 +40,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Grade answers with the math verifier, or regrade a run or dataset with the current one.
     Verify(cmd::verify::Args),
+    /// Remove training problems that overlap benchmarks (8-gram overlap and near duplicates).
+    Decontaminate(cmd::decontaminate::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Train(args) => cmd::train::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Verify(args) => cmd::verify::run(args),
+        Command::Decontaminate(args) => cmd::decontaminate::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,6 @@
 //! One module per subcommand. Each has clap `Args` and a `run` returning the exit code.
 
+pub mod decontaminate;
 pub mod eval;
 pub mod export;
 pub mod init_model;
