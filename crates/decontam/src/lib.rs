@@ -381,7 +381,7 @@ fn ngrams_with_span(
         || (words.len() == 2 && words.iter().any(|w| w.chars().all(|c| c.is_ascii_digit())))
     {
         // "Simplify $\sqrt{242}$." reads "simplify 242": short, but the number makes it specific.
-        vec![0..words.len()]
+        std::iter::once(0..words.len()).collect()
     } else {
         Vec::new()
     };
