@@ -67,7 +67,7 @@ fn a_teacher_that_is_always_right_scores_one() {
     let out = dir.path().join("perfect");
     let stdout = eval_mock(&mock, &out, 20, &[]);
     assert!(
-        stdout.starts_with("pass@1 1.0000 (20/20)\n"),
+        stdout.starts_with("pass@1 1.0000 ± 0.0000 (20/20)\n"),
         "summary:\n{stdout}"
     );
     assert!(stdout.contains("failures  none"), "{stdout}");
@@ -105,7 +105,10 @@ fn a_teacher_that_is_always_wrong_scores_zero() {
     let mock = MockProcess::start(&["--accuracy", "0.0"]);
     let out = dir.path().join("wrong");
     let stdout = eval_mock(&mock, &out, 10, &[]);
-    assert!(stdout.starts_with("pass@1 0.0000 (0/10)\n"), "{stdout}");
+    assert!(
+        stdout.starts_with("pass@1 0.0000 ± 0.0000 (0/10)\n"),
+        "{stdout}"
+    );
     assert_eq!(pass_at_1(&out), 0.0);
     assert_eq!(report(&out)["failures"]["math.wrong_answer"], 10);
     assert!(stdout.contains("math.wrong_answer 10"), "{stdout}");
@@ -129,7 +132,7 @@ fn more_samples_give_pass_at_k_at_least_pass_at_1() {
     );
     assert_eq!(json["top_p"], 0.95);
     let first = stdout.lines().next().unwrap();
-    assert!(first.starts_with(&format!("pass@1 {p1:.4} (")), "{stdout}");
+    assert!(first.starts_with(&format!("pass@1 {p1:.4} ± ")), "{stdout}");
     assert!(stdout.contains(&format!("pass@4    {p4:.4}")), "{stdout}");
     let problems = distillery_eval::read_problems(&out.join("problems.parquet")).unwrap();
     assert_eq!(problems.len(), 20);
@@ -247,4 +250,76 @@ fn bad_inputs_are_refused_with_what_is_wrong() {
         "--temperature=-1",
     ]);
     assert!(error.contains("--temperature"), "{error}");
+}
+
+/// The R1 report's figures offline: MATH-500 and AIME 2024 are shipped, and pass@1 over k
+/// samples comes with its standard error.
+#[test]
+fn math500_and_aime24_run_offline_with_a_standard_error() {
+    let math500 = repo_root().join("datasets/math500/test.jsonl");
+    let mock = MockProcess::replaying(
+        &math500,
+        &[
+            "--question-field",
+            "problem",
+            "--answer-field",
+            "answer",
+            "--accuracy",
+            "0.5",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("math500");
+    let stdout = String::from_utf8(
+        run_ok(&[
+            "eval",
+            "distillery-mock-r1",
+            "--base-url",
+            &mock.base_url,
+            "--benchmark",
+            "math500",
+            "--samples",
+            "4",
+            "--limit",
+            "40",
+            "--plain",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout,
+    )
+    .unwrap();
+    let report = report(&out);
+    let (p1, se) = (
+        report["pass_at_1"].as_f64().unwrap(),
+        report["pass_at_1_stderr"].as_f64().unwrap(),
+    );
+    assert_eq!(report["total_samples"], 160);
+    // Accuracy 0.5 on 160 samples: pass@1 near 0.5, and a standard error of a few hundredths.
+    assert!((0.3..0.7).contains(&p1), "pass@1 {p1}");
+    assert!(se > 0.01 && se < 0.15, "standard error {se}");
+    let first = stdout.lines().next().unwrap();
+    assert_eq!(
+        first,
+        format!(
+            "pass@1 {p1:.4} ± {se:.4} ({}/160)",
+            report["correct_samples"]
+        )
+    );
+
+    // AIME 2024 resolves offline too (the mock above replays MATH-500, so every answer is
+    // wrong; what is checked is that all 30 problems are asked and graded).
+    let aime = dir.path().join("aime24");
+    run_ok(&[
+        "eval",
+        "distillery-mock-r1",
+        "--base-url",
+        &mock.base_url,
+        "--benchmark",
+        "aime24",
+        "--plain",
+        "--out",
+        aime.to_str().unwrap(),
+    ]);
+    assert_eq!(self::report(&aime)["problems"], 30);
 }

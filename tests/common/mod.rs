@@ -81,10 +81,16 @@ pub struct MockProcess {
 impl MockProcess {
     /// Seed 5, plus `settings` (e.g. `["--accuracy", "0.5"]`).
     pub fn start(settings: &[&str]) -> Self {
+        Self::replaying(&gsm8k(), settings)
+    }
+
+    /// Replaying `dataset` (with `--question-field` and the like in `settings` when its fields
+    /// are not GSM8K's).
+    pub fn replaying(dataset: &Path, settings: &[&str]) -> Self {
         let mut child = distillery()
             .args(["mock-teacher", "--listen", "127.0.0.1:0", "--seed", "5"])
             .arg("--dataset")
-            .arg(gsm8k())
+            .arg(dataset)
             .args(settings)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

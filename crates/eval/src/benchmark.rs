@@ -1,6 +1,6 @@
 //! Which problems an evaluation asks, and how each is checked.
 //!
-//! A benchmark is a name (`gsm8k`, `math500`, `humaneval`: files under the datasets directory,
+//! A benchmark is a name (`gsm8k`, `math500`, `aime24`, `humaneval`: files under the datasets directory,
 //! with fields and prompt known in advance) or any JSONL, JSON or Parquet file, read through the
 //! pipeline's own [`SourceReader`] so that a file a pipeline reads, eval reads the same way.
 //! For a file, the fields are guessed from its first row unless given: the problem in
@@ -23,6 +23,7 @@ use crate::EvalError;
 pub const MATH500_PATH: &str = "math500/test.jsonl";
 pub const GSM8K_PATH: &str = "gsm8k/test.jsonl";
 pub const HUMANEVAL_PATH: &str = "humaneval/HumanEval.jsonl";
+pub const AIME24_PATH: &str = "aime24/test.jsonl";
 
 /// The user turn for a code task: the function to complete, asked for whole in a fenced block
 /// (the sandbox runs the last block after the prompt, so a full redefinition works).
@@ -38,6 +39,7 @@ const ID_FIELDS: &[&str] = &["id", "unique_id", "task_id"];
 pub enum Benchmark {
     Gsm8k,
     Math500,
+    Aime24,
     HumanEval,
     File(PathBuf),
 }
@@ -48,6 +50,7 @@ impl Benchmark {
         match text.to_ascii_lowercase().as_str() {
             "gsm8k" => Self::Gsm8k,
             "math500" | "math-500" => Self::Math500,
+            "aime24" | "aime2024" | "aime-2024" => Self::Aime24,
             "humaneval" => Self::HumanEval,
             _ => Self::File(PathBuf::from(text)),
         }
@@ -59,6 +62,7 @@ impl Benchmark {
         match self {
             Self::Gsm8k => "gsm8k".into(),
             Self::Math500 => "math500".into(),
+            Self::Aime24 => "aime24".into(),
             Self::HumanEval => "humaneval".into(),
             Self::File(path) => {
                 let text = |s: &std::ffi::OsStr| s.to_string_lossy().into_owned();
@@ -199,6 +203,14 @@ impl BenchmarkConfig {
                     task: TaskKind::Math,
                 }
             }
+            Benchmark::Aime24 => Defaults {
+                path: shipped(benchmark, datasets_dir.join(AIME24_PATH))?,
+                prompt_field: "problem".into(),
+                answer_field: Some("answer".into()),
+                answer_extract: AnswerExtract::Verbatim,
+                id_field: Some("id".into()),
+                task: TaskKind::Math,
+            },
             Benchmark::HumanEval => Defaults {
                 path: shipped(benchmark, datasets_dir.join(HUMANEVAL_PATH))?,
                 prompt_field: "prompt".into(),

@@ -67,6 +67,10 @@ pub struct Report {
     pub settings: EvalSettings,
     pub problems: u64,
     pub pass_at_1: f64,
+    /// Standard error of pass@1 over problems: the standard deviation of the problems' pass
+    /// rates (correct / samples) over the square root of their number, as the R1 report's
+    /// pass@1 (the mean over k samples) is quoted.
+    pub pass_at_1_stderr: f64,
     /// pass@k by the unbiased estimator, for k in 1, 5, 10, 20, 50, … up to `samples`.
     pub pass_at_k: BTreeMap<u32, f64>,
     pub correct_samples: u64,
@@ -79,6 +83,22 @@ pub struct Report {
     pub request_errors: u64,
     pub tokens: TokenTotals,
     pub elapsed_secs: f64,
+}
+
+/// Standard error of the mean of per-problem pass rates (0 with fewer than two problems).
+fn standard_error(counts: &[(u32, u32)]) -> f64 {
+    let rates: Vec<f64> = counts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|&(n, c)| f64::from(c.min(n)) / f64::from(n))
+        .collect();
+    let len = rates.len() as f64;
+    if rates.len() < 2 {
+        return 0.0;
+    }
+    let mean = rates.iter().sum::<f64>() / len;
+    let variance = rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (len - 1.0);
+    (variance / len).sqrt()
 }
 
 impl Report {
@@ -99,6 +119,7 @@ impl Report {
         Self {
             problems: results.len() as u64,
             pass_at_1: pass_at_k.get(&1).copied().unwrap_or(0.0),
+            pass_at_1_stderr: standard_error(&counts),
             pass_at_k,
             correct_samples: results.iter().map(|r| u64::from(r.correct)).sum(),
             total_samples,
@@ -125,12 +146,13 @@ impl Report {
         }
     }
 
-    /// The first line of the summary, for people and scripts alike: `pass@1 0.4150 (83/200)`,
-    /// the counts being correct samples out of all samples.
+    /// The first line of the summary, for people and scripts alike:
+    /// `pass@1 0.4150 ± 0.0348 (83/200)`, with the standard error over problems and the counts
+    /// of correct samples out of all samples.
     pub fn summary_line(&self) -> String {
         format!(
-            "pass@1 {:.4} ({}/{})",
-            self.pass_at_1, self.correct_samples, self.total_samples
+            "pass@1 {:.4} ± {:.4} ({}/{})",
+            self.pass_at_1, self.pass_at_1_stderr, self.correct_samples, self.total_samples
         )
     }
 
@@ -473,6 +495,8 @@ mod tests {
         assert_eq!(report.solved, 2);
         assert_eq!(report.request_errors, 1);
         assert!((report.pass_at_1 - 5.0 / 15.0).abs() < 1e-12);
+        // Rates 0.8, 0.2 and 0: sample variance 0.52/3, over 3 problems.
+        assert!((report.pass_at_1_stderr - (0.52f64 / 9.0).sqrt()).abs() < 1e-12);
         assert_eq!(report.pass_at_k.keys().copied().collect::<Vec<_>>(), [1, 5]);
         // k = n = 5: a problem with any correct sample passes.
         assert!((report.pass_at_k[&5] - 2.0 / 3.0).abs() < 1e-12);
@@ -485,7 +509,11 @@ mod tests {
 
         assert!((report.tokens.completion_per_sec - 60.0).abs() < 1e-12);
 
-        assert_eq!(report.summary_line(), "pass@1 0.3333 (5/15)");
+        assert!(report.pass_at_1_stderr > 0.0);
+        assert_eq!(
+            report.summary_line(),
+            format!("pass@1 0.3333 ± {:.4} (5/15)", report.pass_at_1_stderr)
+        );
         let table = report.table();
         assert!(table.starts_with("pass@5    0.6667\n"), "{table}");
         assert!(
