@@ -25,10 +25,10 @@ pub mod wal;
 pub use error::{Result, StoreError};
 pub use read::{GenerationReader, Which, read_generations, read_shards};
 pub use record::{
-    ChatMessage, CheckResult, Generation, Provenance, QuarantineEntry, assistant_turn,
+    ChatMessage, CheckResult, FailureEntry, Generation, Provenance, QuarantineEntry, assistant_turn,
 };
 pub use run_dir::{
-    Counts, Manifest, Recovered, RunDir, RunStatus, ShardInfo, ShardWriter, TokenTotals,
+    Counts, Manifest, Recovered, RunDir, RunLock, RunStatus, ShardInfo, ShardWriter, TokenTotals,
     WriterOptions, config_hash, now_ms,
 };
 pub use schema::{from_record_batch, generation_schema, to_record_batch};
