@@ -208,6 +208,54 @@ fn resume_over_a_lost_shard_is_an_error_naming_the_file() {
     assert_eq!(manifest(&run), finished);
 }
 
+#[test]
+fn a_changed_byte_in_the_wal_is_an_error_naming_the_record_not_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let def = definition(dir.path(), 40, "concurrency = 8", "accuracy = 1.0");
+    let run = dir.path().join("run");
+    // A full disk stops the run with its rows still in the WAL, not yet cut into shards.
+    let out = output(&[
+        "run",
+        s(&def),
+        "--run-dir",
+        s(&run),
+        "--plain",
+        "--simulate-disk-full-after",
+        "60000",
+    ]);
+    assert!(!out.status.success());
+    let segment = run.join("wal/00000.jsonl");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    assert!(bytes.ends_with(b"\n"));
+    // Bit rot that leaves valid JSON: a digit of an answer changes.
+    let at = bytes
+        .windows(22)
+        .position(|w| w.starts_with(b"\"extracted_answer\":\""))
+        .unwrap()
+        + 20;
+    bytes[at] = if bytes[at] == b'7' { b'8' } else { b'7' };
+    std::fs::write(&segment, &bytes).unwrap();
+    let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+
+    let out = output(&["resume", s(&run), "--plain"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("wal/00000.jsonl:{line}:"))
+            && stderr.contains("checksum mismatch"),
+        "{stderr}"
+    );
+    assert!(segment.exists(), "the WAL is kept for inspection");
+    assert!(
+        RunDir::open(&run)
+            .unwrap()
+            .shard_files()
+            .unwrap()
+            .is_empty(),
+        "nothing was cut from the damaged segment"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Parquet in every codec
 
