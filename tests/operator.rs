@@ -256,6 +256,73 @@ fn a_changed_byte_in_the_wal_is_an_error_naming_the_record_not_data() {
     );
 }
 
+#[test]
+fn fsck_verifies_a_run_and_resume_refuses_a_shard_changed_after_it_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let def = definition(dir.path(), 40, "concurrency = 8", "accuracy = 0.5");
+    let run = dir.path().join("run");
+    // Stopped by a full disk: rows in the WAL, not yet cut. Normal, so fsck passes with notes.
+    let out = output(&[
+        "run",
+        s(&def),
+        "--run-dir",
+        s(&run),
+        "--plain",
+        "--simulate-disk-full-after",
+        "60000",
+    ]);
+    assert!(!out.status.success());
+    let checked = run_ok(&["fsck", s(&run)]);
+    let checked = text(&checked.stdout);
+    assert!(
+        checked.contains("note: 1 WAL segment(s) not yet cut"),
+        "{checked}"
+    );
+    assert!(checked.contains("\nok: "), "{checked}");
+
+    run_ok(&["resume", s(&run), "--plain"]);
+    let finished = manifest(&run);
+    assert_eq!(finished.status, RunStatus::Completed);
+    assert!(
+        finished
+            .shards
+            .iter()
+            .all(|shard| shard.sha256.len() == shard.files.len()),
+        "{:?}",
+        finished.shards
+    );
+    let checked = text(&run_ok(&["fsck", s(&run)]).stdout);
+    assert!(
+        checked.contains("\nok: ") && !checked.contains("note:"),
+        "{checked}"
+    );
+
+    // Bit rot in a shard.
+    let shard = run.join(&finished.shards[0].files[0]);
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&shard, bytes).unwrap();
+    let out = output(&["fsck", s(&run)]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "damaged: {}: changed after it was written",
+            shard.display()
+        )),
+        "{stdout}"
+    );
+    let out = output(&["resume", s(&run), "--plain"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{} changed after it was written", shard.display())),
+        "{stderr}"
+    );
+    assert_eq!(manifest(&run), finished, "nothing rewritten");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Parquet in every codec
 

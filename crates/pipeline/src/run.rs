@@ -188,11 +188,16 @@ pub fn resume(
         Some(prepared) => prepared,
         None => Prepared::new(&pipeline)?,
     };
+    // Every shard the run cut must still be there, whole and unchanged: a resume over a lost
+    // or changed shard would call the run complete with rows missing or wrong.
     let listed = std::mem::take(&mut manifest.shards);
-    let recovered = run_dir.recover()?;
-    // Every shard the run cut must still be there, whole: a resume over a lost shard would
-    // call the run complete with rows missing.
-    let problems = run_dir.check_listed_shards(&listed, &recovered.shards);
+    let changed = run_dir.verify_shard_checksums(&listed)?;
+    if !changed.is_empty() && !force {
+        return Err(PipelineError::Damaged { problems: changed });
+    }
+    let mut recovered = run_dir.recover()?;
+    let mut problems = changed;
+    problems.extend(run_dir.check_listed_shards(&listed, &mut recovered.shards));
     if !problems.is_empty() {
         if !force {
             return Err(PipelineError::Damaged { problems });

@@ -8,10 +8,12 @@
 //! - [`run_dir`]: the run directory, manifest, shard writer and recovery (its module doc has
 //!   the durability argument).
 //! - [`read`]: streaming readers over runs, datasets and files.
-//! - [`export`]: Hugging Face-ready datasets from runs; [`inspect`]: describe a run or dataset.
+//! - [`export`]: Hugging Face-ready datasets from runs; [`inspect`]: describe a run or dataset;
+//!   [`fsck`]: verify a run without changing it.
 
 pub mod error;
 pub mod export;
+pub mod fsck;
 pub mod inspect;
 
 pub mod read;

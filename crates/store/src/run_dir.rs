@@ -159,6 +159,10 @@ pub struct ShardInfo {
     pub bytes: u64,
     /// Paths relative to the run directory.
     pub files: Vec<String>,
+    /// SHA-256 (hex) of each file as it was written, by path relative to the run directory
+    /// (empty for shards listed by versions that did not record them).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sha256: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -765,7 +769,10 @@ impl RunDir {
                     } else {
                         info.rejected_rows = rows;
                     }
-                    info.files.push(format!("{SHARDS_DIR}/{name}"));
+                    let relative = format!("{SHARDS_DIR}/{name}");
+                    info.sha256
+                        .insert(relative.clone(), file_sha256(&shards.join(&name))?);
+                    info.files.push(relative);
                 }
                 None => {
                     // A kind with no rows has no file; remove one an earlier attempt left.
@@ -849,6 +856,11 @@ impl RunDir {
                 info.rejected_rows += rows;
             }
         }
+        for cut in &recovered.recut {
+            if let Some(info) = by_index.get_mut(&cut.index) {
+                info.sha256.extend(cut.sha256.clone());
+            }
+        }
         recovered.shards = by_index.into_values().collect();
 
         // Every source row is accounted for once: by its generations, or by its quarantine
@@ -886,12 +898,53 @@ impl RunDir {
         Ok(recovered)
     }
 
+    /// Shards the manifest lists with a checksum whose bytes changed since they were
+    /// written (bit rot, a stray write), each named with both checksums. Shards whose WAL
+    /// segment is still present are skipped: recovery cuts them again from the WAL. Call it
+    /// before [`Self::recover`], which reads the shards.
+    pub fn verify_shard_checksums(&self, listed: &[ShardInfo]) -> Result<Vec<String>> {
+        let segments: HashSet<u64> = self.wal_segments()?.into_iter().collect();
+        let mut problems = Vec::new();
+        for info in listed.iter().filter(|i| !segments.contains(&i.index)) {
+            for (file, written) in &info.sha256 {
+                let path = self.path.join(file);
+                if !path.is_file() {
+                    continue; // missing: see check_listed_shards
+                }
+                let actual = file_sha256(&path)?;
+                if actual != *written {
+                    problems.push(format!(
+                        "{} changed after it was written (sha256 {actual}, written as {written})",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        Ok(problems)
+    }
+
     /// What is wrong with the shards the manifest lists (`listed`), given what recovery
     /// found on disk (`found`): a file that is gone, or one holding fewer rows than were cut
     /// into it. Each problem names the file and the rows it held. Empty when all is well.
-    pub fn check_listed_shards(&self, listed: &[ShardInfo], found: &[ShardInfo]) -> Vec<String> {
-        let found: BTreeMap<u64, &ShardInfo> = found.iter().map(|s| (s.index, s)).collect();
+    /// The recorded checksums of `listed` are carried into `found` (shards the recovery cut
+    /// itself have fresh ones).
+    pub fn check_listed_shards(
+        &self,
+        listed: &[ShardInfo],
+        found: &mut [ShardInfo],
+    ) -> Vec<String> {
+        for info in listed {
+            if let Some(target) = found.iter_mut().find(|f| f.index == info.index) {
+                for (file, sum) in &info.sha256 {
+                    target
+                        .sha256
+                        .entry(file.clone())
+                        .or_insert_with(|| sum.clone());
+                }
+            }
+        }
         let mut problems = Vec::new();
+        let found: BTreeMap<u64, &ShardInfo> = found.iter().map(|s| (s.index, s)).collect();
         for info in listed {
             for file in &info.files {
                 let name = file.rsplit('/').next().unwrap_or(file);
@@ -958,6 +1011,14 @@ impl RunDir {
         }
         Ok(crate::read::GenerationReader::new(sources, which))
     }
+}
+
+/// SHA-256 (hex) of a file's bytes.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    let mut file = File::open(path).map_err(StoreError::io("open", path))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(StoreError::io("read", path))?;
+    Ok(hex(&hasher.finalize()))
 }
 
 /// Reads a JSON-lines file the store wrote; `on_line` gets (1-based line, bytes without the

@@ -2,6 +2,7 @@
 
 pub mod eval;
 pub mod export;
+pub mod fsck;
 pub mod init_model;
 pub mod inspect;
 pub mod mock_teacher;
