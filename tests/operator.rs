@@ -257,6 +257,46 @@ fn a_changed_byte_in_the_wal_is_an_error_naming_the_record_not_data() {
 }
 
 #[test]
+fn resume_checks_every_prompt_has_all_its_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let def = definition(dir.path(), 30, "concurrency = 8", "accuracy = 0.5");
+    let run = dir.path().join("run");
+    run_ok(&["run", s(&def), "--run-dir", s(&run), "--plain"]);
+    // A shard lost before the manifest listed it (a kill -9 right after a cut): the manifest
+    // cannot tell, but the prompts with one sample of two can.
+    let run_dir = RunDir::open(&run).unwrap();
+    let mut listed = run_dir.manifest().unwrap();
+    let rejected: Vec<_> = rows(&run)
+        .into_iter()
+        .filter(|r| !r.accepted)
+        .map(|r| r.id)
+        .collect();
+    assert!(!rejected.is_empty());
+    std::fs::remove_file(run.join("shards/rejected-00000.parquet")).unwrap();
+    for shard in &mut listed.shards {
+        shard.files.retain(|f| !f.contains("rejected-"));
+        shard.rejected_rows = 0;
+    }
+    run_dir.write_manifest(&listed).unwrap();
+
+    let out = output(&["resume", s(&run), "--plain"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("have samples missing"), "{stderr}");
+    // The first prompt (by id) that lost exactly one of its two samples is listed first.
+    let mut once: Vec<&String> = rejected
+        .iter()
+        .filter(|id| rejected.iter().filter(|other| other == id).count() == 1)
+        .collect();
+    once.sort();
+    assert!(!once.is_empty());
+    assert!(
+        stderr.contains(&format!("prompt {}: 1 of its 2 samples", once[0])),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn fsck_verifies_a_run_and_resume_refuses_a_shard_changed_after_it_was_written() {
     let dir = tempfile::tempdir().unwrap();
     let def = definition(dir.path(), 40, "concurrency = 8", "accuracy = 0.5");

@@ -198,6 +198,31 @@ pub fn resume(
     let mut recovered = run_dir.recover()?;
     let mut problems = changed;
     problems.extend(run_dir.check_listed_shards(&listed, &mut recovered.shards));
+    // Done-ness is per (prompt, sample): every sample of a prompt is written in one record,
+    // so a prompt with some but not all of them lost a shard the manifest did not list yet.
+    let samples = pipeline.teacher.samples_per_prompt.get();
+    let short = recovered.short_prompts(samples);
+    if !short.is_empty() {
+        const SHOWN: usize = 10;
+        let mut lines: Vec<String> = short
+            .iter()
+            .take(SHOWN)
+            .map(|(id, count)| {
+                format!(
+                    "prompt {id}: {count} of its {samples} samples are in {}",
+                    run_dir.shards_dir().display()
+                )
+            })
+            .collect();
+        if short.len() > SHOWN {
+            lines.push(format!("… and {} more prompts", short.len() - SHOWN));
+        }
+        problems.push(format!(
+            "{} prompt(s) have samples missing (a shard holding them is lost):\n{}",
+            short.len(),
+            lines.join("\n")
+        ));
+    }
     if !problems.is_empty() {
         if !force {
             return Err(PipelineError::Damaged { problems });

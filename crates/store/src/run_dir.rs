@@ -241,6 +241,23 @@ pub struct Recovered {
     /// Failures of earlier sessions whose prompt is still not done (the last one per prompt),
     /// in source order. failures.jsonl is rewritten to hold exactly these.
     pub failures: Vec<FailureEntry>,
+    /// Distinct samples stored per prompt id (shards and WAL).
+    pub samples: std::collections::HashMap<String, u32>,
+}
+
+impl Recovered {
+    /// Prompts with fewer than `n` of their samples stored, with how many are, by id: a shard
+    /// holding the others was lost (every sample of a prompt is written in one WAL record).
+    pub fn short_prompts(&self, n: u32) -> Vec<(String, u32)> {
+        let mut short: Vec<(String, u32)> = self
+            .samples
+            .iter()
+            .filter(|(_, count)| **count < n)
+            .map(|(id, count)| (id.clone(), *count))
+            .collect();
+        short.sort();
+        short
+    }
 }
 
 /// Options of a [`ShardWriter`].
@@ -845,7 +862,9 @@ impl RunDir {
                 }
                 recovered.tokens.completion += row.completion_tokens;
                 recovered.tokens.reasoning += row.reasoning_tokens;
-                if !seen.insert((row.id.clone(), row.sample_index)) {
+                if seen.insert((row.id.clone(), row.sample_index)) {
+                    *recovered.samples.entry(row.id.clone()).or_default() += 1;
+                } else {
                     recovered.duplicate_generations += 1;
                 }
                 recovered.done_ids.insert(row.id);
