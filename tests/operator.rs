@@ -854,3 +854,65 @@ fn handled_teacher_faults_are_not_logged_as_errors() {
     assert!(!stderr.contains("ERROR"), "{stderr}");
     assert!(!stderr.contains("deserialization"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 9. Adaptive concurrency
+
+#[test]
+fn concurrency_backs_off_when_the_server_cuts_streams_under_load() {
+    const PROMPTS: u32 = 24;
+    let dir = tempfile::tempdir().unwrap();
+    // Like llama.cpp's server: a request arriving while 2 are open cuts the running streams.
+    let mock = MockProcess::start(&["--latency-ms", "150", "--interrupt-above", "2"]);
+    let def = dir.path().join("llama.toml");
+    std::fs::write(
+        &def,
+        format!(
+            r#"name = "llama"
+[source]
+path = "{}"
+prompt_field = "question"
+answer_field = "answer"
+answer_extract = "gsm8k"
+limit = {PROMPTS}
+[teacher]
+base_url = "{}"
+model = "distillery-mock-r1"
+concurrency = 8
+retries = 6
+stream = true
+"#,
+            gsm8k().display(),
+            mock.base_url
+        ),
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let out = output(&["run", s(&def), "--run-dir", s(&run), "--plain"]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let done = manifest(&run);
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(done.counts.prompts_done, u64::from(PROMPTS));
+    let requests: u64 = mock.requests().values().sum();
+    let retries = requests - u64::from(PROMPTS);
+    let endpoint = &done.endpoints[0];
+    println!("{retries} retries, settled at {} of 8", endpoint.limit);
+    assert_eq!(endpoint.concurrency, 8);
+    assert!(endpoint.backoffs >= 1, "{endpoint:?}");
+    assert!(
+        endpoint.limit <= 4,
+        "settled near what the server takes: {endpoint:?}"
+    );
+    // Backing off instead of burning retries: fewer retries than prompts (at a fixed
+    // concurrency of 8 it takes several times as many).
+    assert!(
+        retries < u64::from(PROMPTS),
+        "{retries} retries for {PROMPTS} prompts"
+    );
+    let status = text(&run_ok(&["status", s(&run)]).stdout);
+    assert!(
+        status.contains(&format!("concurrency settled at {} of 8", endpoint.limit)),
+        "{status}"
+    );
+}

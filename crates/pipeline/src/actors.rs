@@ -492,6 +492,8 @@ pub struct Writer {
     pub failed: bool,
     /// Prompts whose last attempt failed and that have no durable answer, by id.
     pub unfinished: BTreeMap<String, FailureEntry>,
+    /// Where the teacher endpoints' adaptive concurrency stands, for the manifest.
+    pub endpoints: Arc<dyn Fn() -> Vec<distillery_store::EndpointConcurrency> + Send + Sync>,
 }
 
 /// Prompts buffered before a commit is forced; otherwise commits happen every few ms.
@@ -606,6 +608,7 @@ impl Writer {
     }
 
     fn refresh_manifest(&mut self) {
+        self.manifest.endpoints = (self.endpoints)();
         self.manifest
             .counts
             .set_unfinished(self.unfinished.values());

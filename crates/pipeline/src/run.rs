@@ -433,6 +433,7 @@ fn execute_locked(
     progress.prompts_total.store(total, Ordering::Relaxed);
     progress.publish(&manifest);
     let stats_teacher = Arc::clone(&teacher);
+    let limits_teacher = Arc::clone(&teacher);
     let _reporter = Reporter::start(
         Arc::clone(&progress),
         Arc::new(move || stats_teacher.stats()),
@@ -486,6 +487,10 @@ fn execute_locked(
                         .into_iter()
                         .map(|failure| (failure.id.clone(), failure))
                         .collect(),
+                    endpoints: {
+                        let teacher = Arc::clone(&limits_teacher);
+                        Arc::new(move || teacher.endpoint_limits())
+                    },
                 }
             });
             let verifiers = {

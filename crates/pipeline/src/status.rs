@@ -66,6 +66,15 @@ pub fn report(manifest: &Manifest, now_ms: i64) -> String {
             reasons.join(", ")
         );
     }
+    for endpoint in &manifest.endpoints {
+        if endpoint.backoffs > 0 || endpoint.limit < endpoint.concurrency {
+            let _ = writeln!(
+                out,
+                "endpoint   {}: concurrency settled at {} of {} (backed off {} time(s) when the server was overloaded)",
+                endpoint.base_url, endpoint.limit, endpoint.concurrency, endpoint.backoffs
+            );
+        }
+    }
     if counts.quarantined > 0 {
         let _ = writeln!(
             out,

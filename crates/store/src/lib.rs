@@ -30,8 +30,8 @@ pub use record::{
     ChatMessage, CheckResult, FailureEntry, Generation, Provenance, QuarantineEntry, assistant_turn,
 };
 pub use run_dir::{
-    Counts, Manifest, Recovered, RunDir, RunLock, RunStatus, ShardInfo, ShardWriter, TokenTotals,
-    WriterOptions, config_hash, now_ms,
+    Counts, EndpointConcurrency, Manifest, Recovered, RunDir, RunLock, RunStatus, ShardInfo,
+    ShardWriter, TokenTotals, WriterOptions, config_hash, now_ms,
 };
 pub use schema::{from_record_batch, generation_schema, to_record_batch};
 pub use source::{SourceItem, SourceReader, SourceRow};

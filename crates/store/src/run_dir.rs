@@ -188,6 +188,22 @@ pub struct Manifest {
     /// relative paths in the frozen copy resolve against its directory.
     #[serde(default)]
     pub definition_path: Option<String>,
+    /// The adaptive concurrency of each teacher endpoint, as it stood at the last update.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointConcurrency>,
+}
+
+/// Where a teacher endpoint's adaptive concurrency settled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EndpointConcurrency {
+    pub base_url: String,
+    /// The configured concurrency.
+    pub concurrency: u32,
+    /// Requests allowed in flight: lower than `concurrency` after the server was overloaded.
+    pub limit: u32,
+    /// Times the concurrency was halved this session.
+    pub backoffs: u64,
 }
 
 impl Manifest {
@@ -213,6 +229,7 @@ impl Manifest {
             elapsed_secs: 0.0,
             shards: Vec::new(),
             definition_path: None,
+            endpoints: Vec::new(),
         }
     }
 }
