@@ -547,15 +547,15 @@ api_key_env = "DISTILLERY_TEST_KEY_15"
 // ---------------------------------------------------------------------------------------------
 // 4. One process per run directory
 
-/// Waits until `run` has a lock file naming a pid.
-fn wait_for_lock(run: &Path) -> String {
+/// Waits until `run`'s lock file names `pid` (the process took the lock).
+fn wait_for_lock(run: &Path, pid: u32) -> String {
     let started = Instant::now();
     loop {
-        if let Ok(pid) = std::fs::read_to_string(run.join("lock"))
-            && !pid.trim().is_empty()
+        if let Ok(holder) = std::fs::read_to_string(run.join("lock"))
+            && holder.trim() == pid.to_string()
             && RunDir::is_run_dir(run)
         {
-            return pid.trim().to_owned();
+            return holder.trim().to_owned();
         }
         assert!(started.elapsed() < Duration::from_secs(30), "no lock");
         std::thread::sleep(Duration::from_millis(20));
@@ -574,8 +574,7 @@ fn a_second_process_on_a_live_run_is_refused_naming_the_holder_and_a_dead_ones_l
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let holder = wait_for_lock(&run);
-    assert_eq!(holder, first.id().to_string());
+    let holder = wait_for_lock(&run, first.id());
 
     for args in [
         vec!["resume", s(&run), "--plain"],
@@ -614,7 +613,7 @@ fn sigterm_drains_like_ctrl_c_and_resume_finishes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_lock(&run);
+    wait_for_lock(&run, child.id());
     std::thread::sleep(Duration::from_millis(500));
     let sent = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -915,4 +914,174 @@ stream = true
         status.contains(&format!("concurrency settled at {} of 8", endpoint.limit)),
         "{status}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chaos: everything above at random, on one run
+
+/// The status a run's exit code promises.
+fn promised(code: Option<i32>) -> RunStatus {
+    match code {
+        Some(0) => RunStatus::Completed,
+        Some(1) => RunStatus::Failed,
+        Some(3) => RunStatus::Incomplete,
+        Some(130 | 143) => RunStatus::Interrupted,
+        other => panic!("unexpected exit code {other:?}"),
+    }
+}
+
+#[test]
+fn chaos_kills_full_disks_and_second_processes_leave_every_row_once_and_exit_codes_true() {
+    const PROMPTS: u64 = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockProcess::start(&["--latency-ms", "30", "--server-error", "0.05"]);
+    let def = dir.path().join("chaos.toml");
+    std::fs::write(
+        &def,
+        format!(
+            r#"name = "chaos"
+[source]
+path = "{}"
+prompt_field = "question"
+answer_field = "answer"
+answer_extract = "gsm8k"
+limit = {PROMPTS}
+[teacher]
+base_url = "{}"
+model = "distillery-mock-r1"
+n = 2
+concurrency = 6
+retries = 0
+[output]
+shard_rows = 40
+"#,
+            gsm8k().display(),
+            mock.base_url
+        ),
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let out = dir.path().join("ds");
+    let mut random = 0x1234_5678_9abc_def1_u64;
+    let mut next = move |n: u64| {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        random % n
+    };
+    let mut started = false;
+    let (mut kills, mut full_disks, mut refusals, mut exports) = (0, 0, 0, 0);
+    let session = |started: bool| -> Command {
+        let mut command = distillery();
+        if started {
+            command.args(["resume", s(&run), "--plain"]);
+        } else {
+            command.args(["run", s(&def), "--run-dir", s(&run), "--plain"]);
+        }
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        command
+    };
+    for round in 0..14 {
+        match next(4) {
+            // kill -9 at a random moment; if it ended first, its exit code must be true.
+            0 | 1 => {
+                let mut child = session(started).spawn().unwrap();
+                started = true;
+                std::thread::sleep(Duration::from_millis(50 + next(400)));
+                if child.try_wait().unwrap().is_none() {
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                    kills += 1;
+                } else {
+                    let code = child.wait().unwrap().code();
+                    assert_eq!(manifest(&run).status, promised(code), "round {round}");
+                }
+            }
+            // A disk that fills: a clear failure, and the manifest says so.
+            2 => {
+                let limit = (20_000 + next(80_000)).to_string();
+                let result = session(started)
+                    .args(["--simulate-disk-full-after", &limit])
+                    .output()
+                    .unwrap();
+                started = true;
+                let code = result.status.code();
+                assert_eq!(manifest(&run).status, promised(code), "round {round}");
+                if code == Some(1) {
+                    full_disks += 1;
+                    assert!(text(&result.stderr).contains("No space left"), "{result:?}");
+                }
+            }
+            // A second process while one runs: refused, naming the holder; then an export
+            // that is killed or refused leaves no partial dataset.
+            _ => {
+                let mut child = session(started).spawn().unwrap();
+                started = true;
+                let holder = wait_for_lock(&run, child.id());
+                let second = output(&["resume", s(&run), "--plain"]);
+                let stderr = text(&second.stderr);
+                if child.try_wait().unwrap().is_none() {
+                    assert!(!second.status.success(), "{stderr}");
+                    assert!(stderr.contains(&format!("process {holder}")), "{stderr}");
+                    refusals += 1;
+                }
+                child.kill().unwrap();
+                child.wait().unwrap();
+                let _ = std::fs::remove_dir_all(&out);
+                let mut export = distillery()
+                    .args(["export", s(&run), "--out", s(&out), "--shard-size", "2"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(next(150)));
+                let _ = export.kill();
+                let code = export.wait().unwrap().code();
+                exports += 1;
+                let complete = manifest(&run).status == RunStatus::Completed;
+                if code.is_some() {
+                    assert_eq!(
+                        code == Some(0),
+                        complete,
+                        "export of a run that is not done"
+                    );
+                }
+                if out.exists() {
+                    run_ok(&["inspect", s(&out)]);
+                }
+            }
+        }
+    }
+    // Finish: resume until the run says it completed (retries = 0 leaves failures to retry).
+    let mut finished = false;
+    for _ in 0..10 {
+        let result = session(true).output().unwrap();
+        let code = result.status.code();
+        assert_eq!(manifest(&run).status, promised(code), "{result:?}");
+        if code == Some(0) {
+            finished = true;
+            break;
+        }
+        assert_eq!(code, Some(3), "{}", text(&result.stderr));
+    }
+    assert!(finished, "the run never completed");
+    let done = manifest(&run);
+    assert_eq!(done.counts.prompts_done, PROMPTS);
+    let all = rows(&run); // asserts no (prompt, sample) twice
+    assert_eq!(all.len() as u64, 2 * PROMPTS);
+    let accepted = all.iter().filter(|r| r.accepted).count() as u64;
+    assert_eq!(accepted, done.counts.accepted);
+    let _ = std::fs::remove_dir_all(&out);
+    run_ok(&["export", s(&run), "--out", s(&out)]);
+    let exported: u64 =
+        distillery_store::read_generations(&out.join("data"), distillery_store::Which::All)
+            .unwrap()
+            .map(|g| {
+                g.unwrap();
+                1
+            })
+            .sum();
+    assert_eq!(exported, accepted);
+    run_ok(&["fsck", s(&run)]);
+    println!("{kills} kills, {full_disks} full disks, {refusals} refusals, {exports} exports");
 }

@@ -322,8 +322,17 @@ impl RunLock {
             if error.kind() != std::io::ErrorKind::WouldBlock {
                 return Err(StoreError::io("lock", &path)(error));
             }
+            // The holder writes its pid just after it takes the lock: give it a moment.
             let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
+            for _ in 0..10 {
+                holder.clear();
+                let _ = file.rewind();
+                let _ = file.read_to_string(&mut holder);
+                if !holder.trim().is_empty() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
             let holder = holder.trim();
             return Err(StoreError::Locked {
                 path: dir.to_owned(),
