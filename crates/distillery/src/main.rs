@@ -28,6 +28,8 @@ enum Command {
     Resume(cmd::run::ResumeArgs),
     /// Show a run's counts, acceptance by reason, throughput and ETA.
     Status(cmd::run::StatusArgs),
+    /// Verify a run directory (WAL checksums, shard checksums and rows) without changing it.
+    Fsck(cmd::fsck::Args),
     /// Export runs as a Hugging Face-ready dataset (Parquet or JSONL, with a dataset card).
     Export(cmd::export::Args),
     /// Describe a run or an exported dataset: schema, counts, a sample row, lengths.
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Resume(args) => cmd::run::resume(args),
         Command::Status(args) => cmd::run::status(args),
+        Command::Fsck(args) => cmd::fsck::run(args),
         Command::Export(args) => cmd::export::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::InitModel(args) => cmd::init_model::run(args),

@@ -131,6 +131,62 @@ pub(crate) fn reset_schedule(len: usize) -> Vec<Step> {
     vec![Step::Send(0..len / 2), Step::Abort]
 }
 
+/// `--interrupt-above K`: like llama.cpp's server, a request that arrives while K are open
+/// interrupts the ones running (their streams are cut).
+#[derive(Debug)]
+pub(crate) struct Interrupter {
+    above: usize,
+    open: std::sync::atomic::AtomicUsize,
+    epoch: watch::Sender<u64>,
+}
+
+impl Interrupter {
+    pub(crate) fn new(above: usize) -> Self {
+        Self {
+            above,
+            open: std::sync::atomic::AtomicUsize::new(0),
+            epoch: watch::Sender::new(0),
+        }
+    }
+
+    /// A request begins: cuts the running ones if it makes more than K open.
+    pub(crate) fn open(self: &std::sync::Arc<Self>) -> OpenRequest {
+        use std::sync::atomic::Ordering;
+        let now_open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+        if now_open > self.above {
+            self.epoch.send_modify(|epoch| *epoch += 1);
+        }
+        OpenRequest {
+            cut: self.epoch.subscribe(),
+            interrupter: std::sync::Arc::clone(self),
+        }
+    }
+}
+
+/// An open request; closed when dropped.
+#[derive(Debug)]
+pub(crate) struct OpenRequest {
+    interrupter: std::sync::Arc<Interrupter>,
+    cut: watch::Receiver<u64>,
+}
+
+impl OpenRequest {
+    /// Resolves when a newer request interrupts this one.
+    pub(crate) async fn cut(&mut self) {
+        if self.cut.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.interrupter
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Tells sleeping handlers and paced bodies that the server is going down, so that neither a
 /// stall nor a long latency holds up a shutdown.
 #[derive(Debug)]
@@ -185,21 +241,41 @@ impl ShutdownListener {
 }
 
 /// A body delivered step by step from `bytes`.
-pub(crate) fn paced_body(bytes: Bytes, steps: Vec<Step>, shutdown: ShutdownListener) -> Body {
-    let state = Some((steps.into_iter(), bytes, shutdown));
+pub(crate) fn paced_body(
+    bytes: Bytes,
+    steps: Vec<Step>,
+    shutdown: ShutdownListener,
+    mut open: Option<OpenRequest>,
+) -> Body {
+    let state = Some((steps.into_iter(), bytes, shutdown, open.take()));
     let stream = futures::stream::unfold(state, |state| async move {
-        let (mut steps, bytes, mut shutdown) = state?;
+        let (mut steps, bytes, mut shutdown, mut open) = state?;
         loop {
             match steps.next()? {
                 Step::Send(range) => {
                     let end = range.end.min(bytes.len());
                     let chunk = bytes.slice(range.start.min(end)..end);
-                    return Some((Ok(chunk), Some((steps, bytes, shutdown))));
+                    return Some((Ok(chunk), Some((steps, bytes, shutdown, open))));
                 }
                 Step::Sleep(duration) => {
-                    if !shutdown.sleep(duration).await {
-                        let error = io::Error::other("mock server shutting down");
-                        return Some((Err(error), None));
+                    let cut = async {
+                        match open.as_mut() {
+                            Some(open) => open.cut().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        alive = shutdown.sleep(duration) => if !alive {
+                            let error = io::Error::other("mock server shutting down");
+                            return Some((Err(error), None));
+                        },
+                        () = cut => {
+                            let error = io::Error::new(
+                                io::ErrorKind::ConnectionReset,
+                                "interrupted by a newer request (distillery-mock --interrupt-above)",
+                            );
+                            return Some((Err(error), None));
+                        }
                     }
                 }
                 Step::Abort => {

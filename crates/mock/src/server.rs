@@ -42,6 +42,7 @@ pub struct MockServerBuilder {
     model: String,
     dataset: Option<MockDataset>,
     api_key: Option<ApiKey>,
+    interrupt_above: Option<usize>,
 }
 
 impl MockServerBuilder {
@@ -51,12 +52,20 @@ impl MockServerBuilder {
             model: model.into(),
             dataset: None,
             api_key: None,
+            interrupt_above: None,
         }
     }
 
     /// Replays this data set instead of loading `settings.dataset`.
     pub fn dataset(mut self, dataset: MockDataset) -> Self {
         self.dataset = Some(dataset);
+        self
+    }
+
+    /// Behaves like llama.cpp's server under load: a request that arrives while `k` requests
+    /// are open interrupts the running ones (streams are cut, waiting whole responses get 503).
+    pub fn interrupt_above(mut self, k: usize) -> Self {
+        self.interrupt_above = Some(k);
         self
     }
 
@@ -122,6 +131,9 @@ impl MockServerBuilder {
             next_id: AtomicU64::new(1),
             shutdown: Shutdown::default(),
             started: unix_now(),
+            interrupter: self
+                .interrupt_above
+                .map(|k| Arc::new(crate::pacing::Interrupter::new(k))),
         });
         let stopped = shared.shutdown.listener().wait();
         let app = router(Arc::clone(&shared));
@@ -287,6 +299,7 @@ struct Shared {
     stall: Duration,
     /// Unix time the server started, shown as the model's `created`.
     started: u64,
+    interrupter: Option<Arc<crate::pacing::Interrupter>>,
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -409,6 +422,7 @@ impl Shared {
 
     async fn answer(&self, request: &ChatRequest) -> Response {
         let settings = &self.settings;
+        let open = self.interrupter.as_ref().map(|i| i.open());
         let prompt = request.last_user_text().unwrap_or_default();
         let row = self.dataset.find(&prompt);
         // Attempts, samples and faults are keyed by the question, whatever template wraps it.
@@ -472,9 +486,9 @@ impl Shared {
         };
         if request.streams() {
             let usage = request.include_usage().then_some(&usage);
-            self.streamed(envelope, &samples, usage, delivery)
+            self.streamed(envelope, &samples, usage, delivery, open)
         } else {
-            self.whole(envelope, &samples, &usage, delivery).await
+            self.whole(envelope, &samples, &usage, delivery, open).await
         }
     }
 
@@ -485,6 +499,7 @@ impl Shared {
         samples: &[Sample],
         usage: Option<&Usage>,
         delivery: Delivery,
+        open: Option<crate::pacing::OpenRequest>,
     ) -> Response {
         let malformed = delivery.fault == Some(Fault::Malformed);
         let events = wire::completion_events(
@@ -503,7 +518,12 @@ impl Shared {
                 delivery.fault,
                 self.stall,
             );
-            paced_body(Bytes::from(events.bytes), steps, self.shutdown.listener())
+            paced_body(
+                Bytes::from(events.bytes),
+                steps,
+                self.shutdown.listener(),
+                open,
+            )
         } else {
             Body::from(events.bytes)
         };
@@ -521,18 +541,38 @@ impl Shared {
         samples: &[Sample],
         usage: &Usage,
         delivery: Delivery,
+        mut open: Option<crate::pacing::OpenRequest>,
     ) -> Response {
         let mut wait = delivery.latency;
         if delivery.fault == Some(Fault::Stall) {
             wait += self.stall;
         }
-        if !wait.is_zero() && !self.shutdown.listener().sleep(wait).await {
-            return error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The mock teacher is shutting down.",
-                "server_error",
-                None,
-            );
+        if !wait.is_zero() {
+            let cut = async {
+                match open.as_mut() {
+                    Some(open) => open.cut().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut shutdown = self.shutdown.listener();
+            tokio::select! {
+                alive = shutdown.sleep(wait) => if !alive {
+                    return error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "The mock teacher is shutting down.",
+                        "server_error",
+                        None,
+                    );
+                },
+                () = cut => {
+                    return error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Interrupted by a newer request.",
+                        "server_error",
+                        None,
+                    );
+                }
+            }
         }
         let mut body =
             wire::completion_json(envelope, samples, self.settings.reasoning_style, usage);
@@ -550,6 +590,7 @@ impl Shared {
                     Bytes::from(body),
                     steps,
                     self.shutdown.listener(),
+                    None,
                 ));
                 let headers = response.headers_mut();
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -7,14 +7,14 @@
 //! that however large the source is. A slow verifier or disk therefore slows the dispatcher,
 //! not the other way round.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use distillery_spec::Pipeline;
-use distillery_store::record::{Generation, QuarantineEntry};
+use distillery_store::record::{FailureEntry, Generation, QuarantineEntry};
 use distillery_store::{Manifest, RunDir, RunStatus, ShardWriter, SourceReader, now_ms};
 use distillery_teacher::{TeacherError, TeacherRequest};
 use tokio::sync::oneshot;
@@ -30,6 +30,34 @@ pub struct RunEnd {
     pub manifest: Manifest,
     /// Why the run stopped early, when it did not complete.
     pub stopped: Option<String>,
+    /// The signal that interrupted it, if one did.
+    pub signal: Option<StopSignal>,
+}
+
+/// A signal that drains the run: no new prompts, in-flight ones get the grace period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    /// Ctrl-C (SIGINT), or `--stop-after`.
+    Interrupt,
+    /// SIGTERM, as Docker, systemd, Kubernetes and Slurm send.
+    Terminate,
+}
+
+impl StopSignal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Interrupt => "Ctrl-C",
+            Self::Terminate => "SIGTERM",
+        }
+    }
+
+    /// What a shell reports for a process the signal ended: 128 + the signal's number.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Self::Interrupt => 130,
+            Self::Terminate => 143,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -67,6 +95,11 @@ pub struct Record {
 #[rtype(result = "()")]
 struct Quarantine(QuarantineEntry);
 
+/// A prompt the teacher gave up on: recorded in failures.jsonl, asked again by a resume.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Failure(FailureEntry);
+
 /// From the writer: this many prompts are now durable.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -82,10 +115,10 @@ struct Finish {
     status: RunStatus,
 }
 
-/// Ctrl-C: stop taking prompts, give in-flight ones the grace period.
+/// Ctrl-C or SIGTERM: stop taking prompts, give in-flight ones the grace period.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Interrupt;
+pub struct Interrupt(pub StopSignal);
 
 // ---------------------------------------------------------------------------------------------
 // Dispatcher
@@ -118,7 +151,7 @@ pub struct Dispatcher {
 
 #[derive(Debug, Clone)]
 pub enum Stop {
-    Interrupted,
+    Interrupted(StopSignal),
     Failed(String),
 }
 
@@ -172,7 +205,7 @@ impl Dispatcher {
                             .stop_after
                             .is_some_and(|limit| self.dispatched >= limit)
                         {
-                            self.stop(ctx, Stop::Interrupted);
+                            self.stop(ctx, Stop::Interrupted(StopSignal::Interrupt));
                         }
                     }
                     Err(entry) => self.quarantine(*entry),
@@ -201,9 +234,10 @@ impl Dispatcher {
             return;
         }
         let grace = match &stop {
-            Stop::Interrupted => {
+            Stop::Interrupted(signal) => {
                 tracing::warn!(
-                    "interrupted: no new prompts; waiting up to {:?} for {} in flight",
+                    "{}: no new prompts; waiting up to {:?} for {} in flight",
+                    signal.name(),
                     self.grace,
                     self.in_teacher
                 );
@@ -234,12 +268,16 @@ impl Dispatcher {
         };
         let stopped = match &self.stopping {
             None => None,
-            Some(Stop::Interrupted) => Some("interrupted".to_owned()),
+            Some(Stop::Interrupted(_)) => Some("interrupted".to_owned()),
             Some(Stop::Failed(reason)) => Some(reason.clone()),
+        };
+        let signal = match &self.stopping {
+            Some(Stop::Interrupted(signal)) => Some(*signal),
+            _ => None,
         };
         let status = match &self.stopping {
             None => RunStatus::Completed,
-            Some(Stop::Interrupted) => RunStatus::Interrupted,
+            Some(Stop::Interrupted(_)) => RunStatus::Interrupted,
             Some(Stop::Failed(_)) => RunStatus::Failed,
         };
         self.writer
@@ -253,7 +291,11 @@ impl Dispatcher {
                 };
                 match outcome {
                     Ok(manifest) => {
-                        let _ = done.send(RunEnd { manifest, stopped });
+                        let _ = done.send(RunEnd {
+                            manifest,
+                            stopped,
+                            signal,
+                        });
                     }
                     Err(error) => {
                         tracing::error!("could not finish the run cleanly: {error}");
@@ -306,7 +348,8 @@ impl Handler<TeacherFailed> for Dispatcher {
                 });
             }
             error => {
-                // Out of retries: not done, so a resume asks again.
+                // Out of retries: not done, so a resume asks again. The failure is on record
+                // (failures.jsonl) and keeps the run from being called completed.
                 self.outstanding -= 1;
                 self.progress.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
@@ -314,6 +357,14 @@ impl Handler<TeacherFailed> for Dispatcher {
                     job.id,
                     job.row_number
                 );
+                self.writer.do_send(Failure(FailureEntry {
+                    reason: failure_reason(&error).to_owned(),
+                    detail: error.to_string(),
+                    id: job.id,
+                    source_path: self.pipeline.source.path.display().to_string(),
+                    source_row: job.row_number,
+                    at_ms: now_ms(),
+                }));
             }
         }
         self.fill(ctx);
@@ -345,8 +396,17 @@ impl Handler<WriterFailed> for Dispatcher {
 impl Handler<Interrupt> for Dispatcher {
     type Result = ();
 
-    fn handle(&mut self, _: Interrupt, ctx: &mut Context<Self>) {
-        self.stop(ctx, Stop::Interrupted);
+    fn handle(&mut self, Interrupt(signal): Interrupt, ctx: &mut Context<Self>) {
+        self.stop(ctx, Stop::Interrupted(signal));
+    }
+}
+
+/// The machine-readable reason of a failure in failures.jsonl.
+fn failure_reason(error: &TeacherError) -> &'static str {
+    match error {
+        TeacherError::Exhausted { .. } => "teacher.retries_exhausted",
+        TeacherError::Generation { .. } => "teacher.generation_failed",
+        _ => "teacher.error",
     }
 }
 
@@ -430,6 +490,10 @@ pub struct Writer {
     pub pending_quarantine: Vec<QuarantineEntry>,
     pub commit_scheduled: bool,
     pub failed: bool,
+    /// Prompts whose last attempt failed and that have no durable answer, by id.
+    pub unfinished: BTreeMap<String, FailureEntry>,
+    /// Where the teacher endpoints' adaptive concurrency stands, for the manifest.
+    pub endpoints: Arc<dyn Fn() -> Vec<distillery_store::EndpointConcurrency> + Send + Sync>,
 }
 
 /// Prompts buffered before a commit is forced; otherwise commits happen every few ms.
@@ -477,9 +541,17 @@ impl Writer {
         }
         let rows = std::mem::take(&mut self.pending_rows);
         self.count(&rows);
+        if !self.unfinished.is_empty() {
+            for row in &rows {
+                self.unfinished.remove(&row.id);
+            }
+        }
         let quarantined = std::mem::take(&mut self.pending_quarantine);
         let counts = &mut self.manifest.counts;
         for entry in &quarantined {
+            if let Some(id) = &entry.id {
+                self.unfinished.remove(id);
+            }
             counts.quarantined += 1;
             counts.prompts_done += 1;
             if !entry.reason.starts_with("source.") {
@@ -536,6 +608,10 @@ impl Writer {
     }
 
     fn refresh_manifest(&mut self) {
+        self.manifest.endpoints = (self.endpoints)();
+        self.manifest
+            .counts
+            .set_unfinished(self.unfinished.values());
         self.manifest.updated_at_ms = now_ms();
         self.manifest.elapsed_secs = self.elapsed_before + self.started.elapsed().as_secs_f64();
         self.manifest.cost_usd = self.pricing.map(|p| {
@@ -572,6 +648,22 @@ impl Handler<Quarantine> for Writer {
     }
 }
 
+impl Handler<Failure> for Writer {
+    type Result = ();
+
+    fn handle(&mut self, Failure(entry): Failure, _ctx: &mut Context<Self>) {
+        if self.shards.is_none() || self.failed {
+            return;
+        }
+        if let Err(error) = self.run_dir.record_failures(std::slice::from_ref(&entry)) {
+            self.failed = true;
+            self.dispatcher.do_send(WriterFailed(error.to_string()));
+            return;
+        }
+        self.unfinished.insert(entry.id.clone(), entry);
+    }
+}
+
 impl Handler<Finish> for Writer {
     type Result = Result<Manifest, String>;
 
@@ -590,12 +682,27 @@ impl Handler<Finish> for Writer {
                 }
             }
         }
-        self.manifest.status = if self.failed {
-            RunStatus::Failed
-        } else {
-            status
-        };
         self.refresh_manifest();
+        let counts = &self.manifest.counts;
+        let all_done = counts
+            .prompts_total
+            .is_none_or(|total| counts.prompts_done >= total);
+        self.manifest.status = match status {
+            _ if self.failed => RunStatus::Failed,
+            // Completed means every prompt is accounted for, nothing less.
+            RunStatus::Completed if !self.unfinished.is_empty() || !all_done => {
+                RunStatus::Incomplete
+            }
+            status => status,
+        };
+        if !self.failed {
+            // failures.jsonl now holds exactly the failures not made good.
+            let mut left: Vec<FailureEntry> = self.unfinished.values().cloned().collect();
+            left.sort_by_key(|f| f.source_row);
+            self.run_dir
+                .rewrite_failures(&left)
+                .map_err(|e| e.to_string())?;
+        }
         self.progress.publish(&self.manifest);
         self.run_dir
             .write_manifest(&self.manifest)

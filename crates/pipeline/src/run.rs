@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use distillery_spec::Pipeline;
 use distillery_store::{Manifest, RunDir, RunStatus, SourceReader, WriterOptions};
+
 use tokio::sync::oneshot;
 
 use crate::PipelineError;
-use crate::actors::{Dispatcher, Interrupt, RunEnd, TeacherWorker, Verifier, Writer};
+use crate::actors::{Dispatcher, Interrupt, RunEnd, StopSignal, TeacherWorker, Verifier, Writer};
 use crate::grade::{Grader, RunContext};
 use crate::progress::{Display, Progress, Reporter};
 use crate::teacher::RunTeacher;
@@ -61,28 +62,73 @@ pub fn start(
             source,
         })?;
     let run_path = run_dir.unwrap_or_else(|| pipeline.output.dir.join(&pipeline.name));
+    // A directory left by a start that failed before anything was written (an older version,
+    // or a crash at the wrong moment) is started again; one with data is resumed instead.
+    let mut lock = None;
     if RunDir::is_run_dir(&run_path) {
-        return Err(PipelineError::RunExists(format!(
-            "{} already holds a run; continue it with `distillery resume {}` or choose another --run-dir",
-            run_path.display(),
-            run_path.display()
-        )));
+        let existing = RunDir::open(&run_path)?;
+        lock = Some(existing.lock()?);
+        if existing.holds_data()? {
+            return Err(PipelineError::RunExists(format!(
+                "{} already holds a run; continue it with `distillery resume {}` or choose another --run-dir",
+                run_path.display(),
+                run_path.display()
+            )));
+        }
+        existing.clear_empty_run()?;
     }
+    // Everything that can fail before the first request fails here, before the run directory
+    // exists: a missing API key or an unreadable source leaves nothing behind.
+    let prepared = Prepared::new(&pipeline)?;
     let run_id = format!("{}-{}", pipeline.name, distillery_store::now_ms());
     let mut manifest = Manifest::new(&run_id, &pipeline.name, &text, env!("CARGO_PKG_VERSION"));
     let absolute = std::fs::canonicalize(definition).unwrap_or_else(|_| definition.to_owned());
     manifest.definition_path = Some(absolute.display().to_string());
     let run_dir = RunDir::create(&run_path, &text, &manifest)?;
+    let lock = match lock {
+        Some(lock) => lock,
+        None => run_dir.lock()?,
+    };
     tracing::info!("run `{run_id}` in {}", run_path.display());
     execute(
         pipeline,
+        prepared,
         &text,
         run_dir,
+        lock,
         manifest,
-        HashSet::new(),
-        HashSet::new(),
+        Resumed::default(),
         options,
     )
+}
+
+/// What a resumed run starts from.
+#[derive(Debug, Default)]
+struct Resumed {
+    done_ids: HashSet<String>,
+    quarantined_rows: HashSet<u64>,
+    failures: Vec<distillery_store::FailureEntry>,
+}
+
+/// The parts of a run that can fail before it sends anything: the teacher (API keys, the
+/// local model, the mock's dataset) and the source.
+struct Prepared {
+    teacher: RunTeacher,
+    total: u64,
+    source: SourceReader,
+}
+
+impl Prepared {
+    fn new(pipeline: &Pipeline) -> Result<Self, PipelineError> {
+        let teacher = RunTeacher::build(pipeline)?;
+        let total = count_rows(pipeline)?;
+        let source = SourceReader::open(&pipeline.source)?;
+        Ok(Self {
+            teacher,
+            total,
+            source,
+        })
+    }
 }
 
 /// Continues a run. With `definition`, the run continues under that (changed) definition if
@@ -94,6 +140,7 @@ pub fn resume(
     options: &RunOptions,
 ) -> Result<RunEnd, PipelineError> {
     let run_dir = RunDir::open(run_path)?;
+    let lock = run_dir.lock()?;
     let frozen = run_dir.frozen_definition()?;
     let mut manifest = run_dir.manifest()?;
     let original_path = manifest
@@ -104,9 +151,13 @@ pub fn resume(
     // Relative paths in the frozen copy resolve against where the definition was.
     let base_dir = original_path.parent().unwrap_or(Path::new(".")).to_owned();
     let frozen_pipeline = Pipeline::parse(&frozen, &original_path, &base_dir)?;
+    let mut prepared_early = None;
     let (pipeline, text) = match definition {
         None => (frozen_pipeline, frozen),
         Some(path) => {
+            // Resolved, so that `--pipeline edited.toml` and the absolute path the run was
+            // started with name the same files.
+            let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
             let changed = Pipeline::from_file(path)?;
             let changes = unsafe_changes(&frozen_pipeline, &changed);
             if !changes.is_empty() {
@@ -124,6 +175,7 @@ pub fn resume(
                     source,
                 }
             })?;
+            prepared_early = Some(Prepared::new(&changed)?);
             run_dir.refreeze(&text)?;
             manifest.config_hash = distillery_store::config_hash(&text);
             let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
@@ -131,7 +183,55 @@ pub fn resume(
             (changed, text)
         }
     };
-    let recovered = run_dir.recover()?;
+    // Fails (missing key, unreadable source) before the run is touched.
+    let prepared = match prepared_early {
+        Some(prepared) => prepared,
+        None => Prepared::new(&pipeline)?,
+    };
+    // Every shard the run cut must still be there, whole and unchanged: a resume over a lost
+    // or changed shard would call the run complete with rows missing or wrong.
+    let listed = std::mem::take(&mut manifest.shards);
+    let changed = run_dir.verify_shard_checksums(&listed)?;
+    if !changed.is_empty() && !force {
+        return Err(PipelineError::Damaged { problems: changed });
+    }
+    let mut recovered = run_dir.recover()?;
+    let mut problems = changed;
+    problems.extend(run_dir.check_listed_shards(&listed, &mut recovered.shards));
+    // Done-ness is per (prompt, sample): every sample of a prompt is written in one record,
+    // so a prompt with some but not all of them lost a shard the manifest did not list yet.
+    let samples = pipeline.teacher.samples_per_prompt.get();
+    let short = recovered.short_prompts(samples);
+    if !short.is_empty() {
+        const SHOWN: usize = 10;
+        let mut lines: Vec<String> = short
+            .iter()
+            .take(SHOWN)
+            .map(|(id, count)| {
+                format!(
+                    "prompt {id}: {count} of its {samples} samples are in {}",
+                    run_dir.shards_dir().display()
+                )
+            })
+            .collect();
+        if short.len() > SHOWN {
+            lines.push(format!("… and {} more prompts", short.len() - SHOWN));
+        }
+        problems.push(format!(
+            "{} prompt(s) have samples missing (a shard holding them is lost):\n{}",
+            short.len(),
+            lines.join("\n")
+        ));
+    }
+    if !problems.is_empty() {
+        if !force {
+            return Err(PipelineError::Damaged { problems });
+        }
+        tracing::warn!(
+            "resuming over damaged data (--force):\n{}",
+            problems.join("\n")
+        );
+    }
     for torn in &recovered.torn {
         tracing::info!("recovered from an interrupted write: {torn:?}");
     }
@@ -146,17 +246,26 @@ pub fn resume(
     manifest.shards = recovered.shards;
     manifest.status = RunStatus::Running;
     tracing::info!(
-        "resuming `{}`: {} prompts already done",
+        "resuming `{}`: {} prompts already done{}",
         manifest.run_id,
-        recovered.done_ids.len()
+        recovered.done_ids.len(),
+        match recovered.failures.len() {
+            0 => String::new(),
+            n => format!(", {n} that failed before asked again"),
+        }
     );
     execute(
         pipeline,
+        prepared,
         &text,
         run_dir,
+        lock,
         manifest,
-        recovered.done_ids,
-        recovered.quarantined_rows,
+        Resumed {
+            done_ids: recovered.done_ids,
+            quarantined_rows: recovered.quarantined_rows,
+            failures: recovered.failures,
+        },
         options,
     )
 }
@@ -227,23 +336,87 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, Strin
                 flatten(&format!("{prefix}[{i}]"), value, out);
             }
         }
+        serde_json::Value::String(text) if is_path_field(prefix) => {
+            // Compared resolved: `src.jsonl` next to the definition and its absolute path
+            // are the same file.
+            let resolved = std::fs::canonicalize(text)
+                .or_else(|_| std::path::absolute(text))
+                .map_or_else(|_| text.clone(), |p| p.display().to_string());
+            out.push((
+                prefix.to_owned(),
+                serde_json::Value::String(resolved).to_string(),
+            ));
+        }
         other => out.push((prefix.to_owned(), other.to_string())),
     }
 }
 
+/// Fields of a definition that hold file paths.
+fn is_path_field(path: &str) -> bool {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    matches!(last, "path" | "dataset" | "checkpoint" | "tokenizer")
+}
+
+#[allow(clippy::too_many_arguments)]
 fn execute(
     pipeline: Pipeline,
+    prepared: Prepared,
+    text: &str,
+    run_dir: RunDir,
+    lock: distillery_store::RunLock,
+    mut manifest: Manifest,
+    resumed: Resumed,
+    options: &RunOptions,
+) -> Result<RunEnd, PipelineError> {
+    manifest.counts.prompts_total = Some(prepared.total);
+    let result = execute_locked(
+        pipeline,
+        prepared,
+        text,
+        run_dir.clone(),
+        manifest,
+        resumed,
+        options,
+    );
+    if let Err(error) = &result {
+        // Whatever stopped the run before its actors could, the manifest must not say
+        // "running": mark it failed (resume continues it once the cause is fixed).
+        if let Ok(mut current) = run_dir.manifest()
+            && current.status == RunStatus::Running
+        {
+            current.status = RunStatus::Failed;
+            current.updated_at_ms = distillery_store::now_ms();
+            if let Err(write) = run_dir.write_manifest(&current) {
+                tracing::warn!("cannot mark the run failed after `{error}`: {write}");
+            }
+        }
+    }
+    drop(lock);
+    result
+}
+
+fn execute_locked(
+    pipeline: Pipeline,
+    prepared: Prepared,
     text: &str,
     run_dir: RunDir,
     mut manifest: Manifest,
-    done_ids: HashSet<String>,
-    quarantined_rows: HashSet<u64>,
+    resumed: Resumed,
     options: &RunOptions,
 ) -> Result<RunEnd, PipelineError> {
+    let Prepared {
+        teacher,
+        total,
+        source,
+    } = prepared;
+    let Resumed {
+        done_ids,
+        quarantined_rows,
+        failures,
+    } = resumed;
     let pipeline = Arc::new(pipeline);
-    let teacher = Arc::new(RunTeacher::build(&pipeline)?);
-    let total = count_rows(&pipeline)?;
-    manifest.counts.prompts_total = Some(total);
+    let teacher = Arc::new(teacher);
+    manifest.counts.set_unfinished(&failures);
     run_dir.write_manifest(&manifest)?;
 
     let mut writer_options = WriterOptions::from_output(&pipeline.output);
@@ -254,13 +427,13 @@ fn execute(
     if let Some(bytes) = options.simulate_disk_full_after {
         shards.simulate_disk_full_after(bytes);
     }
-    let source = SourceReader::open(&pipeline.source)?;
     let stop_after = options.stop_after;
 
     let progress = Arc::new(Progress::default());
     progress.prompts_total.store(total, Ordering::Relaxed);
     progress.publish(&manifest);
     let stats_teacher = Arc::clone(&teacher);
+    let limits_teacher = Arc::clone(&teacher);
     let _reporter = Reporter::start(
         Arc::clone(&progress),
         Arc::new(move || stats_teacher.stats()),
@@ -310,6 +483,14 @@ fn execute(
                     pending_quarantine: Vec::new(),
                     commit_scheduled: false,
                     failed: false,
+                    unfinished: failures
+                        .into_iter()
+                        .map(|failure| (failure.id.clone(), failure))
+                        .collect(),
+                    endpoints: {
+                        let teacher = Arc::clone(&limits_teacher);
+                        Arc::new(move || teacher.endpoint_limits())
+                    },
                 }
             });
             let verifiers = {
@@ -356,12 +537,14 @@ fn execute(
         });
         let interrupt = dispatcher.clone();
         actix::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                interrupt.do_send(Interrupt);
-                if tokio::signal::ctrl_c().await.is_ok() {
+            // SIGTERM (Docker, systemd, Kubernetes, Slurm) drains like Ctrl-C.
+            let mut signals = Signals::new();
+            if let Some(signal) = signals.next().await {
+                interrupt.do_send(Interrupt(signal));
+                if let Some(signal) = signals.next().await {
                     // The WAL is consistent at every moment; a resume picks up from here.
-                    eprintln!("second Ctrl-C: stopping now");
-                    std::process::exit(130);
+                    eprintln!("second {}: stopping now", signal.name());
+                    std::process::exit(signal.exit_code());
                 }
             }
         });
@@ -375,6 +558,40 @@ fn execute(
     end.map_err(|_| {
         PipelineError::Stopped("the writer could not finish the run; see the log above".into())
     })
+}
+
+/// Ctrl-C and SIGTERM, as they arrive.
+struct Signals {
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        Self {
+            #[cfg(unix)]
+            terminate: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .map_err(|e| tracing::warn!("cannot handle SIGTERM: {e}"))
+                .ok(),
+        }
+    }
+
+    /// The next signal; `None` when no signal can be received any more.
+    async fn next(&mut self) -> Option<StopSignal> {
+        #[cfg(unix)]
+        let terminate = async {
+            match &mut self.terminate {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<Option<()>>();
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.ok().map(|()| StopSignal::Interrupt),
+            Some(()) = terminate => Some(StopSignal::Terminate),
+        }
+    }
 }
 
 /// Event loops for teacher requests: the work per request is small (parsing a response), so

@@ -18,6 +18,9 @@ pub fn report(manifest: &Manifest, now_ms: i64) -> String {
         }
         RunStatus::Running => "running",
         RunStatus::Interrupted => "interrupted; `distillery resume` continues it",
+        RunStatus::Incomplete => {
+            "incomplete: the teacher gave up on some prompts (failures.jsonl); `distillery resume` asks them again"
+        }
         RunStatus::Completed
             if manifest
                 .counts
@@ -51,6 +54,26 @@ pub fn report(manifest: &Manifest, now_ms: i64) -> String {
     for (reason, count) in reasons {
         let share = 100.0 * *count as f64 / judged.max(1) as f64;
         let _ = writeln!(out, "  {reason:<28} {count:>8}  {share:5.1}%");
+    }
+    if counts.prompts_unfinished > 0 {
+        let mut reasons: Vec<_> = counts.unfinished_by_reason.iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+        let _ = writeln!(
+            out,
+            "unfinished {} prompt(s) without an answer ({})",
+            counts.prompts_unfinished,
+            reasons.join(", ")
+        );
+    }
+    for endpoint in &manifest.endpoints {
+        if endpoint.backoffs > 0 || endpoint.limit < endpoint.concurrency {
+            let _ = writeln!(
+                out,
+                "endpoint   {}: concurrency settled at {} of {} (backed off {} time(s) when the server was overloaded)",
+                endpoint.base_url, endpoint.limit, endpoint.concurrency, endpoint.backoffs
+            );
+        }
     }
     if counts.quarantined > 0 {
         let _ = writeln!(

@@ -105,6 +105,23 @@ impl RunTeacher {
         }
     }
 
+    /// Each endpoint's adaptive concurrency (none for a local teacher).
+    pub fn endpoint_limits(&self) -> Vec<distillery_store::EndpointConcurrency> {
+        match &self.client {
+            Client::Remote(client) => client
+                .endpoint_limits()
+                .into_iter()
+                .map(|e| distillery_store::EndpointConcurrency {
+                    base_url: e.base_url,
+                    concurrency: e.concurrency,
+                    limit: e.limit,
+                    backoffs: e.backoffs,
+                })
+                .collect(),
+            Client::Local(_) => Vec::new(),
+        }
+    }
+
     pub fn stats(&self) -> TeacherStats {
         match &self.client {
             Client::Remote(client) => client.stats(),

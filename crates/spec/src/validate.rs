@@ -37,6 +37,12 @@ pub(crate) fn parse(
     if let (FileCheck::Exist, Some(pipeline)) = (files, &pipeline) {
         checker.files_exist(pipeline);
     }
+    // A key whose value had the wrong type was left out to find the other problems; what the
+    // checks then say about it ("is required") repeats the type error.
+    let reported: Vec<String> = problems.iter().map(|p| p.path.to_string()).collect();
+    checker
+        .problems
+        .retain(|p| !reported.contains(&p.path.to_string()));
     problems.append(&mut checker.problems);
     problems.sort_by_key(|p| p.position.map(|p| (p.line, p.column)));
     match pipeline {
@@ -52,9 +58,10 @@ pub(crate) enum FileCheck {
     Skip,
 }
 
-/// Deserialises the raw definition. serde stops at the first unknown key; so that one run
-/// reports every misspelt key, a single-line `key = value` that is unknown is commented out
-/// and deserialisation tried again. Any other error ends the attempt with what was found.
+/// Deserialises the raw definition. serde stops at the first unknown key or wrong type; so
+/// that one run reports every misspelt key and every bad value, a single-line `key = value`
+/// that is unknown or has a value of the wrong type is commented out and deserialisation
+/// tried again. Any other error ends the attempt with what was found.
 fn deserialize(text: &str, locator: &Locator) -> (Option<RawPipeline>, Vec<Diagnostic>) {
     const MAX_UNKNOWN_KEYS: usize = 50;
     let mut problems = Vec::new();
@@ -70,11 +77,31 @@ fn deserialize(text: &str, locator: &Locator) -> (Option<RawPipeline>, Vec<Diagn
             position: at.map(|offset| Position::of_offset(text, offset)),
             message: error.message().trim().to_owned(),
         });
-        let skippable =
-            error.message().starts_with("unknown field") && problems.len() < MAX_UNKNOWN_KEYS;
-        match at.and_then(|offset| comment_out_key_line(&current, offset)) {
-            Some(next) if skippable => current = next,
-            _ => return (None, problems),
+        if problems.len() >= MAX_UNKNOWN_KEYS {
+            return (None, problems);
+        }
+        let next = at.and_then(|offset| {
+            if error.message().starts_with("unknown field") {
+                comment_out_key_line(&current, offset)
+            } else {
+                // A wrong type or value: the span is the value's; its line must be `key = value`.
+                let start = current[..offset].rfind('\n').map_or(0, |i| i + 1);
+                let before = current[start..offset].trim_end();
+                let key = before.strip_suffix('=')?.trim();
+                let is_key = !key.is_empty()
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"'));
+                if !is_key {
+                    return None;
+                }
+                let key_at = start + (current[start..].len() - current[start..].trim_start().len());
+                comment_out_key_line(&current, key_at)
+            }
+        });
+        match next {
+            Some(next) => current = next,
+            None => return (None, problems),
         }
     }
 }
@@ -769,6 +796,36 @@ model = "m"
         assert!(
             errors[0].starts_with("10:5 teacher.n: invalid type"),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn every_type_error_is_reported_at_once() {
+        let text = MINIMAL.replace(
+            "model = \"m\"",
+            "model = \"m\"\nn = \"two\"\nconcurrency = \"many\"\ntemprature = 1",
+        );
+        let errors = errors(&text);
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("10:5 teacher.n: invalid type"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1].starts_with("11:15 teacher.concurrency: invalid type"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[2].starts_with("12:1 teacher.temprature: unknown field"),
+            "{errors:#?}"
+        );
+        // A required field of the wrong type is reported once, as a type error.
+        let text = MINIMAL.replace("prompt_field = \"question\"", "prompt_field = 3");
+        let required = super::tests::errors(&text);
+        assert_eq!(required.len(), 1, "{required:#?}");
+        assert!(
+            required[0].contains("source.prompt_field: invalid type"),
+            "{required:#?}"
         );
     }
 

@@ -62,6 +62,22 @@ pub enum StoreError {
         path: PathBuf,
         missing: &'static str,
     },
+    /// Another process holds the run directory's lock.
+    #[error("{} is in use by process {holder} (it holds {}); wait for it to end or stop it first", path.display(), lock.display())]
+    Locked {
+        path: PathBuf,
+        lock: PathBuf,
+        holder: String,
+    },
+    /// A run that did not finish, given to a command that needs a finished one.
+    #[error("{} is {status} ({done} of {total} prompts done{failed}): `distillery resume {}` finishes it, or pass --allow-incomplete to use what it has", path.display(), path.display())]
+    Incomplete {
+        path: PathBuf,
+        status: String,
+        done: u64,
+        total: String,
+        failed: String,
+    },
     /// Invalid arguments (export options and the like).
     #[error("{0}")]
     Invalid(String),

@@ -216,6 +216,8 @@ pub struct ExportOptions {
     pub mix: Vec<MixSource>,
     /// Replace an existing export in `out` (its `data/` and README.md).
     pub force: bool,
+    /// Export run directories whose status is not `completed` (what they have so far).
+    pub allow_incomplete: bool,
 }
 
 impl ExportOptions {
@@ -233,6 +235,7 @@ impl ExportOptions {
             shard_size: ShardSize::default(),
             mix: Vec::new(),
             force: false,
+            allow_incomplete: false,
         }
     }
 }
@@ -356,6 +359,35 @@ fn input_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Refuses a run directory that did not complete, unless `allow`ed (then it is a warning).
+fn check_finished(path: &Path, allow: bool, warnings: &mut Vec<String>) -> Result<()> {
+    if !RunDir::is_run_dir(path) {
+        return Ok(());
+    }
+    let manifest = RunDir::open(path)?.manifest()?;
+    if manifest.status == crate::RunStatus::Completed {
+        return Ok(());
+    }
+    let counts = &manifest.counts;
+    let error = StoreError::Incomplete {
+        path: path.to_owned(),
+        status: manifest.status.to_string(),
+        done: counts.prompts_done,
+        total: counts
+            .prompts_total
+            .map_or_else(|| "?".to_owned(), |t| t.to_string()),
+        failed: match counts.prompts_unfinished {
+            0 => String::new(),
+            n => format!(", {n} failed; see failures.jsonl"),
+        },
+    };
+    if !allow {
+        return Err(error);
+    }
+    warnings.push(format!("{error} (exported anyway: --allow-incomplete)"));
+    Ok(())
 }
 
 /// Reads one input into `rows`; returns its statistics.
@@ -710,26 +742,115 @@ fn write_file(
     }
 }
 
-fn prepare_out_dir(out: &Path, force: bool) -> Result<PathBuf> {
-    let data = out.join("data");
-    let card = out.join("README.md");
-    let data_has_files = std::fs::read_dir(&data).is_ok_and(|mut d| d.next().is_some());
-    if data_has_files || card.exists() {
-        if !force {
+/// Where an export is written before it is moved into place: `.<name>.export-tmp` next to
+/// the output directory (same file system, so the final rename is atomic). A `kill -9` or a
+/// full disk leaves only this directory, which the next export removes; `out` never holds a
+/// partial dataset.
+struct Staging {
+    out: PathBuf,
+    root: PathBuf,
+}
+
+fn side_path(out: &Path, suffix: &str) -> PathBuf {
+    let name = out
+        .file_name()
+        .map_or_else(|| "export".to_owned(), |n| n.to_string_lossy().into_owned());
+    out.with_file_name(format!(".{name}.{suffix}"))
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    let result = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::io("remove", path)(e)),
+    }
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+impl Staging {
+    /// Refuses an `out` that holds a dataset unless `force`; makes an empty staging directory.
+    fn new(out: &Path, force: bool) -> Result<Self> {
+        let out = std::path::absolute(out).map_err(StoreError::io("resolve", out))?;
+        let data = out.join("data");
+        let card = out.join("README.md");
+        let data_has_files = std::fs::read_dir(&data).is_ok_and(|mut d| d.next().is_some());
+        if (data_has_files || card.exists()) && !force {
             return Err(StoreError::Invalid(format!(
                 "{} already holds a dataset (data/ or README.md); use --force to replace it",
                 out.display()
             )));
         }
-        if data.exists() {
-            std::fs::remove_dir_all(&data).map_err(StoreError::io("remove", &data))?;
-        }
-        if card.exists() {
-            std::fs::remove_file(&card).map_err(StoreError::io("remove", &card))?;
-        }
+        let parent = parent_dir(&out);
+        std::fs::create_dir_all(&parent).map_err(StoreError::io("create", &parent))?;
+        let root = side_path(&out, "export-tmp");
+        remove_if_present(&root)?;
+        let staged_data = root.join("data");
+        std::fs::create_dir_all(&staged_data).map_err(StoreError::io("create", &staged_data))?;
+        Ok(Self { out, root })
     }
-    std::fs::create_dir_all(&data).map_err(StoreError::io("create", &data))?;
-    Ok(data)
+
+    fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    fn card(&self) -> PathBuf {
+        self.root.join("README.md")
+    }
+
+    /// Moves the staged dataset into `out`: one rename when `out` is absent, empty or holds
+    /// only a dataset; otherwise `data/` and then README.md (the card last, so a dataset
+    /// with a card is whole).
+    fn commit(self) -> Result<()> {
+        let parent = parent_dir(&self.out);
+        sync_dir(&self.root.join("data"))?;
+        sync_dir(&self.root)?;
+        let entries: Vec<String> = match std::fs::read_dir(&self.out) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(StoreError::io("list", &self.out)(e)),
+        };
+        let only_dataset = entries.iter().all(|n| n == "data" || n == "README.md");
+        if only_dataset {
+            let old = side_path(&self.out, "export-old");
+            remove_if_present(&old)?;
+            if self.out.exists() {
+                std::fs::rename(&self.out, &old).map_err(StoreError::io("rename", &self.out))?;
+            }
+            std::fs::rename(&self.root, &self.out).map_err(StoreError::io("rename", &self.root))?;
+            sync_dir(&parent)?;
+            remove_if_present(&old)?;
+            return Ok(());
+        }
+        // `out` holds other files too: replace the dataset in it, card last.
+        let (card, data) = (self.out.join("README.md"), self.out.join("data"));
+        remove_if_present(&card)?;
+        sync_dir(&self.out)?;
+        remove_if_present(&data)?;
+        std::fs::rename(self.root.join("data"), &data)
+            .map_err(StoreError::io("rename", &self.root.join("data")))?;
+        std::fs::rename(self.root.join("README.md"), &card)
+            .map_err(StoreError::io("rename", &self.root.join("README.md")))?;
+        sync_dir(&self.out)?;
+        remove_if_present(&self.root)
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    crate::wal::sync_dir(dir)
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -784,6 +905,9 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     }
     let (schema, projection) = project_schema(&options.columns)?;
     let mut warnings = Vec::new();
+    for path in &options.inputs {
+        check_finished(path, options.allow_incomplete, &mut warnings)?;
+    }
 
     // 1. Read.
     let mut rows = Vec::new();
@@ -911,7 +1035,8 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     }
 
     // 5. Write.
-    let data_dir = prepare_out_dir(&options.out, options.force)?;
+    let staging = Staging::new(&options.out, options.force)?;
+    let data_dir = staging.data_dir();
     let runs_meta: Vec<Value> = inputs
         .iter()
         .map(|s| {
@@ -1017,7 +1142,8 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
         ));
     }
     let card = dataset_card(&report, options, &schema);
-    write_atomic_text(&report.card, card.as_bytes())?;
+    write_atomic_text(&staging.card(), card.as_bytes())?;
+    staging.commit()?;
     report.card = options.out.join("README.md");
     Ok(report)
 }
@@ -1319,7 +1445,41 @@ mod tests {
             writer.cut_if_due().unwrap();
         }
         writer.finish().unwrap();
+        manifest.status = crate::RunStatus::Completed;
+        run.write_manifest(&manifest).unwrap();
         path
+    }
+
+    #[test]
+    fn a_run_that_did_not_complete_is_refused_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = make_run(dir.path(), "gsm", 4, "r1");
+        let run_dir = RunDir::open(&run).unwrap();
+        let mut manifest = run_dir.manifest().unwrap();
+        manifest.status = crate::RunStatus::Incomplete;
+        manifest.counts.prompts_total = Some(6);
+        manifest.counts.prompts_done = 4;
+        manifest.counts.prompts_unfinished = 2;
+        run_dir.write_manifest(&manifest).unwrap();
+        let mut options = ExportOptions::new(vec![run.clone()], dir.path().join("out"));
+        let error = export(&options).unwrap_err().to_string();
+        assert!(
+            error.contains("is incomplete (4 of 6 prompts done, 2 failed; see failures.jsonl)")
+                && error.contains("--allow-incomplete"),
+            "{error}"
+        );
+        assert!(!dir.path().join("out").exists());
+        options.allow_incomplete = true;
+        let report = export(&options).unwrap();
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains("--allow-incomplete")),
+            "{:?}",
+            report.warnings
+        );
+        assert_eq!(report.splits[0].rows, 4 + 2);
     }
 
     fn all_rows(dir: &Path) -> Vec<Generation> {

@@ -495,6 +495,33 @@ fn inspect_jsonl(
 }
 
 /// Describes a run directory, an exported dataset directory, or one Parquet/JSONL file.
+/// An exported dataset (a directory with `data/`) is whole only with its card, README.md,
+/// which export moves into place last, and without temporary files.
+fn check_whole_dataset(path: &Path) -> Result<()> {
+    let data = path.join("data");
+    if !data.is_dir() {
+        return Ok(());
+    }
+    let partial = |what: String| {
+        Err(StoreError::Invalid(format!(
+            "{} is a partial dataset: {what} (an export that did not finish); run the export again",
+            path.display()
+        )))
+    };
+    if !path.join("README.md").is_file() {
+        return partial(format!("{} has no README.md", path.display()));
+    }
+    let entries = std::fs::read_dir(&data).map_err(StoreError::io("list", &data))?;
+    for entry in entries {
+        let entry = entry.map_err(StoreError::io("list", &data))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".tmp") {
+            return partial(format!("data/{name} is a temporary file"));
+        }
+    }
+    Ok(())
+}
+
 pub fn inspect(path: &Path, options: &InspectOptions) -> Result<String> {
     let mut out = String::new();
     if RunDir::is_run_dir(path) {
@@ -508,6 +535,7 @@ pub fn inspect(path: &Path, options: &InspectOptions) -> Result<String> {
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         });
     }
+    check_whole_dataset(path)?;
     let parquet = parquet_files(path)?;
     let jsonl_file = path.is_file() && path.extension().is_some_and(|e| e == "jsonl");
     if !jsonl_file && !parquet.is_empty() {
@@ -583,6 +611,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = run(dir.path());
         let mut options = ExportOptions::new(vec![path.clone()], dir.path().join("pq"));
+        // The run was left unfinished on purpose.
+        options.allow_incomplete = true;
         options.splits = crate::export::parse_splits("train=0.6,test=0.4").unwrap();
         export(&options).unwrap();
         let text = inspect(&dir.path().join("pq"), &InspectOptions::default()).unwrap();

@@ -8,10 +8,12 @@
 //! - [`run_dir`]: the run directory, manifest, shard writer and recovery (its module doc has
 //!   the durability argument).
 //! - [`read`]: streaming readers over runs, datasets and files.
-//! - [`export`]: Hugging Face-ready datasets from runs; [`inspect`]: describe a run or dataset.
+//! - [`export`]: Hugging Face-ready datasets from runs; [`inspect`]: describe a run or dataset;
+//!   [`fsck`]: verify a run without changing it.
 
 pub mod error;
 pub mod export;
+pub mod fsck;
 pub mod inspect;
 
 pub mod read;
@@ -25,11 +27,11 @@ pub mod wal;
 pub use error::{Result, StoreError};
 pub use read::{GenerationReader, Which, read_generations, read_shards};
 pub use record::{
-    ChatMessage, CheckResult, Generation, Provenance, QuarantineEntry, assistant_turn,
+    ChatMessage, CheckResult, FailureEntry, Generation, Provenance, QuarantineEntry, assistant_turn,
 };
 pub use run_dir::{
-    Counts, Manifest, Recovered, RunDir, RunStatus, ShardInfo, ShardWriter, TokenTotals,
-    WriterOptions, config_hash, now_ms,
+    Counts, EndpointConcurrency, Manifest, Recovered, RunDir, RunLock, RunStatus, ShardInfo,
+    ShardWriter, TokenTotals, WriterOptions, config_hash, now_ms,
 };
 pub use schema::{from_record_batch, generation_schema, to_record_batch};
 pub use source::{SourceItem, SourceReader, SourceRow};

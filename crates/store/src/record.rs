@@ -98,6 +98,21 @@ pub fn assistant_turn(reasoning: Option<&str>, content: &str) -> String {
     }
 }
 
+/// A prompt the teacher did not answer in a session (out of retries, or the session stopped
+/// on a fatal error while it was in flight): not done, so a resume asks it again. One line of
+/// `failures.jsonl` each; the file holds the failures not yet made good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureEntry {
+    pub id: String,
+    pub source_path: String,
+    pub source_row: u64,
+    /// Machine-readable code, e.g. `teacher.exhausted`, `teacher.generation`.
+    pub reason: String,
+    /// The error, as the teacher client reported it.
+    pub detail: String,
+    pub at_ms: i64,
+}
+
 /// A source row that could not be used, with its reason. Quarantined prompts count as done:
 /// resume does not retry them (fix the row and start a new run instead).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

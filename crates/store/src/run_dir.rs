@@ -7,6 +7,8 @@
 //!   wal/00000.jsonl    WAL segments (see `wal`), numbered
 //!   shards/accepted-00000.parquet, shards/rejected-00000.parquet
 //!   quarantine.jsonl   one QuarantineEntry per line, fsynced per append
+//!   failures.jsonl     one FailureEntry per prompt not answered yet (rewritten per session)
+//!   lock               flock(2)ed by the process working on the run; holds its pid
 //! ```
 //!
 //! # How rows move, and why nothing is lost or duplicated
@@ -42,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, StoreError};
-use crate::record::{Generation, QuarantineEntry};
+use crate::record::{FailureEntry, Generation, QuarantineEntry};
 use crate::schema::{
     META_CONFIG_HASH, META_KIND, META_PIPELINE, META_SCHEMA_VERSION, SCHEMA_VERSION,
     generation_schema,
@@ -56,6 +58,8 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const WAL_DIR: &str = "wal";
 pub const SHARDS_DIR: &str = "shards";
 pub const QUARANTINE_FILE: &str = "quarantine.jsonl";
+pub const FAILURES_FILE: &str = "failures.jsonl";
+pub const LOCK_FILE: &str = "lock";
 
 /// SHA-256 (hex) of a frozen definition's text.
 pub fn config_hash(text: &str) -> String {
@@ -75,8 +79,25 @@ pub enum RunStatus {
     #[default]
     Running,
     Interrupted,
+    /// Every prompt was tried, but some have no durable answer (the teacher gave up on them;
+    /// see failures.jsonl): a resume asks them again.
+    Incomplete,
+    /// Every prompt of the source is accounted for: its generations are durable, or it is
+    /// quarantined with its reason.
     Completed,
     Failed,
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Running => "running",
+            Self::Interrupted => "interrupted",
+            Self::Incomplete => "incomplete",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +117,26 @@ pub struct Counts {
     pub quarantined: u64,
     /// Quarantined prompts whose reason is not a `source.*` one (the teacher gave up).
     pub prompts_failed: u64,
+    /// Prompts with no durable answer yet whose last attempt failed (failures.jsonl); a
+    /// resume asks them again.
+    pub prompts_unfinished: u64,
+    /// `prompts_unfinished` by the reason of the last failure.
+    pub unfinished_by_reason: BTreeMap<String, u64>,
+}
+
+impl Counts {
+    /// Sets the unfinished counts from the failures not made good.
+    pub fn set_unfinished<'a>(&mut self, failures: impl IntoIterator<Item = &'a FailureEntry>) {
+        self.prompts_unfinished = 0;
+        self.unfinished_by_reason.clear();
+        for failure in failures {
+            self.prompts_unfinished += 1;
+            *self
+                .unfinished_by_reason
+                .entry(failure.reason.clone())
+                .or_default() += 1;
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +159,10 @@ pub struct ShardInfo {
     pub bytes: u64,
     /// Paths relative to the run directory.
     pub files: Vec<String>,
+    /// SHA-256 (hex) of each file as it was written, by path relative to the run directory
+    /// (empty for shards listed by versions that did not record them).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sha256: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +188,22 @@ pub struct Manifest {
     /// relative paths in the frozen copy resolve against its directory.
     #[serde(default)]
     pub definition_path: Option<String>,
+    /// The adaptive concurrency of each teacher endpoint, as it stood at the last update.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointConcurrency>,
+}
+
+/// Where a teacher endpoint's adaptive concurrency settled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EndpointConcurrency {
+    pub base_url: String,
+    /// The configured concurrency.
+    pub concurrency: u32,
+    /// Requests allowed in flight: lower than `concurrency` after the server was overloaded.
+    pub limit: u32,
+    /// Times the concurrency was halved this session.
+    pub backoffs: u64,
 }
 
 impl Manifest {
@@ -168,6 +229,7 @@ impl Manifest {
             elapsed_secs: 0.0,
             shards: Vec::new(),
             definition_path: None,
+            endpoints: Vec::new(),
         }
     }
 }
@@ -193,6 +255,26 @@ pub struct Recovered {
     /// (id, sample_index) pairs seen more than once across shards; 0 unless something outside
     /// the store wrote into the run.
     pub duplicate_generations: u64,
+    /// Failures of earlier sessions whose prompt is still not done (the last one per prompt),
+    /// in source order. failures.jsonl is rewritten to hold exactly these.
+    pub failures: Vec<FailureEntry>,
+    /// Distinct samples stored per prompt id (shards and WAL).
+    pub samples: std::collections::HashMap<String, u32>,
+}
+
+impl Recovered {
+    /// Prompts with fewer than `n` of their samples stored, with how many are, by id: a shard
+    /// holding the others was lost (every sample of a prompt is written in one WAL record).
+    pub fn short_prompts(&self, n: u32) -> Vec<(String, u32)> {
+        let mut short: Vec<(String, u32)> = self
+            .samples
+            .iter()
+            .filter(|(_, count)| **count < n)
+            .map(|(id, count)| (id.clone(), *count))
+            .collect();
+        short.sort();
+        short
+    }
 }
 
 /// Options of a [`ShardWriter`].
@@ -215,6 +297,79 @@ impl WriterOptions {
             footer_metadata: Vec::new(),
         }
     }
+}
+
+/// The exclusive lock on a run directory; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl RunLock {
+    /// Takes the lock of the run directory `dir` without waiting.
+    pub fn acquire(dir: &Path) -> Result<RunLock> {
+        use std::io::{Read, Seek};
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(StoreError::io("open", &path))?;
+        if let Err(error) = flock_exclusive(&file) {
+            if error.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(StoreError::io("lock", &path)(error));
+            }
+            // The holder writes its pid just after it takes the lock: give it a moment.
+            let mut holder = String::new();
+            for _ in 0..10 {
+                holder.clear();
+                let _ = file.rewind();
+                let _ = file.read_to_string(&mut holder);
+                if !holder.trim().is_empty() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let holder = holder.trim();
+            return Err(StoreError::Locked {
+                path: dir.to_owned(),
+                lock: path.clone(),
+                holder: if holder.is_empty() {
+                    "unknown".to_owned()
+                } else {
+                    holder.to_owned()
+                },
+            });
+        }
+        file.set_len(0).map_err(StoreError::io("write", &path))?;
+        file.rewind().map_err(StoreError::io("write", &path))?;
+        writeln!(file, "{}", std::process::id()).map_err(StoreError::io("write", &path))?;
+        Ok(RunLock { _file: file, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(unix)]
+fn flock_exclusive(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this function borrows; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(unix))]
+fn flock_exclusive(_file: &File) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// A run directory on disk. Cheap to clone.
@@ -286,8 +441,14 @@ impl RunDir {
     ) -> Result<RunDir> {
         let path = path.as_ref().to_owned();
         match std::fs::read_dir(&path) {
-            Ok(mut entries) => {
-                if entries.next().is_some() {
+            Ok(entries) => {
+                // The lock of a `run` that starts again where an earlier start failed.
+                let mut others = entries.filter(|entry| {
+                    entry
+                        .as_ref()
+                        .map_or(true, |entry| entry.file_name() != LOCK_FILE)
+                });
+                if others.next().is_some() {
                     return Err(StoreError::RunDirNotEmpty { path });
                 }
             }
@@ -407,6 +568,123 @@ impl RunDir {
         file.write_all(&buf)
             .map_err(StoreError::io("write", &path))?;
         file.sync_data().map_err(StoreError::io("fsync", &path))
+    }
+
+    /// Appends failures to failures.jsonl with one write and one fsync.
+    pub fn record_failures(&self, entries: &[FailureEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.join(FAILURES_FILE);
+        let mut buf = Vec::new();
+        for entry in entries {
+            serde_json::to_writer(&mut buf, entry).map_err(|source| StoreError::Json {
+                path: path.clone(),
+                source,
+            })?;
+            buf.push(b'\n');
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(StoreError::io("open", &path))?;
+        file.write_all(&buf)
+            .map_err(StoreError::io("write", &path))?;
+        file.sync_data().map_err(StoreError::io("fsync", &path))
+    }
+
+    /// Replaces failures.jsonl with `entries` (atomically; no file when there are none).
+    pub fn rewrite_failures(&self, entries: &[FailureEntry]) -> Result<()> {
+        let path = self.path.join(FAILURES_FILE);
+        if entries.is_empty() {
+            return match std::fs::remove_file(&path) {
+                Ok(()) => sync_dir(&self.path),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(StoreError::io("remove", &path)(e)),
+            };
+        }
+        let mut buf = Vec::new();
+        for entry in entries {
+            serde_json::to_writer(&mut buf, entry).map_err(|source| StoreError::Json {
+                path: path.clone(),
+                source,
+            })?;
+            buf.push(b'\n');
+        }
+        write_atomic(&path, &buf)
+    }
+
+    /// Reads failures.jsonl (a torn last line is skipped; no file is no failure).
+    pub fn failures(&self) -> Result<Vec<FailureEntry>> {
+        let path = self.path.join(FAILURES_FILE);
+        let mut out = Vec::new();
+        scan_jsonl(&path, |line, text| {
+            let entry = serde_json::from_slice(text).map_err(|e| StoreError::Corrupt {
+                path: path.clone(),
+                line,
+                message: e.to_string(),
+            })?;
+            out.push(entry);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Whether the run holds anything a run produced: WAL segments, shards, quarantined rows
+    /// or failures. A directory without any (a start that failed early) can be started again.
+    pub fn holds_data(&self) -> Result<bool> {
+        let lines = |path: PathBuf| -> Result<bool> {
+            match std::fs::metadata(&path) {
+                Ok(meta) => Ok(meta.len() > 0),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(StoreError::io("stat", &path)(e)),
+            }
+        };
+        Ok(!self.wal_segments()?.is_empty()
+            || !self.shard_files()?.is_empty()
+            || lines(self.quarantine_path())?
+            || lines(self.path.join(FAILURES_FILE))?)
+    }
+
+    /// Removes what a start that failed before writing anything left (manifest, frozen
+    /// definition, empty directories), so that the directory can hold a new run. Refuses a
+    /// run that [`holds_data`](Self::holds_data). The lock file stays (its holder may be the
+    /// caller).
+    pub fn clear_empty_run(&self) -> Result<()> {
+        if self.holds_data()? {
+            return Err(StoreError::RunDirNotEmpty {
+                path: self.path.clone(),
+            });
+        }
+        for file in [MANIFEST_FILE, PIPELINE_FILE, QUARANTINE_FILE, FAILURES_FILE] {
+            let path = self.path.join(file);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io("remove", &path)(e)),
+            }
+        }
+        for dir in [self.wal_dir(), self.shards_dir()] {
+            // Empty but for stale temporary files, which hold nothing committed.
+            for name in list_dir(&dir)? {
+                let path = dir.join(name);
+                std::fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
+            }
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io("remove", &dir)(e)),
+            }
+        }
+        sync_dir(&self.path)
+    }
+
+    /// Takes the run's exclusive lock (flock(2) on `lock`, holding this process's pid), or
+    /// says which process holds it. The lock lives as long as the returned guard, and dies
+    /// with the process: a run whose process was killed is taken over without ceremony.
+    pub fn lock(&self) -> Result<RunLock> {
+        RunLock::acquire(&self.path)
     }
 
     /// Reads quarantine.jsonl (a torn last line is skipped).
@@ -534,7 +812,10 @@ impl RunDir {
                     } else {
                         info.rejected_rows = rows;
                     }
-                    info.files.push(format!("{SHARDS_DIR}/{name}"));
+                    let relative = format!("{SHARDS_DIR}/{name}");
+                    info.sha256
+                        .insert(relative.clone(), file_sha256(&shards.join(&name))?);
+                    info.files.push(relative);
                 }
                 None => {
                     // A kind with no rows has no file; remove one an earlier attempt left.
@@ -607,7 +888,9 @@ impl RunDir {
                 }
                 recovered.tokens.completion += row.completion_tokens;
                 recovered.tokens.reasoning += row.reasoning_tokens;
-                if !seen.insert((row.id.clone(), row.sample_index)) {
+                if seen.insert((row.id.clone(), row.sample_index)) {
+                    *recovered.samples.entry(row.id.clone()).or_default() += 1;
+                } else {
                     recovered.duplicate_generations += 1;
                 }
                 recovered.done_ids.insert(row.id);
@@ -616,6 +899,11 @@ impl RunDir {
                 info.accepted_rows += rows;
             } else {
                 info.rejected_rows += rows;
+            }
+        }
+        for cut in &recovered.recut {
+            if let Some(info) = by_index.get_mut(&cut.index) {
+                info.sha256.extend(cut.sha256.clone());
             }
         }
         recovered.shards = by_index.into_values().collect();
@@ -638,7 +926,94 @@ impl RunDir {
             }
         }
         recovered.counts.prompts_done = prompts_done;
+
+        // Failures made good since (the prompt is done now) are dropped; of the rest, the
+        // latest per prompt is kept.
+        let mut latest: BTreeMap<String, FailureEntry> = BTreeMap::new();
+        for failure in self.failures()? {
+            if !recovered.done_ids.contains(&failure.id) {
+                latest.insert(failure.id.clone(), failure);
+            }
+        }
+        let mut failures: Vec<FailureEntry> = latest.into_values().collect();
+        failures.sort_by_key(|f| f.source_row);
+        self.rewrite_failures(&failures)?;
+        recovered.counts.set_unfinished(&failures);
+        recovered.failures = failures;
         Ok(recovered)
+    }
+
+    /// Shards the manifest lists with a checksum whose bytes changed since they were
+    /// written (bit rot, a stray write), each named with both checksums. Shards whose WAL
+    /// segment is still present are skipped: recovery cuts them again from the WAL. Call it
+    /// before [`Self::recover`], which reads the shards.
+    pub fn verify_shard_checksums(&self, listed: &[ShardInfo]) -> Result<Vec<String>> {
+        let segments: HashSet<u64> = self.wal_segments()?.into_iter().collect();
+        let mut problems = Vec::new();
+        for info in listed.iter().filter(|i| !segments.contains(&i.index)) {
+            for (file, written) in &info.sha256 {
+                let path = self.path.join(file);
+                if !path.is_file() {
+                    continue; // missing: see check_listed_shards
+                }
+                let actual = file_sha256(&path)?;
+                if actual != *written {
+                    problems.push(format!(
+                        "{} changed after it was written (sha256 {actual}, written as {written})",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        Ok(problems)
+    }
+
+    /// What is wrong with the shards the manifest lists (`listed`), given what recovery
+    /// found on disk (`found`): a file that is gone, or one holding fewer rows than were cut
+    /// into it. Each problem names the file and the rows it held. Empty when all is well.
+    /// The recorded checksums of `listed` are carried into `found` (shards the recovery cut
+    /// itself have fresh ones).
+    pub fn check_listed_shards(
+        &self,
+        listed: &[ShardInfo],
+        found: &mut [ShardInfo],
+    ) -> Vec<String> {
+        for info in listed {
+            if let Some(target) = found.iter_mut().find(|f| f.index == info.index) {
+                for (file, sum) in &info.sha256 {
+                    target
+                        .sha256
+                        .entry(file.clone())
+                        .or_insert_with(|| sum.clone());
+                }
+            }
+        }
+        let mut problems = Vec::new();
+        let found: BTreeMap<u64, &ShardInfo> = found.iter().map(|s| (s.index, s)).collect();
+        for info in listed {
+            for file in &info.files {
+                let name = file.rsplit('/').next().unwrap_or(file);
+                let Some((kind, _)) = parse_shard_name(name) else {
+                    continue;
+                };
+                let (listed_rows, found_rows) = match (kind, found.get(&info.index)) {
+                    ("accepted", f) => (info.accepted_rows, f.map_or(0, |f| f.accepted_rows)),
+                    (_, f) => (info.rejected_rows, f.map_or(0, |f| f.rejected_rows)),
+                };
+                if !self.path.join(file).is_file() {
+                    problems.push(format!(
+                        "{} is missing; it held {listed_rows} {kind} row(s)",
+                        self.path.join(file).display()
+                    ));
+                } else if found_rows < listed_rows {
+                    problems.push(format!(
+                        "{} holds {found_rows} {kind} row(s) where {listed_rows} were written",
+                        self.path.join(file).display()
+                    ));
+                }
+            }
+        }
+        problems
     }
 
     /// Opens a writer at the segment after every existing segment and shard.
@@ -681,6 +1056,14 @@ impl RunDir {
         }
         Ok(crate::read::GenerationReader::new(sources, which))
     }
+}
+
+/// SHA-256 (hex) of a file's bytes.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    let mut file = File::open(path).map_err(StoreError::io("open", path))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(StoreError::io("read", path))?;
+    Ok(hex(&hasher.finalize()))
 }
 
 /// Reads a JSON-lines file the store wrote; `on_line` gets (1-based line, bytes without the
@@ -1181,6 +1564,58 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("quarantine.jsonl"), "{error}");
+    }
+
+    #[test]
+    fn the_lock_is_exclusive_names_its_holder_and_is_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = new_run(dir.path());
+        let held = run.lock().unwrap();
+        let error = run.lock().unwrap_err();
+        let pid = std::process::id().to_string();
+        assert!(
+            matches!(&error, StoreError::Locked { holder, .. } if *holder == pid),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains(&format!("process {pid}")),
+            "{error}"
+        );
+        // The lock file is not data: the run can still be cleared and created anew.
+        assert!(!run.holds_data().unwrap());
+        drop(held);
+        let _again = run.lock().unwrap();
+    }
+
+    #[test]
+    fn failures_made_good_are_dropped_by_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = new_run(dir.path());
+        let failure = |id: &str, row| FailureEntry {
+            id: id.into(),
+            source_path: "x.jsonl".into(),
+            source_row: row,
+            reason: "teacher.retries_exhausted".into(),
+            detail: "HTTP 500".into(),
+            at_ms: 1,
+        };
+        run.record_failures(&[failure("b", 2), failure("a", 1)])
+            .unwrap();
+        run.record_failures(&[failure("b", 2)]).unwrap();
+        assert!(run.holds_data().unwrap());
+        let mut writer = run.writer(options(1000)).unwrap();
+        writer.append(&[sample("a", 0, true)]).unwrap();
+        writer.finish().unwrap();
+        let recovered = run.recover().unwrap();
+        assert_eq!(recovered.failures, vec![failure("b", 2)]);
+        assert_eq!(recovered.counts.prompts_unfinished, 1);
+        assert_eq!(
+            recovered.counts.unfinished_by_reason["teacher.retries_exhausted"],
+            1
+        );
+        assert_eq!(run.failures().unwrap(), vec![failure("b", 2)]);
+        run.rewrite_failures(&[]).unwrap();
+        assert!(!run.path().join(FAILURES_FILE).exists());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! Each line is one [`WalSegment::append`] call: a JSON array of the generations given to it
 //! (the pipeline appends all samples of a prompt at once, so a prompt is recovered whole or not
-//! at all). Appends are buffered in memory; [`WalSegment::commit`] writes them with one
+//! at all), then a tab and the CRC-32 of the JSON as 8 hex digits. A record whose bytes changed
+//! after it was written (bit rot, a stray write) is an error naming the file and line, never
+//! data. Lines without a checksum (written by earlier versions) are read as they are. Appends are buffered in memory; [`WalSegment::commit`] writes them with one
 //! `write` and one `fsync` (group commit). Only committed generations may count as done.
 //!
 //! A process killed in the middle of a commit leaves at most one incomplete line, at the end
@@ -102,12 +104,16 @@ impl WalSegment {
         if generations.is_empty() {
             return Ok(());
         }
+        let start = self.pending.len();
         serde_json::to_writer(&mut self.pending, generations).map_err(|e| StoreError::Io {
             op: "serialise a generation for",
             path: self.path.clone(),
             source: e.into(),
         })?;
-        self.pending.push(b'\n');
+        let checksum = crc32(&self.pending[start..]);
+        // JSON escapes control characters inside strings: a raw tab only ever separates the
+        // checksum.
+        writeln!(self.pending, "\t{checksum:08x}").map_err(StoreError::io("buffer", &self.path))?;
         self.pending_generations += generations.len() as u64;
         Ok(())
     }
@@ -186,6 +192,11 @@ pub fn scan_segment(
         if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
+        let text = verify_checksum(text).map_err(|message| StoreError::Corrupt {
+            path: path.to_owned(),
+            line,
+            message,
+        })?;
         let generations: Vec<Generation> =
             serde_json::from_slice(text).map_err(|e| StoreError::Corrupt {
                 path: path.to_owned(),
@@ -194,6 +205,55 @@ pub fn scan_segment(
             })?;
         on_line(generations)?;
     }
+}
+
+/// The JSON of a WAL line, once its checksum (if it has one) matches.
+pub(crate) fn verify_checksum(text: &[u8]) -> std::result::Result<&[u8], String> {
+    const SUFFIX: usize = 9; // a tab and 8 hex digits
+    if text.len() < SUFFIX || text[text.len() - SUFFIX] != b'\t' {
+        return Ok(text); // written before records had checksums
+    }
+    let (json, suffix) = text.split_at(text.len() - SUFFIX);
+    let expected = std::str::from_utf8(&suffix[1..])
+        .ok()
+        .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+        .ok_or_else(|| "the record's checksum is not 8 hex digits".to_owned())?;
+    let actual = crc32(json);
+    if actual != expected {
+        return Err(format!(
+            "checksum mismatch (stored {expected:08x}, computed {actual:08x}): the record changed \
+             after it was written"
+        ));
+    }
+    Ok(json)
+}
+
+/// CRC-32 (IEEE 802.3, as zlib and gzip compute it).
+pub fn crc32(bytes: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            table[i] = c;
+            i += 1;
+        }
+        table
+    };
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc = TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
+    }
+    !crc
 }
 
 /// Everything in a WAL segment.
@@ -344,6 +404,43 @@ mod tests {
         let contents = read_segment(&path).unwrap();
         assert_eq!(contents.generations, vec![sample("a", 0, true)]);
         assert_eq!(contents.torn_tail, None, "partial line was cut off");
+    }
+
+    #[test]
+    fn crc32_is_the_ieee_one() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
+
+    #[test]
+    fn a_changed_byte_inside_a_record_is_an_error_and_old_lines_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00004.jsonl");
+        let mut wal = WalSegment::create(&path).unwrap();
+        wal.append(&[sample("a", 0, true)]).unwrap();
+        wal.append(&[sample("b", 0, true)]).unwrap();
+        wal.commit().unwrap();
+        drop(wal);
+        let good = std::fs::read(&path).unwrap();
+        assert_eq!(read_segment(&path).unwrap().generations.len(), 2);
+        // Still valid JSON after the change: only the checksum can tell.
+        let second = good.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let at = second + good[second..].windows(2).position(|w| w == b"\"b").unwrap() + 1;
+        let mut rotten = good.clone();
+        rotten[at] = b'c';
+        std::fs::write(&path, &rotten).unwrap();
+        let error = read_segment(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("00004.jsonl:2:") && error.contains("checksum mismatch"),
+            "{error}"
+        );
+        // A line from before checksums: read as it is.
+        let legacy = serde_json::to_string(&[sample("z", 0, true)]).unwrap();
+        std::fs::write(&path, format!("{legacy}\n")).unwrap();
+        assert_eq!(
+            read_segment(&path).unwrap().generations,
+            vec![sample("z", 0, true)]
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use backoff::{Backoff, parse_retry_after};
 pub use local::{LocalOptions, LocalTeacher};
-pub use openai::{OpenAiTeacher, TeacherOptions, TeacherStats};
+pub use openai::{EndpointLimit, OpenAiTeacher, TeacherOptions, TeacherStats};
 pub use reasoning::ReasoningSource;
 
 /// Installs the TLS crypto provider reqwest uses (ring). Idempotent; call once at start-up.

@@ -83,6 +83,15 @@ struct EndpointState {
     model: String,
     client: Client<OpenAIConfig>,
     concurrency: u32,
+    /// Requests allowed in flight now: adapts between 1 and `concurrency` (AIMD). When the
+    /// server cuts streams or answers 429/503 under load, it halves; every `limit` answers
+    /// without trouble, it grows by one.
+    limit: AtomicU32,
+    /// Successes since the limit last grew.
+    calm: AtomicU32,
+    /// Bumped by each back-off: failures of requests sent before it belong to the same
+    /// overload and do not halve the limit again.
+    epoch: AtomicU64,
     in_flight: AtomicU32,
     requests: Option<TokenBucket>,
     tokens: Option<TokenBucket>,
@@ -97,8 +106,22 @@ struct EndpointState {
 pub struct OpenAiTeacher {
     endpoints: Vec<EndpointState>,
     admission: Semaphore,
+    /// Woken when a slot frees or a limit grows.
+    released: tokio::sync::Notify,
     options: TeacherOptions,
     counters: Counters,
+}
+
+/// Where an endpoint's adaptive concurrency stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndpointLimit {
+    pub base_url: String,
+    /// The configured concurrency (the most the limit grows to).
+    pub concurrency: u32,
+    /// Requests allowed in flight now.
+    pub limit: u32,
+    /// Times the limit was halved.
+    pub backoffs: u64,
 }
 
 impl std::fmt::Debug for OpenAiTeacher {
@@ -166,6 +189,9 @@ impl OpenAiTeacher {
                 model: endpoint.model.clone(),
                 client,
                 concurrency: limits.concurrency.get(),
+                limit: AtomicU32::new(limits.concurrency.get()),
+                calm: AtomicU32::new(0),
+                epoch: AtomicU64::new(0),
                 in_flight: AtomicU32::new(0),
                 requests: limits
                     .requests_per_minute
@@ -184,6 +210,7 @@ impl OpenAiTeacher {
         Ok(Self {
             endpoints: states,
             admission: Semaphore::new(capacity as usize),
+            released: tokio::sync::Notify::new(),
             options,
             counters: Counters::default(),
         })
@@ -216,34 +243,102 @@ impl OpenAiTeacher {
         }
     }
 
+    /// Each endpoint's adaptive concurrency: where it stands now.
+    pub fn endpoint_limits(&self) -> Vec<EndpointLimit> {
+        self.endpoints
+            .iter()
+            .map(|e| EndpointLimit {
+                base_url: e.base_url.clone(),
+                concurrency: e.concurrency,
+                limit: e.limit.load(Ordering::Relaxed),
+                backoffs: e.epoch.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
     /// Takes a slot on the least loaded endpoint, waiting while all are full.
     async fn acquire_slot(&self) -> Slot<'_> {
-        // The semaphore holds one permit per slot of every endpoint, so once we hold one,
-        // some endpoint has a free slot.
+        // The semaphore holds one permit per configured slot of every endpoint; an endpoint
+        // that backed off below its concurrency leaves permit holders waiting here.
         let permit = self.admission.acquire().await;
         loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
             let best = self
                 .endpoints
                 .iter()
                 .enumerate()
-                .filter(|(_, e)| e.in_flight.load(Ordering::Acquire) < e.concurrency)
+                .filter(|(_, e)| {
+                    e.in_flight.load(Ordering::Acquire) < e.limit.load(Ordering::Acquire)
+                })
                 .min_by(|(_, a), (_, b)| load_share(a).total_cmp(&load_share(b)));
             if let Some((index, endpoint)) = best {
+                let limit = endpoint.limit.load(Ordering::Acquire);
                 let taken = endpoint
                     .in_flight
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                        (n < endpoint.concurrency).then_some(n + 1)
+                        (n < limit).then_some(n + 1)
                     })
                     .is_ok();
                 if taken {
                     return Slot {
                         endpoint: &self.endpoints[index],
+                        released: &self.released,
+                        epoch: endpoint.epoch.load(Ordering::Acquire),
                         _permit: permit.ok(),
                     };
                 }
+                continue;
             }
-            tokio::task::yield_now().await;
+            released.await;
         }
+    }
+
+    /// An answer came back without trouble: additive increase, one per `limit` answers.
+    fn calm(&self, endpoint: &EndpointState) {
+        let limit = endpoint.limit.load(Ordering::Acquire);
+        if limit >= endpoint.concurrency {
+            return;
+        }
+        if endpoint.calm.fetch_add(1, Ordering::AcqRel) + 1 >= limit {
+            endpoint.calm.store(0, Ordering::Release);
+            let _ = endpoint
+                .limit
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
+                    (l < endpoint.concurrency).then_some(l + 1)
+                });
+            self.released.notify_waiters();
+        }
+    }
+
+    /// The server is overloaded (cut a stream, 429, 503): multiplicative decrease, once per
+    /// overload (failures of requests sent before the last back-off do not count again).
+    fn overloaded(&self, endpoint: &EndpointState, sent_in_epoch: u64) {
+        if endpoint
+            .epoch
+            .compare_exchange(
+                sent_in_epoch,
+                sent_in_epoch + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            return;
+        }
+        endpoint.calm.store(0, Ordering::Release);
+        let before = endpoint
+            .limit
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
+                Some((l / 2).max(1))
+            })
+            .unwrap_or(1);
+        tracing::debug!(
+            endpoint = %endpoint.base_url,
+            "overloaded: concurrency {before} -> {}",
+            (before / 2).max(1)
+        );
     }
 
     async fn admit(&self, endpoint: &EndpointState, prompt_tokens_estimate: f64) {
@@ -520,6 +615,7 @@ impl Teacher for OpenAiTeacher {
                         self.pause_before_retry(failures, None).await;
                         continue;
                     }
+                    self.calm(endpoint);
                     let offset = samples.len() as u32;
                     for (i, sample) in got.iter_mut().enumerate() {
                         sample.index = offset + i as u32;
@@ -535,6 +631,9 @@ impl Teacher for OpenAiTeacher {
                     retry_after,
                 }) => {
                     failures += 1;
+                    if is_overload(&reason) {
+                        self.overloaded(endpoint, slot.epoch);
+                    }
                     self.check_budget(failures, attempts, &reason)?;
                     tracing::debug!(endpoint = %endpoint.base_url, attempt = attempts, %reason, "retrying");
                     drop(slot);
@@ -583,13 +682,30 @@ impl OpenAiTeacher {
 
 struct Slot<'a> {
     endpoint: &'a EndpointState,
+    released: &'a tokio::sync::Notify,
+    /// The endpoint's back-off epoch when the request was sent.
+    epoch: u64,
     _permit: Option<tokio::sync::SemaphorePermit<'a>>,
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         self.endpoint.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.released.notify_waiters();
     }
+}
+
+/// Whether a retryable failure says the server is overloaded (as opposed to a bad answer):
+/// 429, 502-504, a dropped connection or cut stream, no answer in time.
+fn is_overload(reason: &str) -> bool {
+    reason.starts_with("rate limited (429)")
+        || reason.starts_with("HTTP 502")
+        || reason.starts_with("HTTP 503")
+        || reason.starts_with("HTTP 504")
+        || reason.starts_with("connection:")
+        || reason.starts_with("stream:")
+        || reason.starts_with("no answer within")
+        || reason.starts_with("the response ended before")
 }
 
 #[derive(Default)]

@@ -289,10 +289,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .write(&report_path)
         .with_context(|| format!("cannot write {}", report_path.display()))?;
 
-    println!("{}", report.summary_line());
-    print!("{}", report.table());
-    println!("report    {}", report_path.display());
-    println!("problems  {}", problems_path.display());
+    crate::outln!("{}", report.summary_line())?;
+    super::out(&report.table())?;
+    crate::outln!("report    {}", report_path.display())?;
+    crate::outln!("problems  {}", problems_path.display())?;
 
     // A run where nothing came back measured the connection, not the model: say so.
     if report.request_errors == report.problems

@@ -70,6 +70,10 @@ pub struct Args {
     /// Replace an existing dataset in --out.
     #[arg(long)]
     pub force: bool,
+    /// Export runs that did not complete (incomplete, interrupted, failed or still running)
+    /// with what they have; without it such a run is refused.
+    #[arg(long)]
+    pub allow_incomplete: bool,
 }
 
 pub fn options(args: Args) -> anyhow::Result<ExportOptions> {
@@ -100,6 +104,7 @@ pub fn options(args: Args) -> anyhow::Result<ExportOptions> {
         .map(|m| m.parse::<MixSource>())
         .collect::<Result<_, _>>()?;
     options.force = args.force;
+    options.allow_incomplete = args.allow_incomplete;
     Ok(options)
 }
 
@@ -110,39 +115,41 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for warning in &report.warnings {
         tracing::warn!("{warning}");
     }
-    println!("exported to {}", report.out.display());
+    crate::outln!("exported to {}", report.out.display())?;
     for input in &report.inputs {
-        println!(
+        crate::outln!(
             "  from {} ({}): {} generations, {} accepted, {} rejected",
             input.path.display(),
             input.name,
             input.generations,
             input.accepted,
             input.rejected
-        );
+        )?;
     }
-    println!(
+    crate::outln!(
         "  {} rows selected, {} dropped by dedup, {} by max-per-prompt",
-        report.rows_selected, report.dropped_by_dedup, report.dropped_by_max_per_prompt
-    );
+        report.rows_selected,
+        report.dropped_by_dedup,
+        report.dropped_by_max_per_prompt
+    )?;
     for mix in &report.mix {
-        println!(
+        crate::outln!(
             "  mixed {} rows of {} (wanted {}, {} usable, {} skipped)",
             mix.used,
             mix.path.display(),
             mix.wanted,
             mix.available,
             mix.skipped
-        );
+        )?;
     }
     for split in &report.splits {
-        println!(
+        crate::outln!(
             "  {}: {} rows in {} file(s)",
             split.name,
             split.rows,
             split.files.len()
-        );
+        )?;
     }
-    println!("  dataset card: {}", report.card.display());
+    crate::outln!("  dataset card: {}", report.card.display())?;
     Ok(ExitCode::SUCCESS)
 }

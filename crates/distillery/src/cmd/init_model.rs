@@ -69,7 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|s| s.shape.iter().product::<usize>())
         .sum();
-    println!(
+    crate::outln!(
         "wrote a tiny {} model to {} ({} layers, hidden {}, {} heads ({} key/value), mlp {}, vocab {}, {:.2}M parameters, init std {}, seed {})",
         args.arch,
         args.tiny.display(),
@@ -82,6 +82,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         params as f64 / 1e6,
         args.init_std,
         args.seed
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

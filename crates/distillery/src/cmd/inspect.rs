@@ -27,6 +27,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         histogram_bins: args.bins,
         ..InspectOptions::default()
     };
-    print!("{}", inspect(&args.path, &options)?);
+    super::out(&inspect(&args.path, &options)?)?;
     Ok(ExitCode::SUCCESS)
 }

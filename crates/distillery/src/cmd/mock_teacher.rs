@@ -63,6 +63,10 @@ pub struct Args {
     /// Faults per prompt after which every attempt succeeds.
     #[arg(long, default_value_t = 3)]
     max_faults_per_prompt: u32,
+    /// Like llama.cpp's server under load: a request that arrives while K are open
+    /// interrupts the running ones (streams are cut, waiting responses get 503).
+    #[arg(long, value_name = "K")]
+    interrupt_above: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -127,6 +131,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut builder = MockServer::builder(settings, args.model.clone()).dataset(dataset);
         if let Some(key) = api_key {
             builder = builder.require_api_key(key);
+        }
+        if let Some(k) = args.interrupt_above {
+            builder = builder.interrupt_above(k);
         }
         let server = builder
             .start(args.listen)

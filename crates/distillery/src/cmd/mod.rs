@@ -3,6 +3,7 @@
 pub mod decontaminate;
 pub mod eval;
 pub mod export;
+pub mod fsck;
 pub mod init_model;
 pub mod inspect;
 pub mod mock_teacher;
@@ -23,13 +24,43 @@ pub fn init_logging(verbose: u8) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // async-openai logs every fault it hands back (`ERROR failed deserialization of: {…}`
+    // with the teacher's text, server errors, rate limits) although the teacher client
+    // handles them: retried, counted in the progress line and logged once at debug level.
+    // Its own log is shown only when RUST_LOG names it.
+    let named = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("async_openai"));
+    if !named && let Ok(directive) = "async_openai=off".parse() {
+        filter = filter.add_directive(directive);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_target(false)
         .init();
+}
+
+/// Writes `text` to stdout. A reader that went away (`distillery status --json | head -1`)
+/// is not an error: the output simply ends, as it does for other Unix tools.
+pub fn out(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// `println!` through [`out`]: ends quietly on a broken pipe instead of panicking.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cmd::out(&format!("{}\n", format_args!($($arg)*)))
+    };
 }
 
 /// A multi-threaded tokio runtime for commands that do network I/O.

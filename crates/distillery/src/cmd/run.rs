@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use distillery_pipeline::{Display, RunEnd, RunOptions};
-use distillery_store::RunDir;
+use distillery_store::{RunDir, RunStatus};
 
 #[derive(Debug, clap::Args)]
 pub struct Common {
@@ -72,7 +72,8 @@ pub struct ResumeArgs {
     /// concurrency, rate limits, timeouts, retries and shard sizes are accepted without --force.
     #[arg(long)]
     pipeline: Option<PathBuf>,
-    /// Accept any change of definition.
+    /// Accept any change of definition, or continue over shards that were lost (their
+    /// prompts with no rows left are asked again).
     #[arg(long)]
     force: bool,
     #[command(flatten)]
@@ -106,32 +107,86 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     Ok(conclude(&end))
 }
 
+/// Failures listed by `status` (all of them are in failures.jsonl).
+const FAILURES_SHOWN: usize = 5;
+
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let run_dir = RunDir::open(&args.run_dir)
         .with_context(|| format!("{} is not a run directory", args.run_dir.display()))?;
     let manifest = run_dir.manifest()?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&manifest)?);
+        super::out(&format!("{}\n", serde_json::to_string_pretty(&manifest)?))?;
     } else {
-        print!(
-            "{}",
-            distillery_pipeline::status::report(&manifest, distillery_store::now_ms())
-        );
+        let mut text = distillery_pipeline::status::report(&manifest, distillery_store::now_ms());
+        let failures = run_dir.failures()?;
+        if !failures.is_empty() {
+            text.push_str(&format!(
+                "failures   {} prompt(s) without an answer (failures.jsonl); `distillery resume` asks them again\n",
+                failures.len()
+            ));
+            for failure in failures.iter().take(FAILURES_SHOWN) {
+                text.push_str(&format!(
+                    "  {} (row {}): {}: {}\n",
+                    failure.id, failure.source_row, failure.reason, failure.detail
+                ));
+            }
+            if failures.len() > FAILURES_SHOWN {
+                text.push_str(&format!(
+                    "  … and {} more\n",
+                    failures.len() - FAILURES_SHOWN
+                ));
+            }
+        }
+        super::out(&text)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints the outcome; interrupted runs exit 130 like a shell's Ctrl-C, failed ones 1.
+/// Exit code of a run that ended with prompts the teacher gave up on (status `incomplete`).
+pub const EXIT_INCOMPLETE: u8 = 3;
+
+/// Prints the outcome. The exit code tells a script what happened: 0 only when the run
+/// completed (every prompt accounted for), 3 when it is incomplete, 130 (Ctrl-C) or 143
+/// (SIGTERM) when interrupted, 1 when it failed.
 fn conclude(end: &RunEnd) -> ExitCode {
     eprint!(
         "{}",
         distillery_pipeline::status::report(&end.manifest, distillery_store::now_ms())
     );
-    match end.stopped.as_deref() {
-        None => ExitCode::SUCCESS,
-        Some("interrupted") => ExitCode::from(130),
-        Some(reason) => {
-            eprintln!("error: {reason}");
+    let counts = &end.manifest.counts;
+    match end.manifest.status {
+        RunStatus::Completed => ExitCode::SUCCESS,
+        RunStatus::Interrupted => ExitCode::from(
+            end.signal
+                .map_or(130, |signal| signal.exit_code())
+                .clamp(0, 255) as u8,
+        ),
+        RunStatus::Incomplete => {
+            let reasons: Vec<String> = counts
+                .unfinished_by_reason
+                .iter()
+                .map(|(reason, n)| format!("{n} {reason}"))
+                .collect();
+            let total = counts
+                .prompts_total
+                .map_or_else(|| "?".to_owned(), |t| t.to_string());
+            eprintln!(
+                "error: the run is incomplete: {} of {total} prompts done, {} without an answer ({}); see failures.jsonl; `distillery resume` asks them again",
+                counts.prompts_done,
+                counts.prompts_unfinished,
+                if reasons.is_empty() {
+                    "not reached".to_owned()
+                } else {
+                    reasons.join(", ")
+                }
+            );
+            ExitCode::from(EXIT_INCOMPLETE)
+        }
+        RunStatus::Failed | RunStatus::Running => {
+            eprintln!(
+                "error: {}",
+                end.stopped.as_deref().unwrap_or("the run failed")
+            );
             ExitCode::FAILURE
         }
     }

@@ -163,7 +163,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     let summary = trainer.run().context("training")?;
     let fmt = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
-    println!(
+    crate::outln!(
         "trained {} steps{} on {} examples ({} truncated to {} tokens, {} dropped): loss {} -> {}, eval loss {}, {:.0} tokens/s",
         summary.steps,
         summary
@@ -178,12 +178,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         fmt(summary.last_loss),
         fmt(summary.eval_loss),
         summary.tokens_per_s
-    );
-    println!(
+    )?;
+    crate::outln!(
         "model: {}  loss curve: {}",
         args.out.display(),
         args.out.join("metrics.jsonl").display()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

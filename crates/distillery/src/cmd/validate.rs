@@ -14,13 +14,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for file in &args.files {
         match Pipeline::from_file(file) {
-            Ok(pipeline) => println!(
+            Ok(pipeline) => crate::outln!(
                 "{}: ok (pipeline `{}`, {} teacher, {} sample(s) per prompt)",
                 file.display(),
                 pipeline.name,
                 kind_name(&pipeline),
                 pipeline.teacher.samples_per_prompt,
-            ),
+            )?,
             Err(error @ SpecError::Invalid { .. }) => {
                 failed = true;
                 eprintln!("{error}");
