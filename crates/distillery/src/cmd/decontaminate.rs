@@ -117,7 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     clean.flush()?;
     removed.flush()?;
     let removed_total: u64 = hits.values().sum();
-    println!(
+    crate::outln!(
         "{}: kept {kept}, removed {removed_total} ({} benchmark items from {})",
         args.input.display(),
         index.len(),
@@ -127,15 +127,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .map(|(b, n)| format!("{b} {n}"))
             .collect::<Vec<_>>()
             .join(", ")
-    );
+    )?;
     for (benchmark, n) in &hits {
-        println!("  {benchmark:<12} {n:>6} removed");
+        crate::outln!("  {benchmark:<12} {n:>6} removed")?;
     }
-    println!(
+    crate::outln!(
         "clean rows: {}; removed rows: {}",
         args.out.display(),
         removed_path.display()
-    );
+    )?;
     if bad > 0 {
         eprintln!(
             "{bad} rows could not be read (named above); they are in {} with their error",

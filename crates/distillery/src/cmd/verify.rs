@@ -277,7 +277,7 @@ fn regrade(input: &Path, out: &Path, config: &VerifyConfig) -> anyhow::Result<Ex
             .or_default() += 1;
     }
     changes_file.flush()?;
-    println!(
+    crate::outln!(
         "regraded {rows} rows of {} into {}: {} verdicts changed{}",
         input.display(),
         out.display(),
@@ -289,11 +289,11 @@ fn regrade(input: &Path, out: &Path, config: &VerifyConfig) -> anyhow::Result<Ex
         } else {
             String::new()
         }
-    );
+    )?;
     if !table.is_empty() {
-        println!("{:<28} {:<28} {:>8}", "before", "after", "rows");
+        crate::outln!("{:<28} {:<28} {:>8}", "before", "after", "rows")?;
         for ((before, after), n) in &table {
-            println!("{before:<28} {after:<28} {n:>8}");
+            crate::outln!("{before:<28} {after:<28} {n:>8}")?;
         }
     }
     Ok(ExitCode::SUCCESS)
