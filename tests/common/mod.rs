@@ -81,10 +81,16 @@ pub struct MockProcess {
 impl MockProcess {
     /// Seed 5, plus `settings` (e.g. `["--accuracy", "0.5"]`).
     pub fn start(settings: &[&str]) -> Self {
+        Self::replaying(&gsm8k(), settings)
+    }
+
+    /// Replaying `dataset` (with `--question-field` and the like in `settings` when its fields
+    /// are not GSM8K's).
+    pub fn replaying(dataset: &Path, settings: &[&str]) -> Self {
         let mut child = distillery()
             .args(["mock-teacher", "--listen", "127.0.0.1:0", "--seed", "5"])
             .arg("--dataset")
-            .arg(gsm8k())
+            .arg(dataset)
             .args(settings)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -103,6 +109,16 @@ impl MockProcess {
 
     /// Requests seen per question.
     pub fn requests(&self) -> HashMap<String, u64> {
+        self.stats()["requests_per_prompt"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(q, n)| (q.clone(), n.as_u64().unwrap()))
+            .collect()
+    }
+
+    /// `GET /v1/mock/stats`: what the simulator served.
+    pub fn stats(&self) -> serde_json::Value {
         let authority = self
             .base_url
             .trim_start_matches("http://")
@@ -116,13 +132,7 @@ impl MockProcess {
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         let body = response.split("\r\n\r\n").nth(1).unwrap();
-        let stats: serde_json::Value = serde_json::from_str(body).unwrap();
-        stats["requests_per_prompt"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(q, n)| (q.clone(), n.as_u64().unwrap()))
-            .collect()
+        serde_json::from_str(body).unwrap()
     }
 }
 

@@ -280,6 +280,9 @@ fn execute(
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
+    // A sandbox mostly waits on its child process: the pool has a thread for every sandbox
+    // `[verify.code] parallel` allows, and the grader's slots keep them to that number.
+    let verifier_threads = verifier_threads.max(grader.code_parallelism().unwrap_or(0));
     let window = teacher.capacity().max(1);
     let elapsed_before = manifest.elapsed_secs;
     let pricing = pipeline.teacher.pricing;
