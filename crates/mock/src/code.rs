@@ -17,7 +17,8 @@ use crate::trace::{MIXED_LANGUAGE_SENTENCE, Sample, SamplePlan};
 /// The kinds of bug a wrong code sample carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Bug {
-    /// A loop bound or a constant one off: `range(n)` becomes `range(n - 1)`.
+    /// A loop bound or a constant one off: `range(n)` becomes `range(n + 1)` (one step past
+    /// the end, the `<=` for `<` of a loop), else a whole-number constant one more.
     OffByOne,
     /// A comparison turned round or `+`/`-`, `and`/`or` swapped.
     WrongOperator,
@@ -303,7 +304,8 @@ fn owned(lines: &[Line<'_>]) -> Vec<String> {
 
 fn off_by_one(lines: &[Line<'_>]) -> Option<Vec<String>> {
     let order = candidate_order(lines);
-    // A `range(…)` bound first: the classic.
+    // A `range(…)` bound first, one step past the end: the classic. (One step short is often
+    // harmless: a palindrome check that skips its last comparison still answers right.)
     for &i in &order {
         let text = lines[i].text;
         if text.trim_start().starts_with("def ") {
@@ -314,11 +316,12 @@ fn off_by_one(lines: &[Line<'_>]) -> Option<Vec<String>> {
             && let Some(close) = matching_paren(text, at + "range".len())
         {
             let args = &text[at + "range(".len()..close];
-            let parts = split_top_level(args);
+            let commas = split_top_level(args);
             // The stop bound: the only argument, or the second.
-            let (start, end) = match parts.len() {
-                1 => (0, args.len()),
-                _ => (parts[0] + 1, parts[1]),
+            let (start, end) = match commas.as_slice() {
+                [] => (0, args.len()),
+                [first] => (first + 1, args.len()),
+                [first, second, ..] => (first + 1, *second),
             };
             let stop = args[start..end].trim();
             if stop.is_empty() {
@@ -327,7 +330,7 @@ fn off_by_one(lines: &[Line<'_>]) -> Option<Vec<String>> {
             let base = at + "range(".len();
             let mut out = owned(lines);
             out[i] = format!(
-                "{}{} - 1{}",
+                "{}{} + 1{}",
                 &text[..base + start],
                 &args[start..end].trim_end(),
                 &text[base + end..]
@@ -347,9 +350,19 @@ fn off_by_one(lines: &[Line<'_>]) -> Option<Vec<String>> {
         let bytes = text.as_bytes();
         let mut j = 0;
         while j < bytes.len() {
+            // Not inside a name, a float (`1.5`) or a float's exponent (`1e-10`).
+            let exponent = j >= 2
+                && matches!(bytes[j - 1], b'-' | b'+')
+                && matches!(bytes[j - 2], b'e' | b'E')
+                && j >= 3
+                && bytes[j - 3].is_ascii_digit();
             let starts_number = bytes[j].is_ascii_digit()
                 && mask[j]
-                && (j == 0 || !(bytes[j - 1].is_ascii_alphanumeric() || bytes[j - 1] == b'_' || bytes[j - 1] == b'.'));
+                && !exponent
+                && (j == 0
+                    || !(bytes[j - 1].is_ascii_alphanumeric()
+                        || bytes[j - 1] == b'_'
+                        || bytes[j - 1] == b'.'));
             if starts_number {
                 let end = (j..bytes.len())
                     .find(|&k| !bytes[k].is_ascii_digit())
@@ -656,10 +669,14 @@ mod tests {
     fn range_bounds_are_shortened_and_strings_left_alone() {
         let s = CodeSolution::new("q", "def f(n):\n    s = 'a < b'\n    return [i for i in range(n)]\n");
         let (code, _) = s.with_bug(Bug::OffByOne, 0);
-        assert!(code.contains("range(n - 1)"), "{code}");
+        assert!(code.contains("range(n + 1)"), "{code}");
         let s = CodeSolution::new("q", "def f(a, n):\n    return sum(a[i] for i in range(1, len(a)))\n");
         let (code, _) = s.with_bug(Bug::OffByOne, 0);
-        assert!(code.contains("range(1, len(a) - 1)"), "{code}");
+        assert!(code.contains("range(1, len(a) + 1)"), "{code}");
+        // Constants in a float's exponent are left alone.
+        let (code, _) = CodeSolution::new("q", "def f(x):\n    return x < 1e-10 or x > 7\n")
+            .with_bug(Bug::OffByOne, 0);
+        assert!(code.contains("1e-10 or x > 8"), "{code}");
         let (code, _) = CodeSolution::new("q", "def f(s):\n    t = 'x < y'\n    return s < t\n")
             .with_bug(Bug::WrongOperator, 0);
         assert!(code.contains("'x < y'") && code.contains("s >= t"), "{code}");
