@@ -12,13 +12,14 @@
 
 use std::fmt;
 
+use crate::hash::fnv1a;
 use crate::trace::{MIXED_LANGUAGE_SENTENCE, Sample, SamplePlan};
 
 /// The kinds of bug a wrong code sample carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Bug {
-    /// A loop bound or a constant one off: `range(n)` becomes `range(n + 1)` (one step past
-    /// the end, the `<=` for `<` of a loop), else a whole-number constant one more.
+    /// Loops counted from 1 (`range(n)` becomes `range(1, n + 1)`), else a whole-number
+    /// constant one more.
     OffByOne,
     /// A comparison turned round or `+`/`-`, `and`/`or` swapped.
     WrongOperator,
@@ -102,12 +103,22 @@ impl CodeSolution {
         format!("{}{}", self.head, self.body)
     }
 
+    /// A stable key of the reference (FNV-1a of the code bugs are put in), as
+    /// [`KNOWN_TO_PASS`] lists it.
+    pub fn key(&self) -> u64 {
+        fnv1a(self.body.as_bytes())
+    }
+
     /// The solution with a bug of kind `bug` (or, where it has no place, of the next kind
     /// that has), and the kind put in.
     pub fn with_bug(&self, bug: Bug, variant: u64) -> (String, Bug) {
         let start = Bug::ALL.iter().position(|&b| b == bug).unwrap_or(0);
+        let key = self.key();
         for offset in 0..Bug::ALL.len() {
             let kind = Bug::ALL[(start + offset) % Bug::ALL.len()];
+            if KNOWN_TO_PASS.contains(&(key, kind)) {
+                continue;
+            }
             if let Some(body) = inject(&self.body, kind, !self.head.is_empty(), variant) {
                 return (format!("{}{body}", self.head), kind);
             }
@@ -130,6 +141,33 @@ pub fn solution_code(question: &str, reference: &str) -> String {
 pub fn code_with_bug(question: &str, reference: &str, bug: Bug) -> (String, Bug) {
     CodeSolution::new(question, reference).with_bug(bug, 0)
 }
+
+/// The key [`KNOWN_TO_PASS`] knows a reference solution by.
+pub fn reference_key(question: &str, reference: &str) -> u64 {
+    CodeSolution::new(question, reference).key()
+}
+
+/// (reference key, kind) of the bugs that still pass the shipped benchmark's tests, measured by
+/// `crates/mock/tests/bugs.rs` (the ignored test runs every kind on every problem and prints any
+/// that passes with its key). A bug listed here has no place in that solution: the next kind is
+/// put in, so a wrong sample of HumanEval always fails. The ones listed are equivalent under
+/// the tests: a guard the tests never reach (`if k < 2` in a helper only called from 2 up), a
+/// constant that only moves a tolerance, a loop whose every step agrees either way.
+pub const KNOWN_TO_PASS: &[(u64, Bug)] = &[
+    (0x0225f30fad2a6926, Bug::OffByOne),        // HumanEval/116
+    (0xa76bf0de596cf56c, Bug::OffByOne),        // HumanEval/127
+    (0xae450f007db6c1d6, Bug::OffByOne),        // HumanEval/32
+    (0x2004ccf7c7029d33, Bug::OffByOne),        // HumanEval/35
+    (0xbc57db2acc95101a, Bug::OffByOne),        // HumanEval/46
+    (0xbc57db2acc95101a, Bug::MissingEdgeCase), // HumanEval/46
+    (0x4a4bc481991f622d, Bug::OffByOne),        // HumanEval/49
+    (0x582fb6fded993146, Bug::OffByOne),        // HumanEval/59
+    (0x582fb6fded993146, Bug::MissingEdgeCase), // HumanEval/59
+    (0xbdf4b51ac9174e32, Bug::OffByOne),        // HumanEval/68
+    (0xa8e9849ecc0df56b, Bug::MissingEdgeCase), // HumanEval/76
+    (0x44c07b2d801b4bef, Bug::OffByOne),        // HumanEval/95
+    (0xa89cdfb4a91cdbc1, Bug::OffByOne),        // HumanEval/99
+];
 
 /// The bug a wrong sample's plan asks for.
 pub(crate) fn drawn_bug(variant: u64) -> Bug {
@@ -304,39 +342,25 @@ fn owned(lines: &[Line<'_>]) -> Vec<String> {
 
 fn off_by_one(lines: &[Line<'_>]) -> Option<Vec<String>> {
     let order = candidate_order(lines);
-    // A `range(…)` bound first, one step past the end: the classic. (One step short is often
-    // harmless: a palindrome check that skips its last comparison still answers right.)
+    // Loops counted from 1, as if ranges were 1-based: every `range(a, b)` becomes
+    // `range(a + 1, b + 1)` (`range(n)`: `range(1, n + 1)`). Measured on HumanEval, this fails
+    // the tests more often than a loop one step short or long at one end (a palindrome check
+    // that skips its last comparison still answers right; a slice past the end is only
+    // shorter; a loop that starts late fails fewer tests than one shifted whole).
+    let mut out = owned(lines);
+    let mut shifted = false;
     for &i in &order {
         let text = lines[i].text;
         if text.trim_start().starts_with("def ") {
             continue;
         }
-        let mask = code_mask(text);
-        if let Some(at) = find_code(text, &mask, "range(")
-            && let Some(close) = matching_paren(text, at + "range".len())
-        {
-            let args = &text[at + "range(".len()..close];
-            let commas = split_top_level(args);
-            // The stop bound: the only argument, or the second.
-            let (start, end) = match commas.as_slice() {
-                [] => (0, args.len()),
-                [first] => (first + 1, args.len()),
-                [first, second, ..] => (first + 1, *second),
-            };
-            let stop = args[start..end].trim();
-            if stop.is_empty() {
-                continue;
-            }
-            let base = at + "range(".len();
-            let mut out = owned(lines);
-            out[i] = format!(
-                "{}{} + 1{}",
-                &text[..base + start],
-                &args[start..end].trim_end(),
-                &text[base + end..]
-            );
-            return Some(out);
+        if let Some(line) = shift_ranges(text) {
+            out[i] = line;
+            shifted = true;
         }
+    }
+    if shifted {
+        return Some(out);
     }
     // Otherwise an integer constant in an expression, one more than it should be.
     for &i in &order {
@@ -410,6 +434,12 @@ const OPERATORS: [(&str, &str); 10] = [
 ];
 
 fn wrong_operator(lines: &[Line<'_>], _variant: u64) -> Option<Vec<String>> {
+    // A comparison or a logical operator turned round first (a condition that decides what
+    // happens), then `+`/`-` swapped.
+    wrong_operator_among(lines, &OPERATORS[..8]).or_else(|| wrong_operator_among(lines, &OPERATORS[8..]))
+}
+
+fn wrong_operator_among(lines: &[Line<'_>], operators: &[(&str, &str)]) -> Option<Vec<String>> {
     for i in candidate_order(lines) {
         let text = lines[i].text;
         let trimmed = text.trim_start();
@@ -420,7 +450,7 @@ fn wrong_operator(lines: &[Line<'_>], _variant: u64) -> Option<Vec<String>> {
         let mask = code_mask(text);
         // The leftmost operator on the line.
         let mut best: Option<(usize, &str, &str)> = None;
-        for (from, to) in OPERATORS {
+        for &(from, to) in operators {
             let mut search = 0;
             while let Some(found) = text[search..].find(from) {
                 let at = search + found;
@@ -464,6 +494,8 @@ fn missing_edge_case(lines: &[Line<'_>]) -> Option<Vec<String>> {
             if trimmed.starts_with("if ")
                 && let Some((_, then)) = trimmed.split_once(": ")
                 && is_exit(then)
+                && !returns_empty(then.trim())
+                && !leaves_block_empty(lines, i, i)
             {
                 let mut out = owned(lines);
                 out.remove(i);
@@ -484,19 +516,41 @@ fn missing_edge_case(lines: &[Line<'_>]) -> Option<Vec<String>> {
                     t.starts_with("else") || t.starts_with("elif ")
                 }
             });
-        if block.len() == 1 && is_exit(lines[block[0]].text.trim()) && !followed_by_else {
+        if block.len() == 1
+            && is_exit(lines[block[0]].text.trim())
+            && !returns_empty(lines[block[0]].text.trim())
+            && !followed_by_else
+            && !leaves_block_empty(lines, i, block[0])
+        {
             let mut out = owned(lines);
             out.drain(i..=block[0]);
-            // A body left empty would not parse: only guards with something after them.
-            if out.iter().any(|l| {
-                let t = l.trim();
-                !t.is_empty() && !t.starts_with('#')
-            }) {
-                return Some(out);
-            }
+            return Some(out);
         }
     }
     None
+}
+
+/// Whether removing `lines[first..=last]` leaves the block they are in without a statement
+/// (which would not parse: that is a syntax error, not a missing edge case).
+fn leaves_block_empty(lines: &[Line<'_>], first: usize, last: usize) -> bool {
+    let indent = lines[first].indent;
+    let before = lines[..first].iter().rev().find(|line| line.code);
+    let after = lines[last + 1..].iter().find(|line| line.code);
+    let opens_block = before.is_none_or(|line| line.text.trim_end().ends_with(':'));
+    let has_sibling = after.is_some_and(|line| line.indent == indent)
+        || before.is_some_and(|line| line.indent == indent);
+    opens_block && !has_sibling
+}
+
+/// A guard whose exit gives back an empty or zero value (`return ''`, `return []`, `return 0`)
+/// is often one the rest of the function would have agreed with: leaving it out changes
+/// nothing. Such guards are not "missing edge cases".
+fn returns_empty(statement: &str) -> bool {
+    let value = statement.strip_prefix("return").map(str::trim);
+    matches!(
+        value,
+        Some("" | "''" | "\"\"" | "[]" | "()" | "{}" | "0" | "None" | "set()" | "0.0")
+    )
 }
 
 fn is_exit(statement: &str) -> bool {
@@ -562,6 +616,52 @@ fn infinite_loop(lines: &[Line<'_>], is_function_body: bool) -> Option<Vec<Strin
         out.insert(at + k, line);
     }
     Some(out)
+}
+
+/// `text` with each `range(…)` call shifted one up, or `None` when it has none.
+fn shift_ranges(text: &str) -> Option<String> {
+    let mask = code_mask(text);
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut rest_from = 0;
+    let mut search = 0;
+    let mut changed = false;
+    while let Some(found) = text[search..].find("range(") {
+        let at = search + found;
+        search = at + "range(".len();
+        if !mask[at] || (at > 0 && is_ident_byte(text.as_bytes()[at - 1])) || at < rest_from {
+            continue;
+        }
+        let Some(close) = matching_paren(text, at + "range".len()) else {
+            continue;
+        };
+        let base = at + "range(".len();
+        let args = &text[base..close];
+        let commas = split_top_level(args);
+        let (start, stop, tail) = match commas.as_slice() {
+            [] => ("0", args.trim(), ""),
+            [first] => (args[..*first].trim(), args[first + 1..].trim(), ""),
+            [first, second, ..] => (
+                args[..*first].trim(),
+                args[first + 1..*second].trim(),
+                &args[*second..],
+            ),
+        };
+        if stop.is_empty() || start.is_empty() {
+            continue;
+        }
+        let start = if start == "0" {
+            "1".to_owned()
+        } else {
+            format!("{start} + 1")
+        };
+        out.push_str(&text[rest_from..base]);
+        out.push_str(&format!("{start}, {stop} + 1{tail}"));
+        rest_from = close;
+        search = close;
+        changed = true;
+    }
+    out.push_str(&text[rest_from..]);
+    changed.then_some(out)
 }
 
 fn find_code(text: &str, mask: &[bool], needle: &str) -> Option<usize> {
@@ -669,10 +769,19 @@ mod tests {
     fn range_bounds_are_shortened_and_strings_left_alone() {
         let s = CodeSolution::new("q", "def f(n):\n    s = 'a < b'\n    return [i for i in range(n)]\n");
         let (code, _) = s.with_bug(Bug::OffByOne, 0);
-        assert!(code.contains("range(n + 1)"), "{code}");
+        assert!(code.contains("range(1, n + 1)"), "{code}");
         let s = CodeSolution::new("q", "def f(a, n):\n    return sum(a[i] for i in range(1, len(a)))\n");
         let (code, _) = s.with_bug(Bug::OffByOne, 0);
-        assert!(code.contains("range(1, len(a) + 1)"), "{code}");
+        assert!(code.contains("range(1 + 1, len(a) + 1)"), "{code}");
+        let (code, _) = CodeSolution::new(
+            "q",
+            "def f(s):\n    for i in range(len(s) - 1, -1, -1):\n        for j in range(i):\n            pass\n",
+        )
+        .with_bug(Bug::OffByOne, 0);
+        assert!(
+            code.contains("range(len(s) - 1 + 1, -1 + 1, -1)") && code.contains("range(1, i + 1)"),
+            "{code}"
+        );
         // Constants in a float's exponent are left alone.
         let (code, _) = CodeSolution::new("q", "def f(x):\n    return x < 1e-10 or x > 7\n")
             .with_bug(Bug::OffByOne, 0);
@@ -695,6 +804,27 @@ mod tests {
         let (code, kind) = s.with_bug(Bug::InfiniteLoop, 0);
         assert_eq!(kind, Bug::InfiniteLoop);
         assert!(code.starts_with("def f(s):\n    attempts = 0\n"), "{code}");
+    }
+
+    #[test]
+    fn a_guard_alone_in_its_block_is_not_dropped() {
+        // Dropping the inner guard would leave `for` without a body: not a missing edge case.
+        let s = CodeSolution::new(
+            "q",
+            "def f(xs):\n    for x in xs:\n        if x < 0:\n            return True\n    return False\n",
+        );
+        let (code, kind) = s.with_bug(Bug::MissingEdgeCase, 0);
+        assert_eq!(kind, Bug::SyntaxError, "{code}");
+        let s = CodeSolution::new(
+            "q",
+            "def f(xs):\n    if not xs:\n        return -1\n    return xs[0]\n",
+        );
+        let (code, kind) = s.with_bug(Bug::MissingEdgeCase, 0);
+        assert_eq!(kind, Bug::MissingEdgeCase);
+        assert_eq!(code, "def f(xs):\n    return xs[0]\n");
+        // A guard giving back an empty value is often redundant: not dropped.
+        let s = CodeSolution::new("q", "def f(s):\n    if not s: return ''\n    return s[::-1]\n");
+        assert_eq!(s.with_bug(Bug::MissingEdgeCase, 0).1, Bug::SyntaxError);
     }
 
     #[test]

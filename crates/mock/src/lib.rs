@@ -81,7 +81,7 @@ mod stats;
 mod trace;
 mod wire;
 
-pub use code::{Bug, code_with_bug, solution_code};
+pub use code::{Bug, KNOWN_TO_PASS, code_with_bug, reference_key, solution_code};
 pub use dataset::MockDataset;
 pub use error::MockError;
 pub use server::{MockServer, MockServerBuilder};

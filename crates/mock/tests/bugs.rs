@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use distillery_mock::{Bug, code_with_bug, solution_code};
+use distillery_mock::{Bug, code_with_bug, reference_key, solution_code};
 use distillery_verify::code::{Sandbox, SandboxLimits, humaneval_program, mbpp_program};
 use serde_json::Value;
 
@@ -97,7 +97,7 @@ fn sandbox() -> Sandbox {
 }
 
 /// What became of each (problem, asked-for kind): the kind put in and the verdict code.
-type Outcomes = Vec<(String, Bug, Bug, &'static str)>;
+type Outcomes = Vec<(String, Bug, Bug, &'static str, u64)>;
 
 /// Runs the right solution and each bug of each problem, a few sandboxes at once.
 fn run_all(sandbox: &Sandbox, problems: &[Problem], kinds: &[Bug]) -> Outcomes {
@@ -135,10 +135,11 @@ fn run_all(sandbox: &Sandbox, problems: &[Problem], kinds: &[Bug]) -> Outcomes {
                         _ => sandbox,
                     };
                     let verdict = sandbox.check_program(&(problem.program)(&code));
+                    let key = reference_key(&problem.question, &problem.reference);
                     outcomes
                         .lock()
                         .unwrap()
-                        .push((problem.id.clone(), asked, put_in, verdict.code()));
+                        .push((problem.id.clone(), asked, put_in, verdict.code(), key));
                 }
             });
         }
@@ -152,7 +153,7 @@ fn run_all(sandbox: &Sandbox, problems: &[Problem], kinds: &[Bug]) -> Outcomes {
 fn assert_every_bug_fails(name: &str, outcomes: &Outcomes) {
     let mut table: BTreeMap<(Bug, &str), usize> = BTreeMap::new();
     let mut fell_through: BTreeMap<(Bug, Bug), usize> = BTreeMap::new();
-    for (_, asked, put_in, verdict) in outcomes {
+    for (_, asked, put_in, verdict, _) in outcomes {
         *table.entry((*put_in, verdict)).or_default() += 1;
         if asked != put_in {
             *fell_through.entry((*asked, *put_in)).or_default() += 1;
@@ -167,17 +168,17 @@ fn assert_every_bug_fails(name: &str, outcomes: &Outcomes) {
     }
     let survivors: Vec<_> = outcomes
         .iter()
-        .filter(|(_, _, _, verdict)| *verdict == "pass")
+        .filter(|(_, _, _, verdict, _)| *verdict == "pass")
         .collect();
-    for (id, asked, put_in, _) in &survivors {
-        println!("  PASSES: {id} asked {asked}, put in {put_in}");
+    for (id, asked, put_in, _, key) in &survivors {
+        println!("  PASSES: {id} asked {asked}, put in {put_in}: ({key:#018x}, Bug::{put_in:?}),");
     }
     if std::env::var_os("BUGS_REPORT_ONLY").is_some() {
         return;
     }
     assert!(survivors.is_empty(), "{name}: bugs that pass the tests: {survivors:#?}");
     // The kinds show up as the reasons the pipeline counts.
-    for (_, _, put_in, verdict) in outcomes {
+    for (_, _, put_in, verdict, _) in outcomes {
         let expected: &[&str] = match put_in {
             Bug::SyntaxError => &["code.syntax"],
             Bug::InfiniteLoop => &["code.timeout"],
