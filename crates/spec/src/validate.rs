@@ -953,10 +953,10 @@ server_error = 0.7
             errors[1].starts_with("12:12 verify.code.parallel: must be a whole number from 1"),
             "{errors:#?}"
         );
-        let errors = errors(&format!("{base}[verify.code]\ntimeout_secs = 1\n"));
+        let missing = super::tests::errors(&format!("{base}[verify.code]\ntimeout_secs = 1\n"));
         assert!(
-            errors[0].contains("verify.code.tests_field: is required"),
-            "{errors:#?}"
+            missing[0].contains("verify.code.tests_field: is required"),
+            "{missing:#?}"
         );
     }
 
