@@ -366,7 +366,9 @@ fn off_by_one(lines: &[Line<'_>]) -> Option<Vec<String>> {
     for &i in &order {
         let text = lines[i].text;
         let trimmed = text.trim_start();
-        if trimmed.starts_with("def ") || trimmed.starts_with("import ") || trimmed.starts_with("from ")
+        if trimmed.starts_with("def ")
+            || trimmed.starts_with("import ")
+            || trimmed.starts_with("from ")
         {
             continue;
         }
@@ -391,7 +393,8 @@ fn off_by_one(lines: &[Line<'_>]) -> Option<Vec<String>> {
                 let end = (j..bytes.len())
                     .find(|&k| !bytes[k].is_ascii_digit())
                     .unwrap_or(bytes.len());
-                let is_float = end < bytes.len() && (bytes[end] == b'.' || bytes[end].is_ascii_alphabetic());
+                let is_float =
+                    end < bytes.len() && (bytes[end] == b'.' || bytes[end].is_ascii_alphabetic());
                 if !is_float && let Ok(value) = text[j..end].parse::<u64>() {
                     let mut out = owned(lines);
                     out[i] = format!("{}{}{}", &text[..j], value + 1, &text[end..]);
@@ -436,14 +439,17 @@ const OPERATORS: [(&str, &str); 10] = [
 fn wrong_operator(lines: &[Line<'_>], _variant: u64) -> Option<Vec<String>> {
     // A comparison or a logical operator turned round first (a condition that decides what
     // happens), then `+`/`-` swapped.
-    wrong_operator_among(lines, &OPERATORS[..8]).or_else(|| wrong_operator_among(lines, &OPERATORS[8..]))
+    wrong_operator_among(lines, &OPERATORS[..8])
+        .or_else(|| wrong_operator_among(lines, &OPERATORS[8..]))
 }
 
 fn wrong_operator_among(lines: &[Line<'_>], operators: &[(&str, &str)]) -> Option<Vec<String>> {
     for i in candidate_order(lines) {
         let text = lines[i].text;
         let trimmed = text.trim_start();
-        if trimmed.starts_with("def ") || trimmed.starts_with("import ") || trimmed.starts_with("from ")
+        if trimmed.starts_with("def ")
+            || trimmed.starts_with("import ")
+            || trimmed.starts_with("from ")
         {
             continue;
         }
@@ -767,10 +773,16 @@ mod tests {
 
     #[test]
     fn range_bounds_are_shortened_and_strings_left_alone() {
-        let s = CodeSolution::new("q", "def f(n):\n    s = 'a < b'\n    return [i for i in range(n)]\n");
+        let s = CodeSolution::new(
+            "q",
+            "def f(n):\n    s = 'a < b'\n    return [i for i in range(n)]\n",
+        );
         let (code, _) = s.with_bug(Bug::OffByOne, 0);
         assert!(code.contains("range(1, n + 1)"), "{code}");
-        let s = CodeSolution::new("q", "def f(a, n):\n    return sum(a[i] for i in range(1, len(a)))\n");
+        let s = CodeSolution::new(
+            "q",
+            "def f(a, n):\n    return sum(a[i] for i in range(1, len(a)))\n",
+        );
         let (code, _) = s.with_bug(Bug::OffByOne, 0);
         assert!(code.contains("range(1 + 1, len(a) + 1)"), "{code}");
         let (code, _) = CodeSolution::new(
@@ -788,7 +800,10 @@ mod tests {
         assert!(code.contains("1e-10 or x > 8"), "{code}");
         let (code, _) = CodeSolution::new("q", "def f(s):\n    t = 'x < y'\n    return s < t\n")
             .with_bug(Bug::WrongOperator, 0);
-        assert!(code.contains("'x < y'") && code.contains("s >= t"), "{code}");
+        assert!(
+            code.contains("'x < y'") && code.contains("s >= t"),
+            "{code}"
+        );
     }
 
     #[test]
@@ -797,7 +812,8 @@ mod tests {
         let (code, kind) = s.with_bug(Bug::MissingEdgeCase, 0);
         assert_eq!(kind, Bug::SyntaxError);
         assert!(code.contains("def f(s)\n"), "{code}");
-        let (code, kind) = CodeSolution::new("q", "    return s.upper()\n").with_bug(Bug::MissingEdgeCase, 0);
+        let (code, kind) =
+            CodeSolution::new("q", "    return s.upper()\n").with_bug(Bug::MissingEdgeCase, 0);
         assert_eq!(kind, Bug::SyntaxError);
         assert!(code.contains("return s.upper(\n"), "{code}");
         // An infinite loop opens the first function of a program.
@@ -823,7 +839,10 @@ mod tests {
         assert_eq!(kind, Bug::MissingEdgeCase);
         assert_eq!(code, "def f(xs):\n    return xs[0]\n");
         // A guard giving back an empty value is often redundant: not dropped.
-        let s = CodeSolution::new("q", "def f(s):\n    if not s: return ''\n    return s[::-1]\n");
+        let s = CodeSolution::new(
+            "q",
+            "def f(s):\n    if not s: return ''\n    return s[::-1]\n",
+        );
         assert_eq!(s.with_bug(Bug::MissingEdgeCase, 0).1, Bug::SyntaxError);
     }
 

@@ -47,14 +47,20 @@ fn humaneval() -> Vec<Problem> {
     read_jsonl(&datasets().join("humaneval/HumanEval.jsonl"))
         .into_iter()
         .map(|row| {
-            let (prompt, test, entry) = (text(&row, "prompt"), text(&row, "test"), text(&row, "entry_point"));
+            let (prompt, test, entry) = (
+                text(&row, "prompt"),
+                text(&row, "test"),
+                text(&row, "entry_point"),
+            );
             let program_prompt = prompt.clone();
             Problem {
                 id: text(&row, "task_id"),
                 question: prompt,
                 reference: text(&row, "canonical_solution"),
                 // As the pipeline runs a fenced answer: the prompt, then the whole function.
-                program: Box::new(move |code| humaneval_program(&program_prompt, code, &test, &entry)),
+                program: Box::new(move |code| {
+                    humaneval_program(&program_prompt, code, &test, &entry)
+                }),
             }
         })
         .collect()
@@ -110,36 +116,42 @@ fn run_all(sandbox: &Sandbox, problems: &[Problem], kinds: &[Bug]) -> Outcomes {
     let next = Mutex::new(0usize);
     std::thread::scope(|scope| {
         for _ in 0..4 {
-            scope.spawn(|| loop {
-                let index = {
-                    let mut next = next.lock().unwrap();
-                    *next += 1;
-                    *next - 1
-                };
-                let Some(problem) = problems.get(index) else {
-                    break;
-                };
-                let right = solution_code(&problem.question, &problem.reference);
-                let verdict = sandbox.check_program(&(problem.program)(&right));
-                assert!(
-                    verdict.is_pass(),
-                    "{}: the right solution must pass: {verdict}\n{right}",
-                    problem.id
-                );
-                for &asked in kinds {
-                    let (code, put_in) = code_with_bug(&problem.question, &problem.reference, asked);
-                    assert_ne!(code, right, "{} {asked}: the code is unchanged", problem.id);
-                    // An infinite loop needs no more than a second to show.
-                    let sandbox = match put_in {
-                        Bug::InfiniteLoop => &looping,
-                        _ => sandbox,
+            scope.spawn(|| {
+                loop {
+                    let index = {
+                        let mut next = next.lock().unwrap();
+                        *next += 1;
+                        *next - 1
                     };
-                    let verdict = sandbox.check_program(&(problem.program)(&code));
-                    let key = reference_key(&problem.question, &problem.reference);
-                    outcomes
-                        .lock()
-                        .unwrap()
-                        .push((problem.id.clone(), asked, put_in, verdict.code(), key));
+                    let Some(problem) = problems.get(index) else {
+                        break;
+                    };
+                    let right = solution_code(&problem.question, &problem.reference);
+                    let verdict = sandbox.check_program(&(problem.program)(&right));
+                    assert!(
+                        verdict.is_pass(),
+                        "{}: the right solution must pass: {verdict}\n{right}",
+                        problem.id
+                    );
+                    for &asked in kinds {
+                        let (code, put_in) =
+                            code_with_bug(&problem.question, &problem.reference, asked);
+                        assert_ne!(code, right, "{} {asked}: the code is unchanged", problem.id);
+                        // An infinite loop needs no more than a second to show.
+                        let sandbox = match put_in {
+                            Bug::InfiniteLoop => &looping,
+                            _ => sandbox,
+                        };
+                        let verdict = sandbox.check_program(&(problem.program)(&code));
+                        let key = reference_key(&problem.question, &problem.reference);
+                        outcomes.lock().unwrap().push((
+                            problem.id.clone(),
+                            asked,
+                            put_in,
+                            verdict.code(),
+                            key,
+                        ));
+                    }
                 }
             });
         }
@@ -176,7 +188,10 @@ fn assert_every_bug_fails(name: &str, outcomes: &Outcomes) {
     if std::env::var_os("BUGS_REPORT_ONLY").is_some() {
         return;
     }
-    assert!(survivors.is_empty(), "{name}: bugs that pass the tests: {survivors:#?}");
+    assert!(
+        survivors.is_empty(),
+        "{name}: bugs that pass the tests: {survivors:#?}"
+    );
     // The kinds show up as the reasons the pipeline counts.
     for (_, _, put_in, verdict, _) in outcomes {
         let expected: &[&str] = match put_in {
@@ -184,7 +199,10 @@ fn assert_every_bug_fails(name: &str, outcomes: &Outcomes) {
             Bug::InfiniteLoop => &["code.timeout"],
             _ => &["code.failed", "code.timeout", "code.memory"],
         };
-        assert!(expected.contains(verdict), "{name}: {put_in} gave {verdict}");
+        assert!(
+            expected.contains(verdict),
+            "{name}: {put_in} gave {verdict}"
+        );
     }
 }
 
@@ -217,6 +235,9 @@ fn injected_bugs_fail_the_tests_of_every_pycode_problem() {
     for split in ["train", "test"] {
         let problems = pycode(split);
         assert!(!problems.is_empty());
-        assert_every_bug_fails(&format!("pycode {split}"), &run_all(&sandbox(), &problems, &Bug::ALL));
+        assert_every_bug_fails(
+            &format!("pycode {split}"),
+            &run_all(&sandbox(), &problems, &Bug::ALL),
+        );
     }
 }

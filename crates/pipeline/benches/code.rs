@@ -46,7 +46,8 @@ fn grader(parallel: usize, timeout_secs: f64) -> Grader {
 
 /// (job, answer) for every HumanEval problem: the prompt and canonical body, fenced.
 fn problems() -> Vec<(PromptJob, String)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/humaneval/HumanEval.jsonl");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/humaneval/HumanEval.jsonl");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
     text.lines()
@@ -144,14 +145,39 @@ fn main() {
     let with_loops = passed as f64 / mixed_secs;
 
     report::report(&[
-        Figure::new("verify_code", "checks_per_s_parallel_1", serial, "checks/s", Better::Higher)
-            .baseline(BASELINE_SERIAL)
-            .note(format!("HumanEval canonical solutions, {wide} threads, 1 sandbox at a time, {serial_secs:.1} s")),
-        Figure::new("verify_code", "checks_per_s_parallel_wide", parallel, "checks/s", Better::Higher)
-            .baseline(BASELINE_PARALLEL)
-            .note(format!("parallel = {wide} ({cores} cores), {wide_secs:.1} s; {:.2}x one at a time", parallel / serial)),
-        Figure::new("verify_code", "passing_checks_per_s_with_loops", with_loops, "checks/s", Better::Higher)
-            .baseline(BASELINE_WITH_LOOPS)
-            .note(format!("{loops} of 164 answers loop until a 1 s timeout, parallel = {wide}, {mixed_secs:.1} s")),
+        Figure::new(
+            "verify_code",
+            "checks_per_s_parallel_1",
+            serial,
+            "checks/s",
+            Better::Higher,
+        )
+        .baseline(BASELINE_SERIAL)
+        .note(format!(
+            "HumanEval canonical solutions, {wide} threads, 1 sandbox at a time, {serial_secs:.1} s"
+        )),
+        Figure::new(
+            "verify_code",
+            "checks_per_s_parallel_wide",
+            parallel,
+            "checks/s",
+            Better::Higher,
+        )
+        .baseline(BASELINE_PARALLEL)
+        .note(format!(
+            "parallel = {wide} ({cores} cores), {wide_secs:.1} s; {:.2}x one at a time",
+            parallel / serial
+        )),
+        Figure::new(
+            "verify_code",
+            "passing_checks_per_s_with_loops",
+            with_loops,
+            "checks/s",
+            Better::Higher,
+        )
+        .baseline(BASELINE_WITH_LOOPS)
+        .note(format!(
+            "{loops} of 164 answers loop until a 1 s timeout, parallel = {wide}, {mixed_secs:.1} s"
+        )),
     ]);
 }

@@ -639,17 +639,18 @@ mod tests {
             for _ in 0..6 {
                 let (grader, job, answer) = (&grader, &job, &answer);
                 scope.spawn(move || {
-                    assert_eq!(
-                        reasons(grader, job, std::slice::from_ref(answer)),
-                        [None]
-                    );
+                    assert_eq!(reasons(grader, job, std::slice::from_ref(answer)), [None]);
                 });
             }
         });
         // Six 0.4 s programs, two at a time: three rounds at least.
         let elapsed = started.elapsed();
         assert!(elapsed >= Duration::from_millis(1150), "{elapsed:?}");
-        assert_eq!(grader.code_parallelism(), Some(2), "every slot was given back");
+        assert_eq!(
+            grader.code_parallelism(),
+            Some(2),
+            "every slot was given back"
+        );
     }
 
     #[test]

@@ -8,8 +8,7 @@ use crate::locate::{FieldPath, Locator, Position};
 use crate::raw::{RawCode, RawEndpoint, RawPipeline, RawSource, RawTeacher, RawVerify};
 use crate::{
     AnswerExtract, Backend, CodeCheck, Diagnostic, Endpoint, Limits, LocalModel, MockTask, Output,
-    Pipeline,
-    Pricing, Prompt, R1_TEMPERATURE, R1_TOP_P, Sampling, Source, SourceFormat, Teacher,
+    Pipeline, Pricing, Prompt, R1_TEMPERATURE, R1_TOP_P, Sampling, Source, SourceFormat, Teacher,
     TeacherKind, Template, Verify,
 };
 
@@ -905,7 +904,11 @@ server_error = 0.7
     fn code_checks_choose_their_layout_and_make_the_mock_write_code() {
         let base = "name = \"c\"\n[source]\npath = \"d.jsonl\"\nprompt_field = \"text\"\nanswer_field = \"code\"\n[teacher]\nkind = \"mock\"\n";
         let parse = |extra: &str| {
-            crate::Pipeline::parse(&format!("{base}{extra}"), Path::new("p.toml"), Path::new("/b"))
+            crate::Pipeline::parse(
+                &format!("{base}{extra}"),
+                Path::new("p.toml"),
+                Path::new("/b"),
+            )
         };
         let mbpp = parse(
             "[verify.code]\ntests_field = \"test_list\"\nsetup_field = \"test_setup_code\"\nparallel = 3\n",
@@ -921,10 +924,9 @@ server_error = 0.7
         };
         assert_eq!(settings.task, Some(MockTask::Code));
 
-        let humaneval = parse(
-            "[verify.code]\ntests_field = \"test\"\nentry_point_field = \"entry_point\"\n",
-        )
-        .unwrap();
+        let humaneval =
+            parse("[verify.code]\ntests_field = \"test\"\nentry_point_field = \"entry_point\"\n")
+                .unwrap();
         let code = humaneval.verify.code.as_ref().unwrap();
         assert_eq!(code.layout(), crate::CodeLayout::HumanEval);
         assert_eq!(code.parallel, None);
