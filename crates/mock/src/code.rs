@@ -234,7 +234,7 @@ fn first_def(code: &str) -> Option<String> {
 }
 
 fn last_def(code: &str) -> Option<String> {
-    code.lines().filter_map(def_name).last()
+    code.lines().filter_map(def_name).next_back()
 }
 
 fn def_name(line: &str) -> Option<String> {
