@@ -95,7 +95,6 @@ code_run() {
     pipelines/pycode-mock.toml >"$def"
   grep -q "^limit = $limit" "$def" || { echo "demo: cannot set the limit in $def" >&2; return 1; }
   run run "$def" --run-dir "$run_dir"
-  run status "$run_dir"
 }
 
 # Interrupt `distillery run` with Ctrl-C (SIGINT) after $1 seconds; 130 is its exit status for
