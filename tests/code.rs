@@ -56,6 +56,16 @@ fn run_code_pipeline(definition: &str, run: &Path) -> (u64, u64, BTreeMap<String
         assert!(content.starts_with("<think>\n"), "{content}");
         assert!(content.contains("```python\n"), "{content}");
     }
+    // The code block ends some answers; others go on with a sentence after it.
+    let prose_after = rows
+        .iter()
+        .filter(|r| !r.content.trim_end().ends_with("```"))
+        .count();
+    assert!(
+        prose_after > 0 && prose_after < rows.len(),
+        "{prose_after} of {} answers go on after their code",
+        rows.len()
+    );
     assert_eq!(by_reason, counts.rejected_by_reason);
     let status = run_ok(&["status", run.to_str().unwrap()]);
     let status = String::from_utf8_lossy(&status.stdout);

@@ -847,6 +847,38 @@ mod tests {
     }
 
     #[test]
+    fn a_sample_reasons_then_fences_the_whole_function() {
+        let settings = distillery_spec::mock::MockSettings {
+            accuracy: 0.5,
+            ..Default::default()
+        };
+        let plans: Vec<SamplePlan> = (0..40)
+            .map(|i| SamplePlan::draw(&settings, 7, None, i))
+            .collect();
+        let samples: Vec<Sample> = plans.iter().map(|plan| build(&solution(), plan)).collect();
+        for (plan, sample) in plans.iter().zip(&samples) {
+            assert!(
+                sample.reasoning.contains("`below_zero`"),
+                "{}",
+                sample.reasoning
+            );
+            assert!(!sample.reasoning.contains("```"));
+            let (before, code) = sample.content.split_once("```python\n").expect("a fence");
+            assert!(before.starts_with("Here is the implementation"));
+            let (code, after) = code.split_once("```").expect("a closed fence");
+            assert_eq!(after.is_empty(), !plan.prose_after, "{after:?}");
+            assert!(
+                code.starts_with(PROMPT),
+                "the whole function, signature and all"
+            );
+            assert_eq!(sample.bug.is_some(), plan.wrong);
+            assert_eq!(code == solution().code(), !plan.wrong);
+        }
+        assert!(plans.iter().any(|p| p.prose_after) && plans.iter().any(|p| !p.prose_after));
+        assert!(plans.iter().any(|p| p.wrong) && plans.iter().any(|p| !p.wrong));
+    }
+
+    #[test]
     fn every_kind_is_drawn() {
         let kinds: std::collections::BTreeSet<Bug> = (0..50).map(drawn_bug).collect();
         assert_eq!(kinds.len(), Bug::ALL.len());
