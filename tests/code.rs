@@ -56,6 +56,11 @@ fn run_code_pipeline(definition: &str, run: &Path) -> (u64, u64, BTreeMap<String
         assert!(content.starts_with("<think>\n"), "{content}");
         assert!(content.contains("```python\n"), "{content}");
     }
+    // Each row keeps the code that was run.
+    for row in &rows {
+        let code = row.extracted_answer.as_deref().unwrap_or_default();
+        assert!(code.contains("def "), "{}: {code:?}", row.id);
+    }
     // The code block ends some answers; others go on with a sentence after it.
     let prose_after = rows
         .iter()

@@ -276,6 +276,11 @@ impl Grader {
         }
         if let Some(code) = &self.code {
             verdicts.push(code.check(job, &sample.content));
+            // The code that was run, for whoever studies the rows.
+            if extracted.is_none() {
+                extracted =
+                    distillery_verify::code::extract_code_block(&sample.content).map(str::to_owned);
+            }
         }
         let whole = match &sample.reasoning {
             Some(reasoning) => format!("{reasoning}\n{}", sample.content),
@@ -566,7 +571,14 @@ mod tests {
         grader
             .grade(job, &completion(samples), &context(), 0)
             .into_iter()
-            .map(|row| row.reject_reason)
+            .map(|row| {
+                let code = row.extracted_answer.as_deref().unwrap_or_default();
+                assert!(
+                    code.starts_with("def ") || code.starts_with("import "),
+                    "{code:?}"
+                );
+                row.reject_reason
+            })
             .collect()
     }
 
