@@ -4,16 +4,18 @@
 #   1. GSM8K against the built-in mock teacher with faults on: run, Ctrl-C, status, resume,
 #      export, inspect.
 #   2. Synthetic two-digit additions (datasets/arith) against the mock teacher: run, export.
-#   3. A tiny random student: pass@1 on the 200 held-out additions, SFT on the accepted traces,
+#   3. A few dozen code problems (datasets/pycode, MBPP layout) against the mock teacher writing
+#      Python with injected bugs, checked in the sandbox (needs python3, as the sandbox does).
+#   4. A tiny random student: pass@1 on the 200 held-out additions, SFT on the accepted traces,
 #      pass@1 again.
-#   4. A summary: rows accepted and rejected by reason, teacher tokens/s, the loss curve,
+#   5. A summary: rows accepted and rejected by reason, teacher tokens/s, the loss curve,
 #      pass@1 before and after.
 #
 # Usage: scripts/demo.sh PATH/TO/distillery
 #   DEMO_DIR=DIR  where everything goes (default: target/demo; cleared first)
 #   DEMO_REAL=1   the same loop with SmolLM2-135M-Instruct from `make model` as the local
 #                 teacher and as the student, on a few problems
-# Needs bash, sed and awk; no network, no Python.
+# Needs bash, sed and awk, and python3 for the code sandbox; no network.
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -85,6 +87,16 @@ reasons() {
        on { gsub(/[",:]/, " "); print $1, $2 }' "$1"
 }
 
+# A short code run: the first $2 problems of pipelines/pycode-mock.toml (datasets/pycode,
+# generated, so the benchmark, HumanEval, stays unseen) into run directory $1.
+code_run() {
+  local run_dir="$1" limit="$2" def="$demo/pycode-mock.toml"
+  sed -e "s|^path = \"../datasets/pycode/train.jsonl\".*|path = \"$root/datasets/pycode/train.jsonl\"\nlimit = $limit|" \
+    pipelines/pycode-mock.toml >"$def"
+  grep -q "^limit = $limit" "$def" || { echo "demo: cannot set the limit in $def" >&2; return 1; }
+  run run "$def" --run-dir "$run_dir"
+}
+
 # Interrupt `distillery run` with Ctrl-C (SIGINT) after $1 seconds; 130 is its exit status for
 # an interrupted run.
 run_interrupted() {
@@ -116,35 +128,39 @@ if [[ "$real" != 1 ]]; then
   # 2-core machine, half the speed when the other core is busy).
   export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-1}"
 
-  step "1/6 GSM8K against the mock teacher, faults on (429, 500, resets, stalls, bad JSON)"
+  step "1/7 GSM8K against the mock teacher, faults on (429, 500, resets, stalls, bad JSON)"
   gsm="$demo/runs/gsm8k-mock"
   run_interrupted 10 run pipelines/gsm8k-mock.toml --run-dir "$gsm" --grace-secs 5
   run status "$gsm"
 
-  step "2/6 Resume: only the prompts that were not done are asked again"
+  step "2/7 Resume: only the prompts that were not done are asked again"
   run resume "$gsm"
 
-  step "3/6 Export the accepted GSM8K traces as a Hugging Face dataset, and inspect it"
+  step "3/7 Export the accepted GSM8K traces as a Hugging Face dataset, and inspect it"
   run export "$gsm" --out "$demo/datasets/gsm8k-r1" --split train=0.95,test=0.05
   run inspect "$demo/datasets/gsm8k-r1"
 
-  step "4/6 Two-digit additions against the mock teacher, exported for training"
+  step "4/7 Two-digit additions against the mock teacher, exported for training"
   arith="$demo/runs/arith-mock"
   run run pipelines/arith-mock.toml --run-dir "$arith"
   run export "$arith" --out "$demo/datasets/arith-r1"
 
-  step "5/6 A tiny random student, evaluated on the 200 held-out additions"
+  step "5/7 40 code problems against the mock teacher writing Python with bugs, run in the sandbox"
+  code="$demo/runs/pycode-mock"
+  code_run "$code" 40
+
+  step "6/7 A tiny random student, evaluated on the 200 held-out additions"
   student="$demo/models/student"
   run init-model --tiny "$demo/models/student-init" "${student_args[@]}" | tee "$demo/init-model.txt"
   run eval "$demo/models/student-init" "${eval_args[@]}" --out "$demo/evals/before"
 
-  step "6/6 Train the student on the accepted traces, evaluate it again"
+  step "7/7 Train the student on the accepted traces, evaluate it again"
   run train --model "$demo/models/student-init" --data "$demo/datasets/arith-r1" \
     --out "$student" "${train_args[@]}"
   run eval "$student" "${eval_args[@]}" --out "$demo/evals/after"
 
-  runs=("$gsm" "$arith")
-  run_titles=("GSM8K" "additions")
+  runs=("$gsm" "$arith" "$code")
+  run_titles=("GSM8K" "additions" "code")
   bench="200 held-out additions"
 else
   # SmolLM2-135M-Instruct (Llama, 4-bit GGUF): teacher on a few problems, then student.

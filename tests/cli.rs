@@ -10,7 +10,15 @@ use common::{distillery, repo_root};
 #[test]
 fn shipped_pipelines_validate() {
     let smollm2 = repo_root().join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    for name in ["gsm8k-mock", "gsm8k-deepseek", "gsm8k-vllm", "gsm8k-local"] {
+    for name in [
+        "gsm8k-mock",
+        "gsm8k-deepseek",
+        "gsm8k-vllm",
+        "gsm8k-local",
+        "humaneval-mock",
+        "humaneval-vllm",
+        "pycode-mock",
+    ] {
         let file = repo_root().join(format!("pipelines/{name}.toml"));
         let output = distillery().arg("validate").arg(&file).output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);

@@ -109,6 +109,16 @@ impl MockProcess {
 
     /// Requests seen per question.
     pub fn requests(&self) -> HashMap<String, u64> {
+        self.stats()["requests_per_prompt"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(q, n)| (q.clone(), n.as_u64().unwrap()))
+            .collect()
+    }
+
+    /// `GET /v1/mock/stats`: what the simulator served.
+    pub fn stats(&self) -> serde_json::Value {
         let authority = self
             .base_url
             .trim_start_matches("http://")
@@ -122,13 +132,7 @@ impl MockProcess {
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         let body = response.split("\r\n\r\n").nth(1).unwrap();
-        let stats: serde_json::Value = serde_json::from_str(body).unwrap();
-        stats["requests_per_prompt"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(q, n)| (q.clone(), n.as_u64().unwrap()))
-            .collect()
+        serde_json::from_str(body).unwrap()
     }
 }
 

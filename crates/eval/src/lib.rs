@@ -17,6 +17,8 @@ pub mod run;
 pub mod score;
 
 pub use benchmark::{Benchmark, BenchmarkConfig, Check, Overrides, Problem, TaskKind};
+/// The code sandbox's limits, for [`Scorer::new`].
+pub use distillery_verify::code::SandboxLimits;
 pub use error::EvalError;
 pub use passk::{mean_pass_at_k, pass_at_k, reported_ks};
 pub use report::{EvalSettings, PROBLEMS_FILE, REPORT_FILE, Report, read_problems, write_problems};

@@ -7,6 +7,9 @@ use std::sync::{PoisonError, RwLock};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use distillery_spec::mock::MockTask;
+
+use crate::code::CodeSolution;
 use crate::error::MockError;
 use crate::trace::Solution;
 
@@ -23,6 +26,8 @@ pub struct MockDataset {
 pub(crate) struct Row {
     pub(crate) question: String,
     pub(crate) solution: Solution,
+    /// Set for a code problem: the answer is this code, not a worked solution.
+    pub(crate) code: Option<CodeSolution>,
 }
 
 impl MockDataset {
@@ -40,20 +45,46 @@ impl MockDataset {
     {
         let mut dataset = Self::default();
         for (question, answer) in rows {
-            dataset.push(question.into(), answer.as_ref());
+            dataset.push(question.into(), answer.as_ref(), MockTask::Math);
+        }
+        dataset
+    }
+
+    /// A data set of code problems from (question, reference solution) pairs: the solution is
+    /// a whole program (MBPP's `code`), or the body completing the question (HumanEval's
+    /// `canonical_solution` after its `prompt`).
+    pub fn from_code_rows<Q, A>(rows: impl IntoIterator<Item = (Q, A)>) -> Self
+    where
+        Q: Into<String>,
+        A: AsRef<str>,
+    {
+        let mut dataset = Self::default();
+        for (question, answer) in rows {
+            dataset.push(question.into(), answer.as_ref(), MockTask::Code);
         }
         dataset
     }
 
     /// Reads a JSON-lines file (one object per line) or a file holding one JSON array of
     /// objects; `question_field` and `answer_field` name the fields used. The answer may be a
-    /// string or a number.
+    /// string or a number. A row with an `entry_point`, `test` or `test_list` field is a code
+    /// problem (HumanEval, MBPP), any other a math one; [`MockDataset::load_as`] says which.
     pub fn load(path: &Path, question_field: &str, answer_field: &str) -> Result<Self, MockError> {
+        Self::load_as(path, question_field, answer_field, None)
+    }
+
+    /// [`MockDataset::load`] with every row taken as `task` (`None`: told by its fields).
+    pub fn load_as(
+        path: &Path,
+        question_field: &str,
+        answer_field: &str,
+        task: Option<MockTask>,
+    ) -> Result<Self, MockError> {
         let text = std::fs::read_to_string(path).map_err(|source| MockError::ReadDataset {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, path, question_field, answer_field)
+        Self::parse_as(&text, path, question_field, answer_field, task)
     }
 
     /// Like [`MockDataset::load`], from text already read; `path` only names it in errors.
@@ -63,10 +94,22 @@ impl MockDataset {
         question_field: &str,
         answer_field: &str,
     ) -> Result<Self, MockError> {
+        Self::parse_as(text, path, question_field, answer_field, None)
+    }
+
+    /// [`MockDataset::parse`] with every row taken as `task` (`None`: told by its fields).
+    pub fn parse_as(
+        text: &str,
+        path: &Path,
+        question_field: &str,
+        answer_field: &str,
+        task: Option<MockTask>,
+    ) -> Result<Self, MockError> {
         let fields = Fields {
             path,
             question: question_field,
             answer: answer_field,
+            task,
         };
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         if text.trim_start().starts_with('[') {
@@ -90,7 +133,12 @@ impl MockDataset {
         self.rows.iter().map(|row| row.question.as_str())
     }
 
-    fn push(&mut self, question: String, answer: &str) {
+    /// Rows that are code problems.
+    pub fn code_rows(&self) -> usize {
+        self.rows.iter().filter(|row| row.code.is_some()).count()
+    }
+
+    fn push(&mut self, question: String, answer: &str, task: MockTask) {
         let question = match question.trim() {
             "" => return,
             trimmed if trimmed.len() == question.len() => question,
@@ -98,9 +146,11 @@ impl MockDataset {
         };
         let index = self.rows.len();
         self.by_question.entry(question.clone()).or_insert(index);
+        let code = (task == MockTask::Code).then(|| CodeSolution::new(&question, answer));
         self.rows.push(Row {
-            question,
             solution: Solution::from_reference(answer),
+            question,
+            code,
         });
     }
 
@@ -181,7 +231,11 @@ struct Fields<'a> {
     path: &'a Path,
     question: &'a str,
     answer: &'a str,
+    task: Option<MockTask>,
 }
+
+/// Fields only code problems have (HumanEval's `entry_point` and `test`, MBPP's `test_list`).
+const CODE_FIELDS: [&str; 3] = ["entry_point", "test", "test_list"];
 
 impl Fields<'_> {
     fn parse_lines(&self, text: &str) -> Result<MockDataset, MockError> {
@@ -193,10 +247,10 @@ impl Fields<'_> {
             let line_number = index + 1;
             let value: Value = serde_json::from_str(line)
                 .map_err(|error| self.bad_row(line_number, json_problem(&error, true)))?;
-            let (question, answer) = self
+            let (question, answer, task) = self
                 .row_fields(value)
                 .map_err(|message| self.bad_row(line_number, message))?;
-            dataset.push(question, &answer);
+            dataset.push(question, &answer, task);
         }
         Ok(dataset)
     }
@@ -210,18 +264,25 @@ impl Fields<'_> {
             let line = || line_of(text, element.get());
             let value: Value = serde_json::from_str(element.get())
                 .map_err(|error| self.bad_row(line(), json_problem(&error, false)))?;
-            let (question, answer) = self
+            let (question, answer, task) = self
                 .row_fields(value)
                 .map_err(|message| self.bad_row(line(), message))?;
-            dataset.push(question, &answer);
+            dataset.push(question, &answer, task);
         }
         Ok(dataset)
     }
 
-    fn row_fields(&self, value: Value) -> Result<(String, String), String> {
+    fn row_fields(&self, value: Value) -> Result<(String, String, MockTask), String> {
         let Value::Object(mut row) = value else {
             return Err("expected a JSON object".to_owned());
         };
+        let task = self.task.unwrap_or_else(|| {
+            if CODE_FIELDS.iter().any(|field| row.contains_key(*field)) {
+                MockTask::Code
+            } else {
+                MockTask::Math
+            }
+        });
         let question = match row.remove(self.question) {
             Some(Value::String(text)) if !text.trim().is_empty() => text,
             Some(Value::String(_)) => return Err(format!("field `{}` is empty", self.question)),
@@ -239,7 +300,7 @@ impl Fields<'_> {
             }
             None => return Err(format!("missing field `{}`", self.answer)),
         };
-        Ok((question, answer))
+        Ok((question, answer, task))
     }
 
     fn bad_row(&self, line: usize, message: String) -> MockError {

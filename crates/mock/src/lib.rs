@@ -17,6 +17,16 @@
 //! prompt that matches no row still gets an answer (a made-up number) and is counted as
 //! unmatched.
 //!
+//! # Code problems
+//!
+//! With `task = "code"` (a pipeline with `[verify.code]` sets it; the stand-alone server takes
+//! any row with an `entry_point`, `test` or `test_list` field for code) the reference is Python:
+//! a whole program (MBPP's `code`), or the body that completes the question (HumanEval's
+//! `canonical_solution` after its `prompt`). A sample reasons about the task, then gives the
+//! whole solution in a ```` ```python ```` block, sometimes with a sentence after it. A wrong
+//! sample carries one [`Bug`]: an off-by-one, a wrong operator, a missing edge case, a syntax
+//! error or an infinite loop.
+//!
 //! # Determinism
 //!
 //! What a sample says is a pure function of (settings seed, matched question, choice index, and
@@ -60,6 +70,7 @@
 //! # }
 //! ```
 
+mod code;
 mod dataset;
 mod error;
 mod faults;
@@ -70,8 +81,9 @@ mod stats;
 mod trace;
 mod wire;
 
+pub use code::{Bug, KNOWN_TO_PASS, code_with_bug, reference_key, solution_code};
 pub use dataset::MockDataset;
 pub use error::MockError;
 pub use server::{MockServer, MockServerBuilder};
-pub use stats::{FaultCounts, MockStats};
+pub use stats::{BugCounts, FaultCounts, MockStats};
 pub use trace::{final_answer, strip_calculator_annotations};

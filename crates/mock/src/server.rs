@@ -429,6 +429,7 @@ impl Shared {
         let key = row.map_or(prompt.as_ref(), |row| row.question.as_str());
         let prompt_hash = fnv1a(key.as_bytes());
         let made_up;
+        let code = row.and_then(|row| row.code.as_ref());
         let solution = match row {
             Some(row) => &row.solution,
             None => {
@@ -451,7 +452,10 @@ impl Shared {
         let samples: Vec<Sample> = (0..request.n.unwrap_or(1))
             .map(|index| {
                 let plan = SamplePlan::draw(settings, prompt_hash, request.seed, index);
-                let mut sample = Sample::build(solution, &plan);
+                let mut sample = match code {
+                    Some(code) => crate::code::build(code, &plan),
+                    None => Sample::build(solution, &plan),
+                };
                 if let Some(max_tokens) = request.max_tokens() {
                     sample.limit_tokens(max_tokens);
                 }

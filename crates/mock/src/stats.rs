@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::code::Bug;
 use crate::faults::{Fault, PromptLedger};
 use crate::trace::{FinishReason, Sample};
 
@@ -28,6 +29,10 @@ pub struct MockStats {
     pub wrong_answer_samples: u64,
     /// Samples whose reasoning contains the Chinese sentence.
     pub language_mixed_samples: u64,
+    /// Complete wrong code samples by the kind of bug they carry (a subset of
+    /// `wrong_answer_samples`).
+    #[serde(default)]
+    pub code_bugs: BugCounts,
     /// Requests per prompt, keyed by the matched data set question (or, for an unmatched
     /// prompt, the prompt itself). Counts every attempt that got past validation.
     pub requests_per_prompt: HashMap<String, u32>,
@@ -48,6 +53,26 @@ pub struct FaultCounts {
     pub reset: u64,
     pub stall: u64,
     pub malformed: u64,
+}
+
+/// Wrong code samples by [`Bug`](crate::Bug) kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BugCounts {
+    pub off_by_one: u64,
+    pub wrong_operator: u64,
+    pub missing_edge_case: u64,
+    pub syntax_error: u64,
+    pub infinite_loop: u64,
+}
+
+impl BugCounts {
+    pub fn total(&self) -> u64 {
+        self.off_by_one
+            + self.wrong_operator
+            + self.missing_edge_case
+            + self.syntax_error
+            + self.infinite_loop
+    }
 }
 
 impl FaultCounts {
@@ -73,6 +98,7 @@ pub(crate) struct Counters {
     truncated_samples: AtomicU64,
     wrong_answer_samples: AtomicU64,
     language_mixed_samples: AtomicU64,
+    bugs: [AtomicU64; 5],
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -122,6 +148,12 @@ impl Counters {
             count(|s| s.wrong_answer && s.finish == FinishReason::Stop),
         );
         bump(&self.language_mixed_samples, count(|s| s.language_mixed));
+        for sample in samples {
+            if let (Some(bug), FinishReason::Stop) = (sample.bug, sample.finish) {
+                let at = Bug::ALL.iter().position(|&b| b == bug).unwrap_or(0);
+                bump(&self.bugs[at], 1);
+            }
+        }
     }
 
     pub(crate) fn snapshot(&self, ledger: &PromptLedger) -> MockStats {
@@ -141,6 +173,13 @@ impl Counters {
             truncated_samples: read(&self.truncated_samples),
             wrong_answer_samples: read(&self.wrong_answer_samples),
             language_mixed_samples: read(&self.language_mixed_samples),
+            code_bugs: BugCounts {
+                off_by_one: read(&self.bugs[0]),
+                wrong_operator: read(&self.bugs[1]),
+                missing_edge_case: read(&self.bugs[2]),
+                syntax_error: read(&self.bugs[3]),
+                infinite_loop: read(&self.bugs[4]),
+            },
             requests_per_prompt: ledger.attempts_per_prompt(),
         }
     }

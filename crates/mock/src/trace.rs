@@ -7,6 +7,7 @@ use std::borrow::Cow;
 
 use distillery_spec::mock::MockSettings;
 
+use crate::code::Bug;
 use crate::hash::{Domain, Draws};
 
 /// Inserted into the reasoning of language-mixed samples ("Let's check this calculation again.
@@ -113,7 +114,9 @@ pub(crate) struct SamplePlan {
     opening: usize,
     double_check: bool,
     /// Picks the kind of wrong answer and where the Chinese sentence goes.
-    variant: u64,
+    pub(crate) variant: u64,
+    /// A code answer goes on after its code block with a sentence.
+    pub(crate) prose_after: bool,
 }
 
 impl SamplePlan {
@@ -140,6 +143,7 @@ impl SamplePlan {
         let opening = draws.below(OPENINGS.len() as u64) as usize;
         let double_check = draws.chance(0.5);
         let variant = draws.next_u64();
+        let prose_after = draws.chance(0.5);
         Self {
             wrong,
             language_mixed,
@@ -147,7 +151,16 @@ impl SamplePlan {
             opening,
             double_check,
             variant,
+            prose_after,
         }
+    }
+
+    pub(crate) fn opening(&self) -> &'static str {
+        OPENINGS[self.opening % OPENINGS.len()]
+    }
+
+    pub(crate) fn double_check(&self) -> bool {
+        self.double_check
     }
 }
 
@@ -177,9 +190,34 @@ pub(crate) struct Sample {
     pub(crate) wrong_answer: bool,
     /// The Chinese sentence is in the (possibly cut) reasoning.
     pub(crate) language_mixed: bool,
+    /// The bug a wrong code sample carries.
+    pub(crate) bug: Option<Bug>,
 }
 
 impl Sample {
+    /// A sample from its text, cut off as `plan` says.
+    pub(crate) fn from_parts(
+        reasoning: String,
+        content: String,
+        plan: &SamplePlan,
+        bug: Option<Bug>,
+    ) -> Self {
+        let mut sample = Self {
+            reasoning,
+            content,
+            finish: FinishReason::Stop,
+            reasoning_cut: false,
+            wrong_answer: plan.wrong,
+            language_mixed: plan.language_mixed,
+            bug,
+        };
+        if let Some(keep_share) = plan.truncate_at {
+            let chars = sample.reasoning.chars().count();
+            sample.cut_reasoning((chars as f64 * keep_share) as usize, true);
+        }
+        sample
+    }
+
     pub(crate) fn build(solution: &Solution, plan: &SamplePlan) -> Self {
         let shown: Cow<'_, str> = if plan.wrong {
             Cow::Owned(wrong_answer(&solution.answer, plan.variant))
@@ -227,19 +265,7 @@ impl Sample {
         let content = format!(
             "Working through the problem step by step gives {shown}.\n\n**Final Answer**\n\\boxed{{{shown}}}"
         );
-        let mut sample = Self {
-            reasoning,
-            content,
-            finish: FinishReason::Stop,
-            reasoning_cut: false,
-            wrong_answer: plan.wrong,
-            language_mixed: plan.language_mixed,
-        };
-        if let Some(keep_share) = plan.truncate_at {
-            let chars = sample.reasoning.chars().count();
-            sample.cut_reasoning((chars as f64 * keep_share) as usize, true);
-        }
-        sample
+        Self::from_parts(reasoning, content, plan, None)
     }
 
     pub(crate) fn reasoning_tokens(&self) -> u64 {
@@ -387,6 +413,7 @@ mod tests {
             opening: 0,
             double_check: false,
             variant: 1, // "right - delta" kind of wrong answer, delta 1
+            prose_after: false,
         }
     }
 

@@ -38,7 +38,63 @@ struct CodeGrader {
     sandbox: Sandbox,
     tests_field: String,
     entry_point_field: Option<String>,
+    setup_field: Option<String>,
     prompt_field: String,
+    /// At most this many sandboxes run at once, whatever the number of verifier threads.
+    slots: Slots,
+}
+
+/// A counting semaphore for blocking threads: the verifier pool's threads wait here for a
+/// sandbox, so a slow test suite holds up verification and not the teacher's event loops.
+#[derive(Debug)]
+struct Slots {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Slots {
+    fn new(count: usize) -> Self {
+        Self {
+            free: std::sync::Mutex::new(count.max(1)),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn run<T>(&self, work: impl FnOnce() -> T) -> T {
+        {
+            let mut free = self
+                .free
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            while *free == 0 {
+                free = self
+                    .freed
+                    .wait(free)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            *free -= 1;
+        }
+        // Given back even if `work` panics, so one bad check cannot starve the pool.
+        struct Release<'a>(&'a Slots);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                let mut free = self
+                    .0
+                    .free
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                *free += 1;
+                self.0.freed.notify_one();
+            }
+        }
+        let _release = Release(self);
+        work()
+    }
+}
+
+/// Sandboxes at once when `[verify.code] parallel` is not given: one per core.
+pub fn default_code_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 impl Grader {
@@ -71,7 +127,12 @@ impl Grader {
                 }),
                 tests_field: code.tests_field.clone(),
                 entry_point_field: code.entry_point_field.clone(),
+                setup_field: code.setup_field.clone(),
                 prompt_field: prompt_field.to_owned(),
+                slots: Slots::new(
+                    code.parallel
+                        .map_or_else(default_code_parallelism, |n| n.get() as usize),
+                ),
             }),
             keep: match verify.keep {
                 KeepPolicy::FirstCorrect => distillery_verify::KeepPolicy::FirstCorrect,
@@ -79,6 +140,17 @@ impl Grader {
                 KeepPolicy::All => distillery_verify::KeepPolicy::All,
             },
         }
+    }
+
+    /// Sandboxes the code check runs at once; `None` without a code check.
+    pub fn code_parallelism(&self) -> Option<usize> {
+        let code = self.code.as_ref()?;
+        let free = code
+            .slots
+            .free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(*free)
     }
 
     /// Every sample of `completion` as a row, accepted or rejected with its reasons.
@@ -204,6 +276,11 @@ impl Grader {
         }
         if let Some(code) = &self.code {
             verdicts.push(code.check(job, &sample.content));
+            // The code that was run, for whoever studies the rows.
+            if extracted.is_none() {
+                extracted =
+                    distillery_verify::code::extract_code_block(&sample.content).map(str::to_owned);
+            }
         }
         let whole = match &sample.reasoning {
             Some(reasoning) => format!("{reasoning}\n{}", sample.content),
@@ -222,6 +299,10 @@ impl Grader {
 
 impl CodeGrader {
     fn check(&self, job: &PromptJob, answer: &str) -> Verdict {
+        self.slots.run(|| self.run(job, answer))
+    }
+
+    fn run(&self, job: &PromptJob, answer: &str) -> Verdict {
         let tests = job.field(&self.tests_field).unwrap_or_default();
         match &self.entry_point_field {
             Some(entry_point_field) => {
@@ -240,7 +321,13 @@ impl CodeGrader {
                     return Verdict::fail(Check::Code, Reason::CodeNoCode);
                 }
                 let lines: Vec<String> = tests.lines().map(str::to_owned).collect();
-                self.sandbox.check_program(&mbpp_program(code, "", &lines))
+                let setup = self
+                    .setup_field
+                    .as_ref()
+                    .and_then(|field| job.field(field))
+                    .unwrap_or_default();
+                self.sandbox
+                    .check_program(&mbpp_program(code, &setup, &lines))
             }
         }
     }
@@ -322,6 +409,7 @@ fn apportion(total: u64, weights: &[u64]) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use std::sync::Arc;
     use std::time::Duration;
 
     use distillery_spec::Pipeline;
@@ -449,6 +537,132 @@ mod tests {
             .unwrap();
         assert!(!language.passed);
         assert!(language.detail.is_some());
+    }
+
+    fn code_grader(verify_code: &str) -> Grader {
+        let text = format!(
+            "name = \"t\"\n[source]\npath = \"x.jsonl\"\nprompt_field = \"prompt\"\n[teacher]\nkind = \"mock\"\n[verify]\nformat = true\n[verify.code]\n{verify_code}\n"
+        );
+        let pipeline = Pipeline::parse(&text, Path::new("t.toml"), Path::new("/d")).unwrap();
+        Grader::new(&pipeline.verify, "prompt")
+    }
+
+    fn code_job(fields: serde_json::Value) -> PromptJob {
+        PromptJob {
+            id: "c1".into(),
+            row_number: 1,
+            problem: "Write it.".into(),
+            system: None,
+            reference_answer: None,
+            fields: Arc::new(fields.as_object().unwrap().clone()),
+        }
+    }
+
+    fn fenced(code: &str) -> String {
+        format!("Here it is:\n\n```python\n{code}```\n\nThat handles every case.")
+    }
+
+    fn reasons(grader: &Grader, job: &PromptJob, answers: &[String]) -> Vec<Option<String>> {
+        let samples = answers
+            .iter()
+            .enumerate()
+            .map(|(i, answer)| sample(i as u32, THINK, answer, FinishReason::Stop))
+            .collect();
+        grader
+            .grade(job, &completion(samples), &context(), 0)
+            .into_iter()
+            .map(|row| {
+                let code = row.extracted_answer.as_deref().unwrap_or_default();
+                assert!(
+                    code.starts_with("def ") || code.starts_with("import "),
+                    "{code:?}"
+                );
+                row.reject_reason
+            })
+            .collect()
+    }
+
+    #[test]
+    fn humaneval_layout_runs_the_fenced_function_against_check() {
+        let grader = code_grader(
+            "tests_field = \"test\"\nentry_point_field = \"entry_point\"\ntimeout_secs = 2",
+        );
+        let job = code_job(serde_json::json!({
+            "prompt": "def add(a, b):\n    \"\"\"Add a and b.\"\"\"\n",
+            "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n",
+            "entry_point": "add",
+        }));
+        let answers = [
+            fenced("def add(a, b):\n    return a + b\n"),
+            fenced("def add(a, b):\n    return a - b\n"),
+            fenced("def add(a, b)\n    return a + b\n"),
+            fenced("def add(a, b):\n    while True:\n        pass\n"),
+        ];
+        assert_eq!(
+            reasons(&grader, &job, &answers),
+            [
+                None,
+                Some("code.failed".into()),
+                Some("code.syntax".into()),
+                Some("code.timeout".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn mbpp_layout_runs_setup_then_each_assert() {
+        let grader = code_grader(
+            "tests_field = \"test_list\"\nsetup_field = \"test_setup_code\"\ntimeout_secs = 2",
+        );
+        let job = code_job(serde_json::json!({
+            "prompt": "Write a function to scale a number.",
+            "test_list": ["assert scale(2) == 2 * FACTOR", "assert scale(0) == 0"],
+            "test_setup_code": "FACTOR = 3",
+        }));
+        let answers = [
+            fenced("def scale(x):\n    return 3 * x\n"),
+            fenced("def scale(x):\n    return 2 * x\n"),
+        ];
+        assert_eq!(
+            reasons(&grader, &job, &answers),
+            [None, Some("code.failed".into())]
+        );
+        // Without the setup code the asserts cannot run: the setup really is run.
+        let no_setup = code_grader("tests_field = \"test_list\"\ntimeout_secs = 2");
+        assert_eq!(
+            reasons(&no_setup, &job, &answers[..1]),
+            [Some("code.failed".into())]
+        );
+    }
+
+    #[test]
+    fn no_more_sandboxes_than_parallel_run_at_once() {
+        let grader = Arc::new(code_grader(
+            "tests_field = \"test_list\"\ntimeout_secs = 5\nparallel = 2",
+        ));
+        assert_eq!(grader.code_parallelism(), Some(2));
+        let job = code_job(serde_json::json!({
+            "prompt": "Wait a while.",
+            "test_list": ["assert slow() == 1"],
+        }));
+        let answer = fenced("import time\ndef slow():\n    time.sleep(0.4)\n    return 1\n");
+        let started = std::time::Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..6 {
+                let (grader, job, answer) = (&grader, &job, &answer);
+                scope.spawn(move || {
+                    assert_eq!(reasons(grader, job, std::slice::from_ref(answer)), [None]);
+                });
+            }
+        });
+        // Six 0.4 s programs, two at a time: three rounds at least.
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(1150), "{elapsed:?}");
+        assert_eq!(
+            grader.code_parallelism(),
+            Some(2),
+            "every slot was given back"
+        );
     }
 
     #[test]

@@ -271,8 +271,9 @@ pub fn resume(
 }
 
 /// Differences between two definitions that would change what rows mean. Concurrency, rate
-/// limits, timeouts, retries, streaming, pricing, shard sizes, the local teacher's batch size
-/// and the mock's latency and faults only change how fast rows arrive.
+/// limits, timeouts, retries, streaming, pricing, shard sizes, the local teacher's batch size,
+/// the number of code sandboxes and the mock's latency and faults only change how fast rows
+/// arrive.
 pub fn unsafe_changes(before: &Pipeline, after: &Pipeline) -> Vec<String> {
     let mut left = Vec::new();
     let mut right = Vec::new();
@@ -287,8 +288,10 @@ pub fn unsafe_changes(before: &Pipeline, after: &Pipeline) -> Vec<String> {
         &mut right,
     );
     let safe = |path: &str| {
-        const SAFE: [&str; 10] = [
+        const SAFE: [&str; 11] = [
             ".limits.",
+            // Sandboxes at once: the same verdicts, sooner or later.
+            "verify.code.parallel",
             // Every local sample has its own seeded sampler: batching changes only the speed.
             "teacher.backend.Local.batch_size",
             "teacher.timeout",
@@ -453,6 +456,9 @@ fn execute_locked(
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
+    // A sandbox mostly waits on its child process: the pool has a thread for every sandbox
+    // `[verify.code] parallel` allows, and the grader's slots keep them to that number.
+    let verifier_threads = verifier_threads.max(grader.code_parallelism().unwrap_or(0));
     let window = teacher.capacity().max(1);
     let elapsed_before = manifest.elapsed_secs;
     let pricing = pipeline.teacher.pricing;

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use distillery_mock::{MockDataset, MockServer};
-use distillery_spec::{Backend, Endpoint, Pipeline};
+use distillery_spec::{Backend, Endpoint, MockTask, Pipeline};
 use distillery_store::SourceReader;
 use distillery_teacher::{
     Completion, LocalOptions, LocalTeacher, OpenAiTeacher, Teacher, TeacherError, TeacherOptions,
@@ -46,10 +46,13 @@ impl RunTeacher {
                     Some(path) if *path == pipeline.source.path => {
                         mock_dataset_from_source(pipeline)?
                     }
-                    Some(path) => {
-                        MockDataset::load(path, &settings.question_field, &settings.answer_field)
-                            .map_err(|e| PipelineError::Mock(e.to_string()))?
-                    }
+                    Some(path) => MockDataset::load_as(
+                        path,
+                        &settings.question_field,
+                        &settings.answer_field,
+                        settings.task,
+                    )
+                    .map_err(|e| PipelineError::Mock(e.to_string()))?,
                     None => MockDataset::empty(),
                 };
                 // Its own threads, so that the simulator never competes with the pipeline's
@@ -160,5 +163,13 @@ fn mock_dataset_from_source(pipeline: &Pipeline) -> Result<MockDataset, Pipeline
             rows.push((question.into_owned(), answer));
         }
     }
-    Ok(MockDataset::from_rows(rows))
+    let code = matches!(
+        &pipeline.teacher.backend,
+        Backend::Mock { settings, .. } if settings.task == Some(MockTask::Code)
+    );
+    Ok(if code {
+        MockDataset::from_code_rows(rows)
+    } else {
+        MockDataset::from_rows(rows)
+    })
 }

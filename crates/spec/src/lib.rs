@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use locate::{FieldPath, Position};
-pub use mock::{FaultRates, MockSettings, ReasoningStyle};
+pub use mock::{FaultRates, MockSettings, MockTask, ReasoningStyle};
 pub use template::{MissingField, Template};
 
 /// The R1 recipe's instruction for math problems (DeepSeek-R1 usage recommendations).
@@ -199,12 +199,39 @@ pub struct Verify {
     pub keep: KeepPolicy,
 }
 
+/// `[verify.code]`: candidates run against each row's tests in the sandbox. The layout is
+/// chosen by the fields given: with `entry_point_field` it is HumanEval's (the prompt, the
+/// candidate, the `check(candidate)` test function), without it MBPP's (the candidate, the
+/// optional `setup_field` code, then the `assert` lines of `tests_field`, a list or text).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CodeCheck {
     pub tests_field: String,
     pub entry_point_field: Option<String>,
+    /// MBPP's `test_setup_code`: run between the candidate and its asserts.
+    pub setup_field: Option<String>,
     pub timeout: Duration,
     pub memory_mb: NonZeroU32,
+    /// Sandboxes running at once, at most; `None` is one per core.
+    pub parallel: Option<NonZeroU32>,
+}
+
+impl CodeCheck {
+    pub fn layout(&self) -> CodeLayout {
+        match self.entry_point_field {
+            Some(_) => CodeLayout::HumanEval,
+            None => CodeLayout::Mbpp,
+        }
+    }
+}
+
+/// How a code row's tests are put together with a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeLayout {
+    /// `prompt + candidate + test + check(entry_point)`.
+    HumanEval,
+    /// `candidate + setup + one assert per line`.
+    Mbpp,
 }
 
 /// Which verified samples of a prompt are accepted into the dataset.

@@ -19,6 +19,19 @@ pub enum ReasoningStyle {
     ThinkTags,
 }
 
+/// What the simulated teacher writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MockTask {
+    /// Worked solutions ending in `\boxed{answer}` (GSM8K, MATH): the reference is replayed as
+    /// reasoning steps.
+    Math,
+    /// Python in a fenced block after the reasoning (HumanEval, MBPP): the reference solution
+    /// is the code; wrong samples carry a bug (off-by-one, wrong operator, missing edge case,
+    /// syntax error, infinite loop).
+    Code,
+}
+
 /// Probabilities of each fault, drawn independently per request attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -71,8 +84,13 @@ pub struct MockSettings {
     pub dataset: Option<PathBuf>,
     /// Field holding the problem text, matched against the prompt.
     pub question_field: String,
-    /// Field holding the reference solution (GSM8K style: steps, then `#### answer`).
+    /// Field holding the reference solution (GSM8K style: steps, then `#### answer`; for
+    /// code, the solution's Python).
     pub answer_field: String,
+    /// Math or code. Unset, a pipeline with `[verify.code]` gets code and any other math; the
+    /// stand-alone server looks at the data set (rows with `entry_point`, `test` or
+    /// `test_list` are code).
+    pub task: Option<MockTask>,
     /// Share of samples that end with the right answer; the rest get a wrong one.
     pub accuracy: f64,
     /// Mean latency of a whole response, in milliseconds.
@@ -94,6 +112,7 @@ impl Default for MockSettings {
             dataset: None,
             question_field: "question".into(),
             answer_field: "answer".into(),
+            task: None,
             accuracy: 0.8,
             latency_ms: 0.0,
             latency_jitter_ms: 0.0,

@@ -96,6 +96,8 @@ pub(crate) struct RawVerify {
 pub(crate) struct RawCode {
     pub tests_field: Option<String>,
     pub entry_point_field: Option<String>,
+    pub setup_field: Option<String>,
+    pub parallel: Option<i64>,
     pub timeout_secs: Option<f64>,
     pub memory_mb: Option<i64>,
 }

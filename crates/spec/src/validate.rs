@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::locate::{FieldPath, Locator, Position};
 use crate::raw::{RawCode, RawEndpoint, RawPipeline, RawSource, RawTeacher, RawVerify};
 use crate::{
-    AnswerExtract, Backend, CodeCheck, Diagnostic, Endpoint, Limits, LocalModel, Output, Pipeline,
-    Pricing, Prompt, R1_TEMPERATURE, R1_TOP_P, Sampling, Source, SourceFormat, Teacher,
+    AnswerExtract, Backend, CodeCheck, Diagnostic, Endpoint, Limits, LocalModel, MockTask, Output,
+    Pipeline, Pricing, Prompt, R1_TEMPERATURE, R1_TOP_P, Sampling, Source, SourceFormat, Teacher,
     TeacherKind, Template, Verify,
 };
 
@@ -250,6 +250,19 @@ impl Checker<'_> {
         let teacher = teacher.and_then(|teacher| self.teacher(teacher, source.as_ref(), base_dir));
         let prompt = self.prompt(raw.prompt.unwrap_or_default(), source.as_ref());
         let verify = self.verify(raw.verify.unwrap_or_default(), source.as_ref());
+        // A mock teacher answers a code run with code unless told otherwise.
+        let teacher = teacher.map(|mut teacher| {
+            if let Backend::Mock { settings, .. } = &mut teacher.backend
+                && settings.task.is_none()
+            {
+                settings.task = Some(if verify.code.is_some() {
+                    MockTask::Code
+                } else {
+                    MockTask::Math
+                });
+            }
+            teacher
+        });
         let output = self.output(raw.output.unwrap_or_default());
         Some(Pipeline {
             name: name?,
@@ -650,11 +663,23 @@ impl Checker<'_> {
             at.key("tests_field"),
             "the field holding the tests to run",
         );
+        let entry_point_field = self.identifier(raw.entry_point_field, at.key("entry_point_field"));
+        let setup_field = self.identifier(raw.setup_field, at.key("setup_field"));
+        if setup_field.is_some() && entry_point_field.is_some() {
+            self.error(
+                at.key("setup_field"),
+                "applies to the MBPP layout (asserts), not with entry_point_field (HumanEval's \
+                 `check` function)",
+            );
+        }
+        let parallel = self.optional_count(raw.parallel, at.key("parallel"));
         Some(CodeCheck {
-            tests_field: tests_field?,
-            entry_point_field: raw.entry_point_field,
+            tests_field: self.identifier(tests_field, at.key("tests_field"))?,
+            entry_point_field,
+            setup_field,
             timeout: self.seconds(raw.timeout_secs, 10.0, at.key("timeout_secs")),
             memory_mb: self.count(raw.memory_mb, 512, at.key("memory_mb")),
+            parallel,
         })
     }
 
@@ -929,6 +954,68 @@ server_error = 0.7
             errors
                 .iter()
                 .any(|e| e.contains("teacher.endpoints: give either teacher.base_url"))
+        );
+    }
+
+    #[test]
+    fn code_checks_choose_their_layout_and_make_the_mock_write_code() {
+        let base = "name = \"c\"\n[source]\npath = \"d.jsonl\"\nprompt_field = \"text\"\nanswer_field = \"code\"\n[teacher]\nkind = \"mock\"\n";
+        let parse = |extra: &str| {
+            crate::Pipeline::parse(
+                &format!("{base}{extra}"),
+                Path::new("p.toml"),
+                Path::new("/b"),
+            )
+        };
+        let mbpp = parse(
+            "[verify.code]\ntests_field = \"test_list\"\nsetup_field = \"test_setup_code\"\nparallel = 3\n",
+        )
+        .unwrap();
+        let code = mbpp.verify.code.as_ref().unwrap();
+        assert_eq!(code.layout(), crate::CodeLayout::Mbpp);
+        assert_eq!(code.setup_field.as_deref(), Some("test_setup_code"));
+        assert_eq!(code.parallel.map(NonZeroU32::get), Some(3));
+        assert!(!mbpp.verify.math, "code answers are not compared as math");
+        let Backend::Mock { settings, .. } = &mbpp.teacher.backend else {
+            panic!("expected the mock backend");
+        };
+        assert_eq!(settings.task, Some(MockTask::Code));
+
+        let humaneval =
+            parse("[verify.code]\ntests_field = \"test\"\nentry_point_field = \"entry_point\"\n")
+                .unwrap();
+        let code = humaneval.verify.code.as_ref().unwrap();
+        assert_eq!(code.layout(), crate::CodeLayout::HumanEval);
+        assert_eq!(code.parallel, None);
+
+        // Without a code check the mock writes math; a task given is kept.
+        let math = parse("").unwrap();
+        let Backend::Mock { settings, .. } = &math.teacher.backend else {
+            panic!("expected the mock backend");
+        };
+        assert_eq!(settings.task, Some(MockTask::Math));
+        let told = parse("[teacher.mock]\ntask = \"code\"\n").unwrap();
+        let Backend::Mock { settings, .. } = &told.teacher.backend else {
+            panic!("expected the mock backend");
+        };
+        assert_eq!(settings.task, Some(MockTask::Code));
+
+        let errors = errors(&format!(
+            "{base}[verify.code]\ntests_field = \"test\"\nentry_point_field = \"entry_point\"\nsetup_field = \"s\"\nparallel = 0\n"
+        ));
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("11:15 verify.code.setup_field: applies to the MBPP layout"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1].starts_with("12:12 verify.code.parallel: must be a whole number from 1"),
+            "{errors:#?}"
+        );
+        let missing = super::tests::errors(&format!("{base}[verify.code]\ntimeout_secs = 1\n"));
+        assert!(
+            missing[0].contains("verify.code.tests_field: is required"),
+            "{missing:#?}"
         );
     }
 

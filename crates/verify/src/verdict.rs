@@ -108,6 +108,9 @@ pub enum Reason {
     #[serde(rename = "code.no_code")]
     #[error("no code block found in the output")]
     CodeNoCode,
+    #[serde(rename = "code.syntax")]
+    #[error("the program does not parse: {detail}")]
+    CodeSyntax { detail: String },
     #[serde(rename = "code.failed")]
     #[error("program failed ({status}): {stderr_tail}")]
     CodeFailed { status: String, stderr_tail: String },
@@ -198,6 +201,7 @@ impl Reason {
             Reason::MathNoAnswer => "math.no_answer",
             Reason::MathWrongAnswer { .. } => "math.wrong_answer",
             Reason::CodeNoCode => "code.no_code",
+            Reason::CodeSyntax { .. } => "code.syntax",
             Reason::CodeFailed { .. } => "code.failed",
             Reason::CodeTimeout { .. } => "code.timeout",
             Reason::CodeMemory { .. } => "code.memory",

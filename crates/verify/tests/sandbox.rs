@@ -76,10 +76,10 @@ fn humaneval_canonical_solutions_pass_and_broken_ones_fail() {
         matches!(verdict.reason(), Some(Reason::CodeFailed { .. })),
         "{verdict}"
     );
-    // A syntax error is a failure too.
+    // A syntax error is a failure of its own kind.
     assert_eq!(
         sandbox.run_humaneval(&tasks[0], "    return (\n").code(),
-        "code.failed"
+        "code.syntax"
     );
     // A model answer with a fenced block.
     let task = &tasks[53];

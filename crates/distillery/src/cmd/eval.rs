@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use distillery_eval::{
     Benchmark, BenchmarkConfig, EvalOptions, EvalSettings, Overrides, PROBLEMS_FILE, Problem,
-    ProblemResult, REPORT_FILE, Report, Scorer, TaskKind,
+    ProblemResult, REPORT_FILE, Report, SandboxLimits, Scorer, TaskKind,
 };
 use distillery_spec::{AnswerExtract, Endpoint, Limits, R1_TEMPERATURE, R1_TOP_P, Sampling};
 use distillery_teacher::{
@@ -79,6 +79,9 @@ pub struct Args {
     /// Endpoint: seconds a request may take (with streaming off) before it is retried.
     #[arg(long, value_name = "SECS", default_value_t = 600.0)]
     timeout_secs: f64,
+    /// Code benchmarks: seconds of wall-clock (and CPU) time a candidate's tests may take.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    code_timeout_secs: f64,
     /// Endpoint: retries of a failed request before the problem counts as failed.
     #[arg(long, value_name = "N", default_value_t = 8)]
     retries: u32,
@@ -151,6 +154,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "--timeout-secs must be a positive number of seconds, got {}",
         args.timeout_secs
     );
+    let code_timeout = Duration::try_from_secs_f64(args.code_timeout_secs)
+        .ok()
+        .filter(|timeout| !timeout.is_zero())
+        .with_context(|| {
+            format!(
+                "--code-timeout-secs must be a positive number of seconds, got {}",
+                args.code_timeout_secs
+            )
+        })?;
     let local = args.base_url.is_none();
     if local {
         let path = Path::new(&args.model);
@@ -177,7 +189,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let problems = config
         .load()
         .with_context(|| format!("cannot read the benchmark {}", args.benchmark))?;
-    let scorer = Arc::new(Scorer::default());
+    let scorer = Arc::new(Scorer::new(SandboxLimits {
+        wall_time: code_timeout,
+        cpu_time: code_timeout,
+        ..SandboxLimits::default()
+    }));
     if matches!(config.task, TaskKind::Code { .. }) {
         anyhow::ensure!(
             scorer.sandbox().python().is_some(),

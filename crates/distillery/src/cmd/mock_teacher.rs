@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use distillery_mock::{MockDataset, MockServer};
-use distillery_spec::{FaultRates, MockSettings, ReasoningStyle};
+use distillery_spec::{FaultRates, MockSettings, MockTask, ReasoningStyle};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -15,6 +15,10 @@ pub struct Args {
     question_field: String,
     #[arg(long, default_value = "answer")]
     answer_field: String,
+    /// What the teacher writes: worked math ending in \boxed{}, or Python in a fenced block
+    /// [default: code for rows with an `entry_point`, `test` or `test_list` field, else math].
+    #[arg(long, value_enum)]
+    task: Option<TaskArg>,
     /// Model name the server answers to.
     #[arg(long, default_value = "distillery-mock-r1")]
     model: String,
@@ -70,6 +74,21 @@ pub struct Args {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TaskArg {
+    Math,
+    Code,
+}
+
+impl From<TaskArg> for MockTask {
+    fn from(task: TaskArg) -> Self {
+        match task {
+            TaskArg::Math => Self::Math,
+            TaskArg::Code => Self::Code,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum StyleArg {
     ReasoningContent,
     Reasoning,
@@ -91,6 +110,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         dataset: Some(args.dataset.clone()),
         question_field: args.question_field.clone(),
         answer_field: args.answer_field.clone(),
+        task: args.task.map(Into::into),
         accuracy: args.accuracy,
         latency_ms: args.latency_ms,
         latency_jitter_ms: args.latency_jitter_ms,
@@ -117,8 +137,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .collect();
         anyhow::bail!("invalid mock teacher settings:\n{}", list.join("\n"));
     }
-    let dataset = MockDataset::load(&args.dataset, &args.question_field, &args.answer_field)
-        .with_context(|| format!("cannot load the data set {}", args.dataset.display()))?;
+    let dataset = MockDataset::load_as(
+        &args.dataset,
+        &args.question_field,
+        &args.answer_field,
+        settings.task,
+    )
+    .with_context(|| format!("cannot load the data set {}", args.dataset.display()))?;
     let api_key = match &args.api_key_env {
         Some(variable) => Some(
             std::env::var(variable)
@@ -127,6 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let problem_count = dataset.len();
+    let code_rows = dataset.code_rows();
     super::runtime()?.block_on(async {
         let mut builder = MockServer::builder(settings, args.model.clone()).dataset(dataset);
         if let Some(key) = api_key {
@@ -143,8 +169,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", server.base_url());
         tracing::info!(
             model = %args.model,
-            "mock teacher (a simulator, not a model) serving {} problems from {}; Ctrl-C stops it",
+            "mock teacher (a simulator, not a model) serving {} problems ({} of them code) from {}; \
+             Ctrl-C stops it",
             problem_count,
+            code_rows,
             args.dataset.display(),
         );
         server

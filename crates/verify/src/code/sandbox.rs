@@ -184,6 +184,11 @@ impl SandboxResult {
                 detail: tail(stderr),
             });
         }
+        if signal.is_none()
+            && let Some(detail) = syntax_error(stderr)
+        {
+            return Some(Reason::CodeSyntax { detail });
+        }
         let status = match signal {
             Some(signal) => format!("killed by signal {signal}"),
             None => match &self.termination {
@@ -196,6 +201,20 @@ impl SandboxResult {
             stderr_tail: tail(stderr),
         })
     }
+}
+
+/// The message of a `SyntaxError` (or `IndentationError`, `TabError`) raised while compiling
+/// the program itself: the traceback ends with it and its last frame is `main.py`, not code the
+/// program compiled at run time (`eval`, `exec`), which is an ordinary failure.
+fn syntax_error(stderr: &str) -> Option<String> {
+    let mut lines = stderr.lines().rev().filter(|line| !line.trim().is_empty());
+    let last = lines.next()?;
+    let kind = ["SyntaxError", "IndentationError", "TabError"]
+        .into_iter()
+        .find(|kind| last.starts_with(kind) && last[kind.len()..].starts_with(':'))?;
+    let frame = lines.find(|line| line.trim_start().starts_with("File \""))?;
+    let in_program = frame.contains("main.py\"");
+    in_program.then(|| format!("{kind}{}", &last[kind.len()..]))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -673,6 +692,18 @@ mod tests {
             "code.failed"
         );
         assert_eq!(code(Termination::Exited(1), "MemoryError"), "code.memory");
+        let syntax = "Traceback (most recent call last):\n  File \"<string>\", line 60, in <module>\n  File \"main.py\", line 5\n    return (\n           ^\nSyntaxError: '(' was never closed\n";
+        assert_eq!(
+            ended(Termination::Exited(1), syntax).verdict().reason(),
+            Some(&Reason::CodeSyntax {
+                detail: "SyntaxError: '(' was never closed".into()
+            })
+        );
+        let indent = "  File \"/tmp/distillery-sandbox-x/main.py\", line 3\n    return 1\nIndentationError: unexpected indent\n";
+        assert_eq!(code(Termination::Exited(1), indent), "code.syntax");
+        // Code the program compiles at run time is the program failing, not a syntax error.
+        let runtime = "Traceback (most recent call last):\n  File \"main.py\", line 2, in <module>\n    eval(\"(\")\n  File \"<string>\", line 1\n    (\n    ^\nSyntaxError: '(' was never closed\n";
+        assert_eq!(code(Termination::Exited(1), runtime), "code.failed");
         assert_eq!(code(Termination::WallTimeout, ""), "code.timeout");
         assert_eq!(
             code(Termination::Signaled(libc::SIGXCPU), ""),
