@@ -214,12 +214,18 @@ fn eval_humaneval_scores_164_of_164_and_0_of_164() {
     let dir = tempfile::tempdir().unwrap();
     let right = humaneval_mock("1.0");
     let stdout = eval_humaneval(&right, &dir.path().join("right"));
-    assert!(stdout.starts_with("pass@1 1.0000 (164/164)\n"), "{stdout}");
+    assert!(
+        stdout.starts_with("pass@1 1.0000 ± 0.0000 (164/164)\n"),
+        "{stdout}"
+    );
     drop(right);
 
     let wrong = humaneval_mock("0.0");
     let out = dir.path().join("wrong");
     let stdout = eval_humaneval(&wrong, &out);
-    assert!(stdout.starts_with("pass@1 0.0000 (0/164)\n"), "{stdout}");
+    assert!(
+        stdout.starts_with("pass@1 0.0000 ± 0.0000 (0/164)\n"),
+        "{stdout}"
+    );
     assert_all_wrong(&wrong, &out, 164);
 }
