@@ -916,6 +916,58 @@ stream = true
     );
 }
 
+/// A server that sends no usage (llama-cpp-python streaming): tokens are estimated from the
+/// text, and the manifest, the rows and `status` say so.
+#[test]
+fn tokens_are_estimated_and_marked_when_the_server_reports_no_usage() {
+    const PROMPTS: u32 = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let run_against = |mock: &MockProcess, name: &str| {
+        let def = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &def,
+            format!(
+                r#"name = "{name}"
+[source]
+path = "{}"
+prompt_field = "question"
+answer_field = "answer"
+answer_extract = "gsm8k"
+limit = {PROMPTS}
+[teacher]
+base_url = "{}"
+model = "distillery-mock-r1"
+stream = true
+"#,
+                gsm8k().display(),
+                mock.base_url
+            ),
+        )
+        .unwrap();
+        let run = dir.path().join(name);
+        run_ok(&["run", s(&def), "--run-dir", s(&run), "--plain"]);
+        run
+    };
+    let measured = run_against(&MockProcess::start(&[]), "measured");
+    let silent = run_against(&MockProcess::start(&["--no-stream-usage"]), "silent");
+
+    let (measured_tokens, estimated_tokens) =
+        (manifest(&measured).tokens, manifest(&silent).tokens);
+    assert!(!measured_tokens.estimated);
+    assert!(estimated_tokens.estimated, "{estimated_tokens:?}");
+    // The mock counts 4 characters a token too, so the estimate lands near the server's count.
+    assert!(estimated_tokens.completion > 0 && estimated_tokens.prompt > 0);
+    let ratio = estimated_tokens.completion as f64 / measured_tokens.completion as f64;
+    assert!(
+        (0.5..2.0).contains(&ratio),
+        "{estimated_tokens:?} vs {measured_tokens:?}"
+    );
+    assert!(rows(&silent).iter().all(|r| r.tokens_estimated));
+    assert!(rows(&measured).iter().all(|r| !r.tokens_estimated));
+    let status = text(&run_ok(&["status", s(&silent)]).stdout);
+    assert!(status.contains("estimated from the text"), "{status}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Chaos: everything above at random, on one run
 

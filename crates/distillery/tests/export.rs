@@ -52,6 +52,7 @@ fn generation(run_id: &str, prompt: usize, sample: u32, accepted: bool) -> Gener
         prompt_tokens: 40,
         completion_tokens: 200 + prompt as u64,
         reasoning_tokens: 150 + prompt as u64,
+        tokens_estimated: false,
         latency_ms: 900,
         attempts: 1,
         provenance: Provenance {

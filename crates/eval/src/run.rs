@@ -99,6 +99,7 @@ async fn ask<T: Teacher>(
                 prompt_tokens,
                 completion_tokens,
                 reasoning_tokens,
+                ..
             } = completion.usage;
             result.prompt_tokens = prompt_tokens;
             result.completion_tokens = completion_tokens;
@@ -235,6 +236,7 @@ mod tests {
                     prompt_tokens: 3,
                     completion_tokens: 7,
                     reasoning_tokens: 0,
+                    estimated: false,
                 },
                 model: "fake".into(),
                 endpoint: "memory".into(),

@@ -43,6 +43,7 @@ pub struct MockServerBuilder {
     dataset: Option<MockDataset>,
     api_key: Option<ApiKey>,
     interrupt_above: Option<usize>,
+    stream_usage: bool,
 }
 
 impl MockServerBuilder {
@@ -53,6 +54,7 @@ impl MockServerBuilder {
             dataset: None,
             api_key: None,
             interrupt_above: None,
+            stream_usage: true,
         }
     }
 
@@ -66,6 +68,13 @@ impl MockServerBuilder {
     /// are open interrupts the running ones (streams are cut, waiting whole responses get 503).
     pub fn interrupt_above(mut self, k: usize) -> Self {
         self.interrupt_above = Some(k);
+        self
+    }
+
+    /// Like llama-cpp-python's server: streamed responses carry no `usage`, whatever
+    /// `stream_options.include_usage` asks (whole responses still do).
+    pub fn without_stream_usage(mut self) -> Self {
+        self.stream_usage = false;
         self
     }
 
@@ -134,6 +143,7 @@ impl MockServerBuilder {
             interrupter: self
                 .interrupt_above
                 .map(|k| Arc::new(crate::pacing::Interrupter::new(k))),
+            stream_usage: self.stream_usage,
         });
         let stopped = shared.shutdown.listener().wait();
         let app = router(Arc::clone(&shared));
@@ -300,6 +310,8 @@ struct Shared {
     /// Unix time the server started, shown as the model's `created`.
     started: u64,
     interrupter: Option<Arc<crate::pacing::Interrupter>>,
+    /// Whether streamed responses may carry `usage`.
+    stream_usage: bool,
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -489,7 +501,7 @@ impl Shared {
             fault: attempt.fault,
         };
         if request.streams() {
-            let usage = request.include_usage().then_some(&usage);
+            let usage = (request.include_usage() && self.stream_usage).then_some(&usage);
             self.streamed(envelope, &samples, usage, delivery, open)
         } else {
             self.whole(envelope, &samples, &usage, delivery, open).await

@@ -604,6 +604,7 @@ impl Writer {
             }
             tokens.completion += row.completion_tokens;
             tokens.reasoning += row.reasoning_tokens;
+            tokens.estimated |= row.tokens_estimated;
         }
     }
 

@@ -235,6 +235,7 @@ impl Grader {
                     prompt_tokens: completion.usage.prompt_tokens,
                     completion_tokens,
                     reasoning_tokens,
+                    tokens_estimated: completion.usage.estimated,
                     latency_ms: u64::try_from(completion.latency.as_millis()).unwrap_or(u64::MAX),
                     attempts: completion.attempts,
                     provenance: Provenance {
@@ -453,6 +454,7 @@ mod tests {
                 prompt_tokens: 10,
                 completion_tokens: 101,
                 reasoning_tokens: 50,
+                estimated: false,
             },
             model: "m".into(),
             endpoint: "http://e/v1".into(),

@@ -85,8 +85,15 @@ pub fn report(manifest: &Manifest, now_ms: i64) -> String {
     let tokens = &manifest.tokens;
     let _ = writeln!(
         out,
-        "tokens     {} prompt, {} completion ({} reasoning)",
-        tokens.prompt, tokens.completion, tokens.reasoning
+        "tokens     {} prompt, {} completion ({} reasoning){}",
+        tokens.prompt,
+        tokens.completion,
+        tokens.reasoning,
+        if tokens.estimated {
+            " — estimated from the text for a server that reports no usage"
+        } else {
+            ""
+        }
     );
     if let Some(cost) = manifest.cost_usd {
         let _ = writeln!(

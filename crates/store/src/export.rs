@@ -553,6 +553,7 @@ fn mixed_generation(messages: Vec<ChatMessage>, id: String, path: &Path, row: u6
         prompt_tokens: 0,
         completion_tokens: 0,
         reasoning_tokens: 0,
+        tokens_estimated: false,
         latency_ms: 0,
         attempts: 0,
         provenance: Provenance {

@@ -179,6 +179,8 @@ pub struct RowSummary {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub reasoning_tokens: u64,
+    /// False for files written before the column existed.
+    pub tokens_estimated: bool,
 }
 
 const SUMMARY_COLUMNS: [&str; 7] = [
@@ -205,6 +207,9 @@ pub fn scan_summaries(path: &Path, mut on_row: impl FnMut(RowSummary)) -> Result
             row: 0,
             message: format!("missing column `{name}`"),
         })?;
+        roots.push(index);
+    }
+    if let Ok(index) = schema.index_of("tokens_estimated") {
         roots.push(index);
     }
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
@@ -235,6 +240,9 @@ pub fn scan_summaries(path: &Path, mut on_row: impl FnMut(RowSummary)) -> Result
         let accepted = accepted.as_boolean();
         let reason = col("reject_reason", &DataType::Utf8)?;
         let reason = reason.as_string::<i32>();
+        let estimated = batch
+            .column_by_name("tokens_estimated")
+            .and_then(|c| c.as_boolean_opt());
         let ints: Vec<_> = [
             "sample_index",
             "prompt_tokens",
@@ -262,6 +270,7 @@ pub fn scan_summaries(path: &Path, mut on_row: impl FnMut(RowSummary)) -> Result
                 prompt_tokens: uint(1)?,
                 completion_tokens: uint(2)?,
                 reasoning_tokens: uint(3)?,
+                tokens_estimated: estimated.is_some_and(|c| c.is_valid(row) && c.value(row)),
             });
         }
         rows += batch.num_rows() as u64;

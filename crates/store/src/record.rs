@@ -84,6 +84,9 @@ pub struct Generation {
     pub completion_tokens: u64,
     /// This sample's share of the request's reasoning tokens.
     pub reasoning_tokens: u64,
+    /// The server reported no usage: the token counts were estimated from the text.
+    #[serde(default)]
+    pub tokens_estimated: bool,
     pub latency_ms: u64,
     /// HTTP attempts the request took, retries included.
     pub attempts: u32,

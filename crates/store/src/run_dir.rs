@@ -145,6 +145,8 @@ pub struct TokenTotals {
     pub prompt: u64,
     pub completion: u64,
     pub reasoning: u64,
+    /// Some counts were estimated from the text: a server reported no usage.
+    pub estimated: bool,
 }
 
 /// One cut: the shards made from one WAL segment.
@@ -888,6 +890,7 @@ impl RunDir {
                 }
                 recovered.tokens.completion += row.completion_tokens;
                 recovered.tokens.reasoning += row.reasoning_tokens;
+                recovered.tokens.estimated |= row.tokens_estimated;
                 if seen.insert((row.id.clone(), row.sample_index)) {
                     *recovered.samples.entry(row.id.clone()).or_default() += 1;
                 } else {

@@ -82,6 +82,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         i64f("prompt_tokens"),
         i64f("completion_tokens"),
         i64f("reasoning_tokens"),
+        Field::new("tokens_estimated", DataType::Boolean, false),
         i64f("latency_ms"),
         i32f("attempts"),
         s("run_id", false),
@@ -208,6 +209,9 @@ pub fn to_record_batch(rows: &[Generation]) -> Result<RecordBatch> {
         i64s("prompt_tokens", &|g| g.prompt_tokens)?,
         i64s("completion_tokens", &|g| g.completion_tokens)?,
         i64s("reasoning_tokens", &|g| g.reasoning_tokens)?,
+        Arc::new(BooleanArray::from(
+            rows.iter().map(|g| g.tokens_estimated).collect::<Vec<_>>(),
+        )),
         i64s("latency_ms", &|g| g.latency_ms)?,
         i32s("attempts", &|g| g.attempts)?,
         strings(rows, |g| &g.provenance.run_id),
@@ -433,6 +437,10 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<Generation>> {
     let prompt_tokens = Int::new(batch, "prompt_tokens")?;
     let completion_tokens = Int::new(batch, "completion_tokens")?;
     let reasoning_tokens = Int::new(batch, "reasoning_tokens")?;
+    // Files written before the column existed read as measured counts.
+    let tokens_estimated = batch
+        .column_by_name("tokens_estimated")
+        .and_then(|c| c.as_boolean_opt());
     let latency_ms = Int::new(batch, "latency_ms")?;
     let attempts = Int::new(batch, "attempts")?;
     let run_id = Str::new(batch, "run_id", true)?;
@@ -492,6 +500,7 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<Generation>> {
             prompt_tokens: prompt_tokens.u64(row)?,
             completion_tokens: completion_tokens.u64(row)?,
             reasoning_tokens: reasoning_tokens.u64(row)?,
+            tokens_estimated: tokens_estimated.is_some_and(|c| c.is_valid(row) && c.value(row)),
             latency_ms: latency_ms.u64(row)?,
             attempts: attempts.u32(row)?,
             provenance: Provenance {
@@ -625,6 +634,7 @@ pub(crate) mod tests {
             prompt_tokens: 31,
             completion_tokens: 120 + u64::from(sample_index),
             reasoning_tokens: 100 + u64::from(sample_index),
+            tokens_estimated: sample_index == 1,
             latency_ms: 850,
             attempts: 1,
             provenance: Provenance {

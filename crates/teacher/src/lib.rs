@@ -120,6 +120,36 @@ pub struct Usage {
     pub completion_tokens: u64,
     /// Part of `completion_tokens` spent reasoning, where the server says.
     pub reasoning_tokens: u64,
+    /// The server sent no usage, so the counts were estimated from the text
+    /// ([`Usage::estimate`]).
+    #[serde(default)]
+    pub estimated: bool,
+}
+
+impl Usage {
+    /// Characters per token of the estimate: the usual rule of thumb for English and LaTeX with
+    /// BPE vocabularies of 32k–150k tokens.
+    pub const CHARS_PER_TOKEN: u64 = 4;
+
+    /// Counts estimated from the text, for a server that reports none: the prompt's messages
+    /// once, and each sample's reasoning and content.
+    pub fn estimate<'a>(
+        prompt: impl IntoIterator<Item = &'a str>,
+        samples: impl IntoIterator<Item = (Option<&'a str>, &'a str)>,
+    ) -> Usage {
+        let tokens = |text: &str| (text.chars().count() as u64).div_ceil(Self::CHARS_PER_TOKEN);
+        let mut usage = Usage {
+            prompt_tokens: prompt.into_iter().map(tokens).sum(),
+            estimated: true,
+            ..Usage::default()
+        };
+        for (reasoning, content) in samples {
+            let reasoning = reasoning.map_or(0, tokens);
+            usage.reasoning_tokens += reasoning;
+            usage.completion_tokens += reasoning + tokens(content);
+        }
+        usage
+    }
 }
 
 impl std::ops::AddAssign for Usage {
@@ -127,6 +157,7 @@ impl std::ops::AddAssign for Usage {
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
         self.reasoning_tokens += other.reasoning_tokens;
+        self.estimated |= other.estimated;
     }
 }
 

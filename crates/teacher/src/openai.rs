@@ -445,17 +445,24 @@ impl OpenAiTeacher {
         }
         if usage.is_none() && !endpoint.warned_no_usage.swap(true, Ordering::Relaxed) {
             tracing::warn!(
-                "{} sends no token usage{}: token counts and the tokens-per-minute limit \
-                 will not see its tokens",
+                "{} sends no token usage{}: token counts are estimated from the text ({} \
+                 characters a token) and marked as estimated",
                 endpoint.base_url,
                 if options.stream {
                     " in streamed responses (try stream = false)"
                 } else {
                     ""
-                }
+                },
+                Usage::CHARS_PER_TOKEN
             );
         }
-        let usage = usage.map(Usage::from).unwrap_or_default();
+        let usage = usage.map(Usage::from).unwrap_or_else(|| {
+            Usage::estimate(
+                request.messages.iter().map(|m| m.content.as_str()),
+                out.iter()
+                    .map(|s| (s.reasoning.as_deref(), s.content.as_str())),
+            )
+        });
         Ok((out, usage, model.unwrap_or_else(|| endpoint.model.clone())))
     }
 
@@ -724,6 +731,7 @@ impl From<WireUsage> for Usage {
                 .completion_tokens_details
                 .and_then(|d| d.reasoning_tokens)
                 .unwrap_or(0),
+            estimated: false,
         }
     }
 }

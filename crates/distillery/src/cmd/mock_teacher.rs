@@ -71,6 +71,9 @@ pub struct Args {
     /// interrupts the running ones (streams are cut, waiting responses get 503).
     #[arg(long, value_name = "K")]
     interrupt_above: Option<usize>,
+    /// Like llama-cpp-python's server: streamed responses carry no token usage.
+    #[arg(long)]
+    no_stream_usage: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -160,6 +163,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         if let Some(k) = args.interrupt_above {
             builder = builder.interrupt_above(k);
+        }
+        if args.no_stream_usage {
+            builder = builder.without_stream_usage();
         }
         let server = builder
             .start(args.listen)
