@@ -12,36 +12,13 @@ mod common;
 use common::{MockProcess, distillery, gsm8k, manifest, meaning, rows, run_ok};
 
 fn mock_definition(dir: &Path, limit: u32, extra_teacher: &str, mock: &str) -> PathBuf {
-    let file = dir.join("pipeline.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"name = "e2e"
-[source]
-path = "{}"
-prompt_field = "question"
-answer_field = "answer"
-answer_extract = "gsm8k"
-limit = {limit}
-
-[teacher]
-kind = "mock"
-n = 2
-timeout_secs = 2
-{extra_teacher}
-
-[teacher.mock]
-seed = 11
-{mock}
-
-[output]
-shard_rows = 40
-"#,
-            gsm8k().display()
-        ),
+    common::mock_definition(
+        dir,
+        "e2e",
+        limit,
+        extra_teacher,
+        &format!("seed = 11\n{mock}\n\n[output]\nshard_rows = 40"),
     )
-    .unwrap();
-    file
 }
 
 #[test]

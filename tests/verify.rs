@@ -9,7 +9,7 @@ use distillery_store::{CheckResult, Generation};
 use serde_json::Value;
 
 mod common;
-use common::{distillery, gsm8k, rows, run_ok};
+use common::{distillery, rows, run_ok};
 
 fn json_lines(text: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(text)
@@ -91,30 +91,8 @@ fn grades_one_pair_with_an_exit_code_per_verdict() {
 
 /// A mock run of `limit` GSM8K prompts, two samples each, most answers right.
 fn mock_run(dir: &Path, limit: u32) -> std::path::PathBuf {
-    let definition = dir.join("pipeline.toml");
-    std::fs::write(
-        &definition,
-        format!(
-            r#"name = "verify-e2e"
-[source]
-path = "{}"
-prompt_field = "question"
-answer_field = "answer"
-answer_extract = "gsm8k"
-limit = {limit}
-
-[teacher]
-kind = "mock"
-n = 2
-
-[teacher.mock]
-seed = 3
-accuracy = 0.6
-"#,
-            gsm8k().display()
-        ),
-    )
-    .unwrap();
+    let definition =
+        common::mock_definition(dir, "verify-e2e", limit, "", "seed = 3\naccuracy = 0.6");
     let run = dir.join("run");
     run_ok(&[
         "run",

@@ -26,6 +26,38 @@ pub fn gsm8k() -> PathBuf {
     repo_root().join("datasets/gsm8k/test.jsonl")
 }
 
+/// `dir/pipeline.toml`: the built-in mock teacher over the first `limit` GSM8K rows, two
+/// samples each, with `teacher` added to `[teacher]` and `mock` to `[teacher.mock]` (which may
+/// open further tables).
+pub fn mock_definition(dir: &Path, name: &str, limit: u32, teacher: &str, mock: &str) -> PathBuf {
+    let file = dir.join("pipeline.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"name = "{name}"
+[source]
+path = "{}"
+prompt_field = "question"
+answer_field = "answer"
+answer_extract = "gsm8k"
+limit = {limit}
+
+[teacher]
+kind = "mock"
+n = 2
+timeout_secs = 2
+{teacher}
+
+[teacher.mock]
+{mock}
+"#,
+            gsm8k().display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
 /// `distillery ARGS`, which must succeed.
 pub fn run_ok(args: &[&str]) -> Output {
     let output = distillery().args(args).output().unwrap();
