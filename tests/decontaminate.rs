@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 mod common;
-use common::{distillery, repo_root};
+use common::{distillery, repo_root, run_ok};
 
 fn jsonl(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -97,4 +97,96 @@ fn planted_benchmark_problems_are_removed_and_listed() {
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("aime24"), "{stdout}");
+}
+
+/// `export --decontaminate`: a run over GSM8K training questions with five test questions
+/// planted among them exports without the planted ones, lists them in contamination.jsonl
+/// and counts them in the card.
+#[test]
+fn export_drops_planted_benchmark_problems_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = jsonl(&repo_root().join("datasets/gsm8k/train.jsonl"));
+    let test = jsonl(&repo_root().join("datasets/gsm8k/test.jsonl"));
+    let mut rows: Vec<Value> = train[..30].to_vec();
+    for (k, planted) in test[100..105].iter().enumerate() {
+        rows.insert(3 + 6 * k, planted.clone());
+    }
+    let source = dir.path().join("source.jsonl");
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&source, text).unwrap();
+    let definition = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &definition,
+        format!(
+            r#"name = "planted"
+[source]
+path = "{}"
+prompt_field = "question"
+answer_field = "answer"
+answer_extract = "gsm8k"
+
+[teacher]
+kind = "mock"
+n = 2
+
+[teacher.mock]
+seed = 1
+accuracy = 1.0
+truncation_rate = 0.0
+language_mix_rate = 0.0
+"#,
+            source.display()
+        ),
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    run_ok(&[
+        "run",
+        definition.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+        "--plain",
+    ]);
+
+    let out = dir.path().join("dataset");
+    let output = run_ok(&[
+        "export",
+        run.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--decontaminate",
+        "gsm8k,math500",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("dropped as contaminated by gsm8k"),
+        "{stdout}"
+    );
+
+    let planted: Vec<&str> = test[100..105]
+        .iter()
+        .map(|r| r["question"].as_str().unwrap())
+        .collect();
+    let listed = jsonl(&out.join("contamination.jsonl"));
+    assert!(!listed.is_empty());
+    assert!(
+        listed.iter().all(|r| r["matched"]["benchmark"] == "gsm8k"),
+        "{listed:?}"
+    );
+    // Every planted question that was accepted is gone from the data, and nothing else is.
+    let exported = common::rows(&out);
+    assert!(
+        exported
+            .iter()
+            .all(|r| planted.iter().all(|q| !r.problem.contains(q))),
+        "a planted question was exported"
+    );
+    assert_eq!(exported.len() + listed.len(), 2 * rows.len());
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(card.contains("## Contamination"), "{card}");
+    assert!(
+        card.contains(&format!("| gsm8k | {} |", listed.len())),
+        "{card}"
+    );
+    run_ok(&["inspect", out.to_str().unwrap()]);
 }

@@ -196,6 +196,9 @@ pub fn parse_splits(spec: &str) -> Result<Vec<(String, f64)>> {
     Ok(splits)
 }
 
+/// The rows an export removed as contaminated, beside the card.
+pub const CONTAMINATION_FILE: &str = "contamination.jsonl";
+
 /// Every option of an export.
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
@@ -218,6 +221,9 @@ pub struct ExportOptions {
     pub force: bool,
     /// Export run directories whose status is not `completed` (what they have so far).
     pub allow_incomplete: bool,
+    /// Drop rows whose problem overlaps these benchmark items; the dropped rows are listed in
+    /// `contamination.jsonl` beside the card, with the item each matched.
+    pub decontaminate: Option<std::sync::Arc<distillery_decontam::Index>>,
 }
 
 impl ExportOptions {
@@ -236,6 +242,7 @@ impl ExportOptions {
             mix: Vec::new(),
             force: false,
             allow_incomplete: false,
+            decontaminate: None,
         }
     }
 }
@@ -308,6 +315,8 @@ pub struct ExportReport {
     pub rows_selected: u64,
     pub dropped_by_dedup: u64,
     pub dropped_by_max_per_prompt: u64,
+    /// Rows dropped as contaminated, by benchmark.
+    pub dropped_by_contamination: BTreeMap<String, u64>,
     pub mix: Vec<MixReport>,
     pub splits: Vec<SplitReport>,
     pub tokens: TokenStats,
@@ -809,6 +818,10 @@ impl Staging {
         self.root.join("README.md")
     }
 
+    fn contamination(&self) -> PathBuf {
+        self.root.join(CONTAMINATION_FILE)
+    }
+
     /// Moves the staged dataset into `out`: one rename when `out` is absent, empty or holds
     /// only a dataset; otherwise `data/` and then README.md (the card last, so a dataset
     /// with a card is whole).
@@ -824,7 +837,9 @@ impl Staging {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(StoreError::io("list", &self.out)(e)),
         };
-        let only_dataset = entries.iter().all(|n| n == "data" || n == "README.md");
+        let only_dataset = entries
+            .iter()
+            .all(|n| n == "data" || n == "README.md" || n == CONTAMINATION_FILE);
         if only_dataset {
             let old = side_path(&self.out, "export-old");
             remove_if_present(&old)?;
@@ -838,11 +853,18 @@ impl Staging {
         }
         // `out` holds other files too: replace the dataset in it, card last.
         let (card, data) = (self.out.join("README.md"), self.out.join("data"));
+        let contamination = self.out.join(CONTAMINATION_FILE);
         remove_if_present(&card)?;
         sync_dir(&self.out)?;
         remove_if_present(&data)?;
+        remove_if_present(&contamination)?;
         std::fs::rename(self.root.join("data"), &data)
             .map_err(StoreError::io("rename", &self.root.join("data")))?;
+        let staged_contamination = self.root.join(CONTAMINATION_FILE);
+        if staged_contamination.exists() {
+            std::fs::rename(&staged_contamination, &contamination)
+                .map_err(StoreError::io("rename", &staged_contamination))?;
+        }
         std::fs::rename(self.root.join("README.md"), &card)
             .map_err(StoreError::io("rename", &self.root.join("README.md")))?;
         sync_dir(&self.out)?;
@@ -955,6 +977,30 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
             rows.retain(|r| seen.insert(r.group));
             dropped_by_dedup += (before - rows.len()) as u64;
         }
+    }
+    let mut dropped_by_contamination: BTreeMap<String, u64> = BTreeMap::new();
+    let mut contaminated: Vec<Value> = Vec::new();
+    if let Some(index) = &options.decontaminate {
+        // The problem as the source gave it would be better than the rendered prompt; the
+        // template around it only adds words no benchmark item has.
+        let mut verdicts: HashMap<u64, Option<distillery_decontam::Match>> = HashMap::new();
+        rows.retain(|r| {
+            let found = verdicts
+                .entry(r.group)
+                .or_insert_with(|| index.check(&r.generation.problem));
+            let Some(found) = found else {
+                return true;
+            };
+            *dropped_by_contamination
+                .entry(found.benchmark.clone())
+                .or_default() += 1;
+            contaminated.push(serde_json::json!({
+                "id": r.generation.id,
+                "sample_index": r.generation.sample_index,
+                "matched": found,
+            }));
+            false
+        });
     }
     let mut dropped_by_max_per_prompt = 0;
     if let Some(k) = options.max_per_prompt {
@@ -1131,6 +1177,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
         rows_selected,
         dropped_by_dedup,
         dropped_by_max_per_prompt,
+        dropped_by_contamination,
         mix: mix_reports,
         splits,
         tokens,
@@ -1141,6 +1188,13 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
         return Err(StoreError::Invalid(
             "no rows to export (no accepted generations in the inputs?)".into(),
         ));
+    }
+    if options.decontaminate.is_some() {
+        let lines: String = contaminated
+            .iter()
+            .map(|line| format!("{line}\n"))
+            .collect();
+        write_atomic_text(&staging.contamination(), lines.as_bytes())?;
     }
     let card = dataset_card(&report, options, &schema);
     write_atomic_text(&staging.card(), card.as_bytes())?;
@@ -1348,6 +1402,22 @@ fn dataset_card(report: &ExportReport, options: &ExportOptions, schema: &Schema)
         t.completion_total,
         t.completion_mean
     );
+
+    if options.decontaminate.is_some() {
+        y.push_str("\n## Contamination\n\n");
+        y.push_str(
+            "Rows whose problem shares an 8-word run with a benchmark item (corroborated by a \
+             longer run, the item's numbers or its whole length), or is a near duplicate of one, \
+             were removed; `contamination.jsonl` lists each with the item it matched.\n\n",
+        );
+        y.push_str("| benchmark | rows removed |\n|---|---:|\n");
+        if report.dropped_by_contamination.is_empty() {
+            y.push_str("| (none) | 0 |\n");
+        }
+        for (benchmark, n) in &report.dropped_by_contamination {
+            let _ = writeln!(y, "| {benchmark} | {n} |");
+        }
+    }
 
     y.push_str("\n## Export\n\n");
     let _ = writeln!(

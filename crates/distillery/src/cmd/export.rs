@@ -74,6 +74,14 @@ pub struct Args {
     /// with what they have; without it such a run is refused.
     #[arg(long)]
     pub allow_incomplete: bool,
+    /// Remove rows whose problem overlaps these benchmarks (gsm8k, math500, aime24, humaneval,
+    /// or FILE.jsonl:FIELD), as `distillery decontaminate` does; the removed rows are listed in
+    /// contamination.jsonl and counted in the card.
+    #[arg(long, value_delimiter = ',', value_name = "BENCH")]
+    pub decontaminate: Vec<String>,
+    /// Where the shipped benchmarks are, for --decontaminate.
+    #[arg(long, default_value = "datasets")]
+    pub datasets_dir: std::path::PathBuf,
 }
 
 pub fn options(args: Args) -> anyhow::Result<ExportOptions> {
@@ -105,6 +113,19 @@ pub fn options(args: Args) -> anyhow::Result<ExportOptions> {
         .collect::<Result<_, _>>()?;
     options.force = args.force;
     options.allow_incomplete = args.allow_incomplete;
+    if !args.decontaminate.is_empty() {
+        let mut items = Vec::new();
+        for benchmark in &args.decontaminate {
+            items.extend(distillery_decontam::load_benchmark(
+                &args.datasets_dir,
+                benchmark,
+            )?);
+        }
+        options.decontaminate = Some(std::sync::Arc::new(distillery_decontam::Index::new(
+            items,
+            distillery_decontam::Options::default(),
+        )));
+    }
     Ok(options)
 }
 
@@ -132,6 +153,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         report.dropped_by_dedup,
         report.dropped_by_max_per_prompt
     )?;
+    for (benchmark, n) in &report.dropped_by_contamination {
+        crate::outln!("  {n} dropped as contaminated by {benchmark} (see contamination.jsonl)")?;
+    }
     for mix in &report.mix {
         crate::outln!(
             "  mixed {} rows of {} (wanted {}, {} usable, {} skipped)",
