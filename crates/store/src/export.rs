@@ -221,6 +221,13 @@ pub struct ExportOptions {
     pub force: bool,
     /// Export run directories whose status is not `completed` (what they have so far).
     pub allow_incomplete: bool,
+    /// Keep local paths and endpoint URLs in the rows and the card; without it the source is
+    /// recorded by its file name and endpoints by their kind, so a published dataset does not
+    /// carry the machine it was made on.
+    pub keep_provenance: bool,
+    /// The card's `license:`; `None`: the source's, read from a LICENSE file beside it when
+    /// there is one, else `other` with a note.
+    pub license: Option<String>,
     /// Drop rows whose problem overlaps these benchmark items; the dropped rows are listed in
     /// `contamination.jsonl` beside the card, with the item each matched.
     pub decontaminate: Option<std::sync::Arc<distillery_decontam::Index>>,
@@ -243,6 +250,8 @@ impl ExportOptions {
             force: false,
             allow_incomplete: false,
             decontaminate: None,
+            keep_provenance: false,
+            license: None,
         }
     }
 }
@@ -317,6 +326,8 @@ pub struct ExportReport {
     pub dropped_by_max_per_prompt: u64,
     /// Rows dropped as contaminated, by benchmark.
     pub dropped_by_contamination: BTreeMap<String, u64>,
+    /// The card's licence: given, or the source's.
+    pub license: Option<String>,
     pub mix: Vec<MixReport>,
     pub splits: Vec<SplitReport>,
     pub tokens: TokenStats,
@@ -1015,6 +1026,22 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     }
     let reasoning_rows = rows.len() as u64;
 
+    // Before the paths are cut: the source's licence, when a LICENSE file sits beside it.
+    let sources: BTreeSet<&str> = rows
+        .iter()
+        .map(|r| r.generation.provenance.source_path.as_str())
+        .collect();
+    let license = options.license.clone().or_else(|| {
+        let found: BTreeSet<&str> = sources.iter().filter_map(|s| license_beside(s)).collect();
+        // One licence for every source, or none stated.
+        (found.len() == 1).then(|| found.into_iter().next().unwrap_or_default().to_owned())
+    });
+    if !options.keep_provenance {
+        for row in &mut rows {
+            strip_provenance(&mut row.generation);
+        }
+    }
+
     // 3. Mix.
     let mut mix_reports = Vec::new();
     for mix in &options.mix {
@@ -1178,6 +1205,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
         dropped_by_dedup,
         dropped_by_max_per_prompt,
         dropped_by_contamination,
+        license,
         mix: mix_reports,
         splits,
         tokens,
@@ -1260,6 +1288,8 @@ fn yaml_str(s: &str) -> String {
 fn dataset_card(report: &ExportReport, options: &ExportOptions, schema: &Schema) -> String {
     let mut y = String::new();
     y.push_str("---\n");
+    let license = report.license.as_deref();
+    let _ = writeln!(y, "license: {}", yaml_str(license.unwrap_or("other")));
     y.push_str("tags:\n- distillery\n- reasoning\n- distillation\n- synthetic\n");
     y.push_str("task_categories:\n- text-generation\n");
     let total_rows: u64 = report.splits.iter().map(|s| s.rows).sum();
@@ -1303,7 +1333,7 @@ fn dataset_card(report: &ExportReport, options: &ExportOptions, schema: &Schema)
     let _ = writeln!(y, "# {}\n", names.join(" + "));
     y.push_str(
         "Reasoning traces distilled from a teacher model with \
-         [Distillery](https://github.com/distillery/distillery): each prompt was sent to the \
+         Distillery: each prompt was sent to the \
          teacher, every answer was verified (rejection sampling), and the rows below are what \
          passed",
     );
@@ -1350,7 +1380,7 @@ fn dataset_card(report: &ExportReport, options: &ExportOptions, schema: &Schema)
         let _ = writeln!(
             y,
             "| `{}` | {} ({}) | {} | {} | {} | {} | {} |",
-            input.path.display(),
+            shown_path(&input.path, options.keep_provenance),
             input.name,
             runs.join(", "),
             teachers.join(", "),
@@ -1444,7 +1474,7 @@ fn dataset_card(report: &ExportReport, options: &ExportOptions, schema: &Schema)
         let _ = writeln!(
             y,
             "- mixed in `{}` at {:.1}%: {} rows (of {} usable{})",
-            mix.path.display(),
+            shown_path(&mix.path, options.keep_provenance),
             100.0 * mix.ratio,
             mix.used,
             mix.available,
@@ -1456,11 +1486,33 @@ fn dataset_card(report: &ExportReport, options: &ExportOptions, schema: &Schema)
         );
     }
     for warning in &report.warnings {
+        let warning = if options.keep_provenance {
+            warning.clone()
+        } else {
+            report.inputs.iter().fold(warning.clone(), |w, input| {
+                w.replace(
+                    &input.path.display().to_string(),
+                    &shown_path(&input.path, false),
+                )
+            })
+        };
         let _ = writeln!(y, "- note: {warning}");
+    }
+
+    if license.is_none() {
+        y.push_str(
+            "- note: the licence of the source is not known (`license: other`); give it with \
+             `distillery export --license ID` before publishing\n",
+        );
     }
 
     for input in &report.inputs {
         if let Some(definition) = &input.definition {
+            let definition = if options.keep_provenance {
+                definition.clone()
+            } else {
+                redact_definition(definition)
+            };
             let _ = write!(
                 y,
                 "\n<details><summary>Pipeline definition of {}</summary>\n\n```toml\n{}\n```\n\n</details>\n",
@@ -1470,6 +1522,70 @@ fn dataset_card(report: &ExportReport, options: &ExportOptions, schema: &Schema)
         }
     }
     y
+}
+
+/// A local path as the card shows it: whole with `--keep-provenance`, else its last part.
+fn shown_path(path: &Path, keep: bool) -> String {
+    if keep {
+        path.display().to_string()
+    } else {
+        file_name(&path.display().to_string())
+    }
+}
+
+/// The file name of a local path.
+fn file_name(path: &str) -> String {
+    Path::new(path)
+        .file_name()
+        .map_or_else(|| path.to_owned(), |n| n.to_string_lossy().into_owned())
+}
+
+/// An endpoint as its kind: a URL says where a server runs (and may carry credentials).
+fn endpoint_kind(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        "openai-compatible".into()
+    } else {
+        endpoint.to_owned()
+    }
+}
+
+fn strip_provenance(generation: &mut Generation) {
+    generation.provenance.source_path = file_name(&generation.provenance.source_path);
+    generation.endpoint = endpoint_kind(&generation.endpoint);
+}
+
+/// A definition with its local paths cut to file names and its URLs removed.
+fn redact_definition(definition: &str) -> String {
+    definition
+        .lines()
+        .map(|line| {
+            let Some((key, value)) = line.split_once('=') else {
+                return line.to_owned();
+            };
+            let name = key.trim();
+            let value = value.trim();
+            let quoted = value.strip_prefix('"').and_then(|v| v.split_once('"'));
+            match (name, quoted) {
+                ("path", Some((path, rest))) => format!("{key}= \"{}\"{rest}", file_name(path)),
+                ("base_url", Some((_, rest))) => format!("{key}= \"<redacted>\"{rest}"),
+                _ => line.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The licence of a source file, from a LICENSE file beside it.
+fn license_beside(source: &str) -> Option<&'static str> {
+    let text = std::fs::read_to_string(Path::new(source).parent()?.join("LICENSE")).ok()?;
+    let head = text.lines().take(3).collect::<Vec<_>>().join(" ");
+    if head.contains("MIT License") {
+        Some("mit")
+    } else if head.contains("Apache License") {
+        Some("apache-2.0")
+    } else {
+        None
+    }
 }
 
 pub(crate) fn human_bytes(bytes: u64) -> String {

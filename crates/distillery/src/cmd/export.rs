@@ -79,6 +79,14 @@ pub struct Args {
     /// contamination.jsonl and counted in the card.
     #[arg(long, value_delimiter = ',', value_name = "BENCH")]
     pub decontaminate: Vec<String>,
+    /// Keep local source paths and endpoint URLs in the rows and the card (by default they are
+    /// cut to file names and endpoint kinds, so the dataset can be published as it is).
+    #[arg(long)]
+    pub keep_provenance: bool,
+    /// The dataset's licence for the card (`license:`), e.g. `mit`; by default the source's,
+    /// read from a LICENSE file beside it.
+    #[arg(long)]
+    pub license: Option<String>,
     /// Where the shipped benchmarks are, for --decontaminate.
     #[arg(long, default_value = "datasets")]
     pub datasets_dir: std::path::PathBuf,
@@ -113,6 +121,8 @@ pub fn options(args: Args) -> anyhow::Result<ExportOptions> {
         .collect::<Result<_, _>>()?;
     options.force = args.force;
     options.allow_incomplete = args.allow_incomplete;
+    options.keep_provenance = args.keep_provenance;
+    options.license = args.license;
     if !args.decontaminate.is_empty() {
         let mut items = Vec::new();
         for benchmark in &args.decontaminate {
