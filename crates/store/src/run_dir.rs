@@ -550,50 +550,12 @@ impl RunDir {
 
     /// Appends entries to quarantine.jsonl with one write and one fsync.
     pub fn quarantine_many(&self, entries: &[QuarantineEntry]) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let path = self.quarantine_path();
-        let mut buf = Vec::new();
-        for entry in entries {
-            serde_json::to_writer(&mut buf, entry).map_err(|source| StoreError::Json {
-                path: path.clone(),
-                source,
-            })?;
-            buf.push(b'\n');
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(StoreError::io("open", &path))?;
-        file.write_all(&buf)
-            .map_err(StoreError::io("write", &path))?;
-        file.sync_data().map_err(StoreError::io("fsync", &path))
+        append_jsonl(&self.quarantine_path(), entries)
     }
 
     /// Appends failures to failures.jsonl with one write and one fsync.
     pub fn record_failures(&self, entries: &[FailureEntry]) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let path = self.path.join(FAILURES_FILE);
-        let mut buf = Vec::new();
-        for entry in entries {
-            serde_json::to_writer(&mut buf, entry).map_err(|source| StoreError::Json {
-                path: path.clone(),
-                source,
-            })?;
-            buf.push(b'\n');
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(StoreError::io("open", &path))?;
-        file.write_all(&buf)
-            .map_err(StoreError::io("write", &path))?;
-        file.sync_data().map_err(StoreError::io("fsync", &path))
+        append_jsonl(&self.path.join(FAILURES_FILE), entries)
     }
 
     /// Replaces failures.jsonl with `entries` (atomically; no file when there are none).
@@ -1202,6 +1164,29 @@ impl ShardWriter {
             segment.fail_after = Some(FailAfter(bytes));
         }
     }
+}
+
+/// Appends `entries` to the JSONL file at `path`, one line each, with one write and one fsync.
+fn append_jsonl<T: serde::Serialize>(path: &Path, entries: &[T]) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut buf = Vec::new();
+    for entry in entries {
+        serde_json::to_writer(&mut buf, entry).map_err(|source| StoreError::Json {
+            path: path.to_owned(),
+            source,
+        })?;
+        buf.push(b'\n');
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(StoreError::io("open", path))?;
+    file.write_all(&buf)
+        .map_err(StoreError::io("write", path))?;
+    file.sync_data().map_err(StoreError::io("fsync", path))
 }
 
 #[cfg(test)]
