@@ -849,28 +849,13 @@ fn concurrency_backs_off_when_the_server_cuts_streams_under_load() {
     // Like llama.cpp's server: a request arriving while 2 are open cuts the running streams.
     let mock = MockProcess::start(&["--latency-ms", "150", "--interrupt-above", "2"]);
     let def = dir.path().join("llama.toml");
-    std::fs::write(
+    common::served_definition(
         &def,
-        format!(
-            r#"name = "llama"
-[source]
-path = "{}"
-prompt_field = "question"
-answer_field = "answer"
-answer_extract = "gsm8k"
-limit = {PROMPTS}
-[teacher]
-base_url = "{}"
-model = "distillery-mock-r1"
-concurrency = 8
-retries = 6
-stream = true
-"#,
-            gsm8k().display(),
-            mock.base_url
-        ),
-    )
-    .unwrap();
+        "llama",
+        u64::from(PROMPTS),
+        &mock.base_url,
+        "concurrency = 8\nretries = 6\nstream = true",
+    );
     let run = dir.path().join("run");
     let out = output(&["run", s(&def), "--run-dir", s(&run), "--plain"]);
     let stderr = text(&out.stderr);
@@ -909,26 +894,13 @@ fn tokens_are_estimated_and_marked_when_the_server_reports_no_usage() {
     let dir = tempfile::tempdir().unwrap();
     let run_against = |mock: &MockProcess, name: &str| {
         let def = dir.path().join(format!("{name}.toml"));
-        std::fs::write(
+        common::served_definition(
             &def,
-            format!(
-                r#"name = "{name}"
-[source]
-path = "{}"
-prompt_field = "question"
-answer_field = "answer"
-answer_extract = "gsm8k"
-limit = {PROMPTS}
-[teacher]
-base_url = "{}"
-model = "distillery-mock-r1"
-stream = true
-"#,
-                gsm8k().display(),
-                mock.base_url
-            ),
-        )
-        .unwrap();
+            name,
+            u64::from(PROMPTS),
+            &mock.base_url,
+            "stream = true",
+        );
         let run = dir.path().join(name);
         run_ok(&["run", s(&def), "--run-dir", s(&run), "--plain"]);
         run
@@ -973,30 +945,13 @@ fn chaos_kills_full_disks_and_second_processes_leave_every_row_once_and_exit_cod
     let dir = tempfile::tempdir().unwrap();
     let mock = MockProcess::start(&["--latency-ms", "30", "--server-error", "0.05"]);
     let def = dir.path().join("chaos.toml");
-    std::fs::write(
+    common::served_definition(
         &def,
-        format!(
-            r#"name = "chaos"
-[source]
-path = "{}"
-prompt_field = "question"
-answer_field = "answer"
-answer_extract = "gsm8k"
-limit = {PROMPTS}
-[teacher]
-base_url = "{}"
-model = "distillery-mock-r1"
-n = 2
-concurrency = 6
-retries = 0
-[output]
-shard_rows = 40
-"#,
-            gsm8k().display(),
-            mock.base_url
-        ),
-    )
-    .unwrap();
+        "chaos",
+        PROMPTS,
+        &mock.base_url,
+        "n = 2\nconcurrency = 6\nretries = 0\n[output]\nshard_rows = 40",
+    );
     let run = dir.path().join("run");
     let out = dir.path().join("ds");
     let mut random = 0x1234_5678_9abc_def1_u64;

@@ -9,26 +9,7 @@ fn exports_carry_no_local_paths_or_urls_unless_asked() {
     let dir = tempfile::tempdir().unwrap();
     let mock = MockProcess::start(&[]);
     let definition = dir.path().join("pipeline.toml");
-    std::fs::write(
-        &definition,
-        format!(
-            r#"name = "publish"
-[source]
-path = "{}"
-prompt_field = "question"
-answer_field = "answer"
-answer_extract = "gsm8k"
-limit = 6
-
-[teacher]
-base_url = "{}"
-model = "distillery-mock-r1"
-"#,
-            gsm8k().display(),
-            mock.base_url
-        ),
-    )
-    .unwrap();
+    common::served_definition(&definition, "publish", 6, &mock.base_url, "");
     let run = dir.path().join("run");
     run_ok(&[
         "run",

@@ -31,8 +31,28 @@ pub fn gsm8k() -> PathBuf {
 /// open further tables).
 pub fn mock_definition(dir: &Path, name: &str, limit: u32, teacher: &str, mock: &str) -> PathBuf {
     let file = dir.join("pipeline.toml");
+    let body = format!(
+        "[teacher]\nkind = \"mock\"\nn = 2\ntimeout_secs = 2\n{teacher}\n\n[teacher.mock]\n{mock}\n"
+    );
+    write_gsm8k_definition(&file, name, u64::from(limit), &body);
+    file
+}
+
+/// `file`: the first `limit` GSM8K rows sent to the OpenAI-compatible server at `base_url`
+/// (the mock teacher in its own process), with `teacher` added to `[teacher]` (which may open
+/// further tables).
+pub fn served_definition(file: &Path, name: &str, limit: u64, base_url: &str, teacher: &str) {
+    let body = format!(
+        "[teacher]\nbase_url = \"{base_url}\"\nmodel = \"distillery-mock-r1\"\n{teacher}\n"
+    );
+    write_gsm8k_definition(file, name, limit, &body);
+}
+
+/// A definition named `name` over the first `limit` GSM8K rows, then `rest` (the teacher and
+/// any further tables).
+fn write_gsm8k_definition(file: &Path, name: &str, limit: u64, rest: &str) {
     std::fs::write(
-        &file,
+        file,
         format!(
             r#"name = "{name}"
 [source]
@@ -42,20 +62,11 @@ answer_field = "answer"
 answer_extract = "gsm8k"
 limit = {limit}
 
-[teacher]
-kind = "mock"
-n = 2
-timeout_secs = 2
-{teacher}
-
-[teacher.mock]
-{mock}
-"#,
+{rest}"#,
             gsm8k().display()
         ),
     )
     .unwrap();
-    file
 }
 
 /// `distillery ARGS`, which must succeed.
