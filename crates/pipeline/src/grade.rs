@@ -2,7 +2,9 @@
 //! Pure apart from the optional code sandbox, so it is tested without actors or servers.
 
 use distillery_spec::{KeepPolicy, Verify};
-use distillery_store::record::{ChatMessage, CheckResult, Generation, Provenance, assistant_turn};
+use distillery_store::record::{
+    ChatMessage, CheckResult, Generation, Provenance, assistant_turn, first_failure,
+};
 use distillery_teacher::{Completion, FinishReason, ReasoningSource, Sample};
 use distillery_verify::code::{HumanEvalTask, Sandbox, SandboxLimits, mbpp_program};
 use distillery_verify::{
@@ -193,13 +195,7 @@ impl Grader {
                     });
                 }
                 let accepted = passed && kept;
-                let reject_reason = (!accepted).then(|| {
-                    checks
-                        .iter()
-                        .find(|c| !c.passed)
-                        .and_then(|c| c.reason.clone())
-                        .unwrap_or_else(|| "unknown".into())
-                });
+                let reject_reason = (!accepted).then(|| first_failure(&checks));
                 let mut messages = Vec::with_capacity(3);
                 if let Some(system) = &job.system {
                     messages.push(ChatMessage::new("system", system.clone()));
@@ -334,7 +330,8 @@ impl CodeGrader {
     }
 }
 
-fn check_result(verdict: &Verdict) -> CheckResult {
+/// A verdict as the row records it.
+pub fn check_result(verdict: &Verdict) -> CheckResult {
     CheckResult {
         check: verdict.check.name().to_owned(),
         passed: verdict.is_pass(),

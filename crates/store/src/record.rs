@@ -93,6 +93,15 @@ pub struct Generation {
     pub provenance: Provenance,
 }
 
+/// Why a row with these checks is rejected: the first failing check's reason code.
+pub fn first_failure(checks: &[CheckResult]) -> String {
+    checks
+        .iter()
+        .find(|c| !c.passed)
+        .and_then(|c| c.reason.clone())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// The assistant turn of the SFT-ready conversation, in the DeepSeek-R1 layout.
 pub fn assistant_turn(reasoning: Option<&str>, content: &str) -> String {
     match reasoning {

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use distillery_pipeline::grade::check_result;
 use distillery_spec::SourceFormat;
 use distillery_store::Which;
-use distillery_store::record::{CheckResult, Generation};
+use distillery_store::record::{Generation, first_failure};
 use distillery_store::shard::AtomicParquet;
 use distillery_store::source::RawRows;
 use distillery_verify::math::{self, Graded, Precision, VerifyConfig};
@@ -310,22 +311,8 @@ fn regrade_row(row: &mut Generation, config: &VerifyConfig) -> bool {
     };
     let graded = math::grade_with(reference, &row.content, config);
     row.extracted_answer = graded.answer.as_ref().map(|a| a.text.clone());
-    row.checks[position] = CheckResult {
-        check: "math".into(),
-        passed: graded.verdict.is_pass(),
-        reason: graded
-            .verdict
-            .reason()
-            .map(|_| graded.verdict.code().to_owned()),
-        detail: graded.verdict.reason().map(ToString::to_string),
-    };
+    row.checks[position] = check_result(&graded.verdict);
     row.accepted = row.checks.iter().all(|c| c.passed);
-    row.reject_reason = (!row.accepted).then(|| {
-        row.checks
-            .iter()
-            .find(|c| !c.passed)
-            .and_then(|c| c.reason.clone())
-            .unwrap_or_else(|| "unknown".into())
-    });
+    row.reject_reason = (!row.accepted).then(|| first_failure(&row.checks));
     true
 }
