@@ -365,11 +365,7 @@ fn off_by_one(lines: &[Line<'_>]) -> Option<Vec<String>> {
     // Otherwise an integer constant in an expression, one more than it should be.
     for &i in &order {
         let text = lines[i].text;
-        let trimmed = text.trim_start();
-        if trimmed.starts_with("def ")
-            || trimmed.starts_with("import ")
-            || trimmed.starts_with("from ")
-        {
+        if is_header(text) {
             continue;
         }
         let mask = code_mask(text);
@@ -443,14 +439,18 @@ fn wrong_operator(lines: &[Line<'_>], _variant: u64) -> Option<Vec<String>> {
         .or_else(|| wrong_operator_among(lines, &OPERATORS[8..]))
 }
 
+/// A `def`, `import` or `from` line: a signature or an import, which a bug must not touch.
+fn is_header(line: &str) -> bool {
+    let trimmed = line.trim_start();
+    ["def ", "import ", "from "]
+        .iter()
+        .any(|keyword| trimmed.starts_with(keyword))
+}
+
 fn wrong_operator_among(lines: &[Line<'_>], operators: &[(&str, &str)]) -> Option<Vec<String>> {
     for i in candidate_order(lines) {
         let text = lines[i].text;
-        let trimmed = text.trim_start();
-        if trimmed.starts_with("def ")
-            || trimmed.starts_with("import ")
-            || trimmed.starts_with("from ")
-        {
+        if is_header(text) {
             continue;
         }
         let mask = code_mask(text);
