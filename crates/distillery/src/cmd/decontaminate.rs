@@ -9,8 +9,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use distillery_decontam::{Index, Options, load_benchmark};
-use distillery_spec::SourceFormat;
-use distillery_store::source::RawRows;
 use serde_json::{Value, json};
 
 #[derive(Debug, clap::Args)]
@@ -60,12 +58,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             near_duplicate: (args.near_duplicate > 0.0).then_some(args.near_duplicate),
         },
     );
-    let format = SourceFormat::from_extension(&args.input).with_context(|| {
-        format!(
-            "{}: unknown format (expected .jsonl, .json or .parquet)",
-            args.input.display()
-        )
-    })?;
     let removed_path = args
         .removed
         .clone()
@@ -78,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (mut clean, mut removed) = (create(&args.out)?, create(&removed_path)?);
     let (mut kept, mut bad) = (0u64, 0u64);
     let mut hits: BTreeMap<String, u64> = BTreeMap::new();
-    for item in RawRows::open(&args.input, format)? {
+    for item in super::raw_rows(&args.input)? {
         let (row, value) = item?;
         let text = match &value {
             Ok(value) => value.get(&args.field).and_then(Value::as_str),

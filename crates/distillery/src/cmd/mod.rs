@@ -63,6 +63,18 @@ macro_rules! outln {
     };
 }
 
+/// The rows of a JSONL, JSON or Parquet file as JSON values, its format told by its extension.
+pub fn raw_rows(path: &std::path::Path) -> anyhow::Result<distillery_store::source::RawRows> {
+    use anyhow::Context;
+    let format = distillery_spec::SourceFormat::from_extension(path).with_context(|| {
+        format!(
+            "{}: unknown format (expected .jsonl, .json or .parquet)",
+            path.display()
+        )
+    })?;
+    Ok(distillery_store::source::RawRows::open(path, format)?)
+}
+
 /// A multi-threaded tokio runtime for commands that do network I/O.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

@@ -9,11 +9,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use distillery_pipeline::grade::check_result;
-use distillery_spec::SourceFormat;
 use distillery_store::Which;
 use distillery_store::record::{Generation, first_failure};
 use distillery_store::shard::AtomicParquet;
-use distillery_store::source::RawRows;
 use distillery_verify::math::{self, Graded, Precision, VerifyConfig};
 use serde_json::{Value, json};
 
@@ -102,15 +100,9 @@ fn verify_file(
     config: &VerifyConfig,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
-    let format = SourceFormat::from_extension(file).with_context(|| {
-        format!(
-            "{}: unknown format (expected .jsonl, .json or .parquet)",
-            file.display()
-        )
-    })?;
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut bad_rows = 0u64;
-    for item in RawRows::open(file, format)? {
+    for item in super::raw_rows(file)? {
         let (row, value) = item?;
         let graded = match value {
             Ok(value) => {
