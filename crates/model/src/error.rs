@@ -51,6 +51,8 @@ pub enum Error {
          (or model.safetensors.index.json), or a .gguf file"
     )]
     NotACheckpoint(PathBuf),
+    #[error("device {device}: {message}")]
+    Device { device: String, message: String },
     #[error("invalid input: {0}")]
     InvalidInput(String),
     #[error(transparent)]

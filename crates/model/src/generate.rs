@@ -4,6 +4,7 @@ use std::ops::ControlFlow;
 
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng, rngs::StdRng};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::model::{LayerCache, Model};
@@ -200,17 +201,16 @@ impl Model {
         let mut seen = width; // columns in the KV cache
 
         loop {
-            let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            let tokens = samplers.next_tokens(&logits, &active, limits, opts)?;
             let mut next_tokens = Vec::with_capacity(active.len());
             let mut keep = Vec::with_capacity(active.len());
             let mut stopped = false;
-            for (r, row) in rows.iter().enumerate() {
+            for (r, &token) in tokens.iter().enumerate() {
                 let idx = active[r];
                 if limits[idx] == 0 {
                     // Prefilled with the others, but allowed no tokens.
                     continue;
                 }
-                let token = sample(row, opts, samplers.for_row(idx));
                 let out = &mut results[idx];
                 out.tokens.push(token);
                 let finish = if opts.stop_token_ids.contains(&token) {
@@ -292,9 +292,52 @@ impl Samplers {
         }
     }
 
-    fn for_row(&mut self, index: usize) -> &mut StdRng {
-        let index = if self.shared { 0 } else { index };
-        &mut self.rngs[index]
+    /// The next token of every batch row (`active[r]` is row r's prompt). A row allowed no
+    /// tokens gets a placeholder and leaves a shared sampler untouched.
+    ///
+    /// Greedy decoding on a GPU takes the argmax there and copies one id per row; otherwise
+    /// the logits come to the host, where rows with their own samplers are sampled in
+    /// parallel (a row's result depends only on its logits and its sampler).
+    fn next_tokens(
+        &mut self,
+        logits: &Tensor,
+        active: &[usize],
+        limits: &[usize],
+        opts: &GenerateOptions,
+    ) -> Result<Vec<u32>> {
+        if opts.temperature <= 0.0 && !logits.device().is_cpu() {
+            return Ok(logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?);
+        }
+        let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        if self.shared {
+            let rng = &mut self.rngs[0];
+            return Ok(rows
+                .iter()
+                .zip(active)
+                .map(|(row, &idx)| {
+                    if limits[idx] == 0 {
+                        0
+                    } else {
+                        sample(row, opts, rng)
+                    }
+                })
+                .collect());
+        }
+        let mut rngs: Vec<Option<&mut StdRng>> = self.rngs.iter_mut().map(Some).collect();
+        let jobs: Vec<(&[f32], &mut StdRng)> = rows
+            .iter()
+            .zip(active)
+            .map(|(row, &idx)| {
+                (
+                    row.as_slice(),
+                    rngs[idx].take().expect("one row per prompt"),
+                )
+            })
+            .collect();
+        Ok(jobs
+            .into_par_iter()
+            .map(|(row, rng)| sample(row, opts, rng))
+            .collect())
     }
 }
 
@@ -310,9 +353,23 @@ fn sample(logits: &[f32], opts: &GenerateOptions, rng: &mut StdRng) -> u32 {
         .enumerate()
         .map(|(i, &l)| (i as u32, ((l as f64 - max) * inv_t).exp()))
         .collect();
-    // Stable sort by descending probability, ties by id, so sampling is reproducible.
-    probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    // Descending probability, ties by id, so sampling is reproducible. The nucleus almost
+    // always lies among the few most likely tokens, so those are selected and sorted first
+    // (the same prefix a full sort gives); the whole vocabulary is sorted only when they do not
+    // reach `top_p`. A full sort per row per token was most of the time of sampled decoding.
+    let order = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     let total: f64 = probs.iter().map(|p| p.1).sum();
+    const HEAD: usize = 64;
+    if probs.len() > HEAD {
+        probs.select_nth_unstable_by(HEAD - 1, order);
+        probs[..HEAD].sort_by(order);
+        let head_mass: f64 = probs[..HEAD].iter().map(|p| p.1).sum();
+        if head_mass / total < opts.top_p {
+            probs.sort_by(order);
+        }
+    } else {
+        probs.sort_by(order);
+    }
     let mut kept = 0.0;
     let mut cut = probs.len();
     for (i, p) in probs.iter().enumerate() {

@@ -18,6 +18,7 @@
 mod chat_template;
 mod checkpoint;
 mod config;
+mod device;
 mod error;
 mod generate;
 mod gguf;
@@ -28,6 +29,7 @@ mod tiny;
 pub use chat_template::{CHATML_FALLBACK_TEMPLATE, ChatTemplate, ChatTurn, TemplateError};
 pub use checkpoint::{Checkpoint, save_checkpoint};
 pub use config::{Arch, Config, RopeScaling};
+pub use device::{CUDA_BUILD, DeviceSpec, Precision};
 pub use error::{Error, Result};
 pub use generate::{FinishReason, GenerateOptions, Generated, RowOptions, TokenEvent};
 pub use memory::keep_freed_tensor_memory;

@@ -18,9 +18,9 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device};
 use distillery_model::{
-    ChatTemplate, ChatTurn, Checkpoint, GenerateOptions, Generated, Model, RowOptions,
+    ChatTemplate, ChatTurn, Checkpoint, DeviceSpec, GenerateOptions, Generated, Model, Precision,
+    RowOptions,
 };
 use distillery_spec::Sampling;
 use tokenizers::Tokenizer;
@@ -45,6 +45,10 @@ pub struct LocalOptions {
     /// one that is not full: long enough for concurrent callers to arrive together, short next
     /// to a generation.
     pub linger: Duration,
+    /// Where the model runs (`cuda` needs a build with `--features cuda`).
+    pub device: DeviceSpec,
+    /// Weights and activations in f32 or bf16.
+    pub precision: Precision,
 }
 
 impl LocalOptions {
@@ -60,6 +64,8 @@ impl LocalOptions {
             },
             seed: 0,
             linger: Duration::from_millis(5),
+            device: DeviceSpec::Cpu,
+            precision: Precision::F32,
         }
     }
 
@@ -160,7 +166,11 @@ impl LocalTeacher {
                     .into(),
             ));
         }
-        let checkpoint = Checkpoint::load(path, &Device::Cpu, DType::F32)
+        let device = options
+            .device
+            .open()
+            .map_err(|e| load_error(e.to_string()))?;
+        let checkpoint = Checkpoint::load(path, &device, options.precision.dtype())
             .map_err(|e| load_error(e.to_string()))?;
         let template = checkpoint
             .compile_chat_template()
@@ -611,7 +621,14 @@ mod tests {
             ..Config::tiny(Arch::Qwen2)
         };
         // std 0.1: logits distinct enough that batch shapes cannot flip a choice.
-        let varmap = random_varmap(&cfg, 3, 0.1, &Device::Cpu, DType::F32).unwrap();
+        let varmap = random_varmap(
+            &cfg,
+            3,
+            0.1,
+            &candle_core::Device::Cpu,
+            candle_core::DType::F32,
+        )
+        .unwrap();
         let mut tokenizer_config = chatml_tokenizer_config();
         if eos.is_empty() {
             tokenizer_config["eos_token"] = serde_json::Value::Null;

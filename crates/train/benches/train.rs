@@ -14,7 +14,7 @@ mod report;
 
 use std::time::Instant;
 
-use distillery_model::{Arch, init_tiny, keep_freed_tensor_memory};
+use distillery_model::{Arch, DeviceSpec, init_tiny, keep_freed_tensor_memory};
 use distillery_train::{Conversation, Duration, Message, TrainConfig, Trainer, TrainerInit};
 use report::{Better, Figure};
 
@@ -83,6 +83,7 @@ fn main() {
         config,
         out_dir: dir.path().join("out"),
         resume: false,
+        device: DeviceSpec::Cpu,
     })
     .expect("trainer");
     let warm = trainer.run_until(WARMUP_STEPS).expect("warm-up steps");

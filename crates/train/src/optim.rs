@@ -2,6 +2,10 @@
 //!
 //! candle's `AdamW` keeps its moments private, so a run could not resume exactly; this one
 //! stores `m`, `v` and the step count and writes them to safetensors.
+//!
+//! Mixed precision: a variable held in bf16 (or f16) gets an f32 master copy here. The update
+//! is applied to the master and the variable is set to its rounding, so small updates
+//! accumulate instead of being rounded away, and the master is saved with the moments.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -40,6 +44,8 @@ pub struct AdamW {
     vars: Vec<Var>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
+    /// f32 copies of the variables that are not f32.
+    master: Vec<Option<Tensor>>,
     step: u64,
     pub config: AdamWConfig,
 }
@@ -50,10 +56,16 @@ impl AdamW {
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let mut m = Vec::with_capacity(named.len());
         let mut v = Vec::with_capacity(named.len());
+        let mut master = Vec::with_capacity(named.len());
         for (_, var) in &named {
             let z = Tensor::zeros(var.shape(), DType::F32, var.device())?;
             m.push(z.clone());
             v.push(z);
+            master.push(if var.dtype() == DType::F32 {
+                None
+            } else {
+                Some(var.as_tensor().to_dtype(DType::F32)?)
+            });
         }
         let (names, vars) = named.into_iter().unzip();
         Ok(AdamW {
@@ -61,6 +73,7 @@ impl AdamW {
             vars,
             m,
             v,
+            master,
             step: 0,
             config,
         })
@@ -110,7 +123,10 @@ impl AdamW {
             let g = g.to_dtype(DType::F32)?;
             let m = ((&self.m[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
             let v = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
-            let theta = var.as_tensor().to_dtype(DType::F32)?;
+            let theta = match &self.master[i] {
+                Some(master) => master.clone(),
+                None => var.as_tensor().to_dtype(DType::F32)?,
+            };
             let theta = if c.weight_decay != 0.0 && var.rank() >= 2 {
                 (theta * (1.0 - lr * c.weight_decay))?
             } else {
@@ -120,19 +136,26 @@ impl AdamW {
             let update = ((&m / denom)? * step_size)?;
             let theta = (theta - update)?;
             var.set(&theta.to_dtype(var.dtype())?)?;
+            if let Some(master) = &mut self.master[i] {
+                *master = theta;
+            }
             self.m[i] = m;
             self.v[i] = v;
         }
         Ok(())
     }
 
-    /// Writes the moments (`<name>.exp_avg`, `<name>.exp_avg_sq`) and the step count
-    /// (metadata `step`) to a safetensors file.
+    /// Writes the moments (`<name>.exp_avg`, `<name>.exp_avg_sq`), the f32 master weights of
+    /// variables that are not f32 (`<name>.master`) and the step count (metadata `step`) to a
+    /// safetensors file.
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors: Vec<(String, &Tensor)> = Vec::with_capacity(self.names.len() * 2);
         for (i, name) in self.names.iter().enumerate() {
             tensors.push((format!("{name}.exp_avg"), &self.m[i]));
             tensors.push((format!("{name}.exp_avg_sq"), &self.v[i]));
+            if let Some(master) = &self.master[i] {
+                tensors.push((format!("{name}.master"), master));
+            }
         }
         let mut meta = HashMap::new();
         meta.insert("step".to_string(), self.step.to_string());
@@ -174,7 +197,11 @@ impl AdamW {
             .unwrap_or(candle_core::Device::Cpu);
         let mut tensors = candle_core::safetensors::load_buffer(&bytes, &device)?;
         for (i, name) in self.names.iter().enumerate() {
-            for (suffix, slot) in [("exp_avg", &mut self.m[i]), ("exp_avg_sq", &mut self.v[i])] {
+            let mut slots = vec![("exp_avg", &mut self.m[i]), ("exp_avg_sq", &mut self.v[i])];
+            if let Some(master) = &mut self.master[i] {
+                slots.push(("master", master));
+            }
+            for (suffix, slot) in slots {
                 let key = format!("{name}.{suffix}");
                 let t = tensors
                     .remove(&key)
@@ -273,6 +300,43 @@ mod tests {
 
     fn close(a: f64, b: f64, tol: f64) {
         assert!((a - b).abs() <= tol, "{a} vs {b}");
+    }
+
+    #[test]
+    fn bf16_variables_keep_f32_master_weights_that_survive_save_and_load() {
+        // At 1.0 a bf16 step is 2^-7; updates of 1e-4 round away unless an f32 master
+        // accumulates them.
+        let bf16 = |x: f32| {
+            let t = Tensor::new(&[x], &Device::Cpu).unwrap();
+            Var::from_tensor(&t.to_dtype(DType::BF16).unwrap()).unwrap()
+        };
+        let grad = Some(Tensor::new(&[1f32], &Device::Cpu).unwrap());
+        let mut opt = AdamW::new(vec![("w".into(), bf16(1.0))], AdamWConfig::default()).unwrap();
+        for _ in 0..100 {
+            opt.step(std::slice::from_ref(&grad), 1e-4).unwrap();
+        }
+        let w = opt.vars()[0].to_dtype(DType::F32).unwrap();
+        let master = opt.master[0].clone().unwrap();
+        close(f64::from(vec1(&master)[0]), 0.99, 1e-4);
+        assert_eq!(opt.vars()[0].dtype(), DType::BF16);
+        close(f64::from(vec1(&w)[0]), 0.99, 2f64.powi(-8));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opt.safetensors");
+        opt.save(&path).unwrap();
+        let mut resumed = AdamW::new(
+            vec![("w".into(), bf16(vec1(&w)[0]))],
+            AdamWConfig::default(),
+        )
+        .unwrap();
+        resumed.load(&path).unwrap();
+        assert_eq!(vec1(resumed.master[0].as_ref().unwrap()), vec1(&master));
+        opt.step(std::slice::from_ref(&grad), 1e-4).unwrap();
+        resumed.step(std::slice::from_ref(&grad), 1e-4).unwrap();
+        assert_eq!(
+            vec1(opt.master[0].as_ref().unwrap()),
+            vec1(resumed.master[0].as_ref().unwrap())
+        );
     }
 
     #[test]

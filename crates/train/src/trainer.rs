@@ -22,8 +22,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
-use distillery_model::{Checkpoint, Model, save_checkpoint};
+use candle_core::{Device, Tensor};
+use distillery_model::{Checkpoint, DeviceSpec, Model, Precision, save_checkpoint};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -88,6 +88,9 @@ pub struct TrainConfig {
     /// Log a line every N steps.
     pub log_every: u64,
     pub kd: Option<KdConfig>,
+    /// Weights and activations in f32, or bf16 with f32 master weights and AdamW state.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -112,6 +115,7 @@ impl Default for TrainConfig {
             keep_checkpoints: 3,
             log_every: 1,
             kd: None,
+            precision: Precision::F32,
         }
     }
 }
@@ -342,6 +346,8 @@ pub struct TrainerInit {
     /// Continue from the latest checkpoint in `out_dir/checkpoints` (a fresh start when there
     /// is none).
     pub resume: bool,
+    /// Where the student (and a distillation teacher) run.
+    pub device: DeviceSpec,
 }
 
 /// The latest checkpoint directory under `out_dir/checkpoints` that has a trainer state.
@@ -403,7 +409,7 @@ impl Trainer {
     pub fn new(init: TrainerInit) -> Result<Trainer> {
         let cfg = init.config;
         cfg.validate()?;
-        let device = Device::Cpu;
+        let device = init.device.open().map_err(model_err)?;
         let out_dir = init.out_dir;
         std::fs::create_dir_all(&out_dir).map_err(io_err(&out_dir))?;
         let resume_dir = if init.resume {
@@ -452,7 +458,8 @@ impl Trainer {
             None => None,
         };
         let model_path = resume_dir.clone().unwrap_or_else(|| init.model.clone());
-        let student = Checkpoint::load(&model_path, &device, DType::F32).map_err(model_err)?;
+        let student =
+            Checkpoint::load(&model_path, &device, cfg.precision.dtype()).map_err(model_err)?;
         let model = student.model().map_err(model_err)?;
         let template = student.compile_chat_template()?;
         if template.is_fallback {
@@ -498,7 +505,7 @@ impl Trainer {
         let teacher = match &cfg.kd {
             None => None,
             Some(kd) => {
-                let t = Checkpoint::load(&kd.teacher_checkpoint, &device, DType::F32)
+                let t = Checkpoint::load(&kd.teacher_checkpoint, &device, cfg.precision.dtype())
                     .map_err(model_err)?;
                 if student.tokenizer.get_vocab(true) != t.tokenizer.get_vocab(true) {
                     return Err(TrainError::Config {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use distillery_model::{Arch, Checkpoint, init_tiny};
+use distillery_model::{Arch, Checkpoint, DeviceSpec, init_tiny};
 use distillery_train::data::Encoder;
 use distillery_train::trainer::{read_eval_metrics, read_metrics};
 use distillery_train::{
@@ -86,6 +86,7 @@ fn tiny_model_overfits_a_handful_of_traces() {
         config: cfg,
         out_dir: dir.path().join("out"),
         resume: false,
+        device: DeviceSpec::Cpu,
     })
     .unwrap();
     let before = t.train_loss().unwrap();
@@ -119,6 +120,7 @@ fn run_to_end(model: &Path, out: &Path, cfg: TrainConfig, stop_after: Option<u64
         config: cfg.clone(),
         out_dir: out.to_path_buf(),
         resume: false,
+        device: DeviceSpec::Cpu,
     })
     .unwrap();
     match stop_after {
@@ -135,6 +137,7 @@ fn run_to_end(model: &Path, out: &Path, cfg: TrainConfig, stop_after: Option<u64
                 config: cfg,
                 out_dir: out.to_path_buf(),
                 resume: true,
+                device: DeviceSpec::Cpu,
             })
             .unwrap();
             t.run().unwrap();
@@ -205,6 +208,7 @@ fn resume_gives_the_same_loss_curve_as_an_uninterrupted_run() {
         config: TrainConfig { lr: 1.0, ..cfg },
         out_dir: a.clone(),
         resume: true,
+        device: DeviceSpec::Cpu,
     })
     .err()
     .expect("changed config refused")
@@ -228,6 +232,7 @@ fn saved_checkpoint_reloads_with_identical_logits() {
         },
         out_dir: dir.path().join("out"),
         resume: false,
+        device: DeviceSpec::Cpu,
     })
     .unwrap();
     t.run().unwrap();
@@ -315,6 +320,7 @@ fn distillation_uses_the_teacher_and_the_temperature_schedule() {
         config: cfg,
         out_dir: dir.path().join("out"),
         resume: false,
+        device: DeviceSpec::Cpu,
     })
     .unwrap();
     t.run().unwrap();
@@ -366,6 +372,7 @@ fn smollm2_fine_tunes_for_a_few_steps() {
         },
         out_dir: dir.path().join("out"),
         resume: false,
+        device: DeviceSpec::Cpu,
     })
     .unwrap();
     let before = t.train_loss().unwrap();

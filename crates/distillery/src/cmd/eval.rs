@@ -113,6 +113,9 @@ pub struct Args {
     /// Log lines instead of a progress bar, even on a terminal.
     #[arg(long)]
     plain: bool,
+    /// Where a local model runs, and its precision.
+    #[command(flatten)]
+    placement: super::Placement,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -268,6 +271,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             batch_size: args.batch_size,
             sampling,
             seed: args.seed,
+            device: args.placement.device,
+            precision: args.placement.dtype,
             ..LocalOptions::new(args.batch_size)
         };
         tracing::info!("loading {}", path.display());

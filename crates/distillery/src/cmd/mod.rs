@@ -76,6 +76,19 @@ pub fn raw_rows(path: &std::path::Path) -> anyhow::Result<distillery_store::sour
 }
 
 /// A multi-threaded tokio runtime for commands that do network I/O.
+/// `--device` and `--dtype`, for the commands that run a model in this process.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Placement {
+    /// cpu, cuda, cuda:N or auto (the first GPU when this binary has CUDA support and one is
+    /// present, else the CPU).
+    #[arg(long, value_name = "DEVICE", default_value = "cpu")]
+    pub device: distillery_model::DeviceSpec,
+    /// f32, or bf16 (for training: bf16 weights and activations with f32 master weights and
+    /// AdamW state).
+    #[arg(long, value_name = "DTYPE", default_value = "f32")]
+    pub dtype: distillery_model::Precision,
+}
+
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()

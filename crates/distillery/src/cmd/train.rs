@@ -83,6 +83,8 @@ pub struct Args {
     /// Temperature schedule START:END (linear over training), or one constant value.
     #[arg(long, default_value = "5:1", requires = "kd_teacher", value_parser = parse_temperature)]
     pub kd_temperature: (f64, f64),
+    #[command(flatten)]
+    pub placement: super::Placement,
 }
 
 fn parse_temperature(s: &str) -> Result<(f64, f64), String> {
@@ -131,6 +133,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             temperature_start: args.kd_temperature.0,
             temperature_end: args.kd_temperature.1,
         }),
+        precision: args.placement.dtype,
         ..TrainConfig::default()
     };
     config.validate()?;
@@ -148,6 +151,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config,
         out_dir: args.out.clone(),
         resume: args.resume,
+        device: args.placement.device,
     })
     .with_context(|| format!("preparing to train {}", args.model.display()))?;
     let stats = trainer.train_stats().clone();
