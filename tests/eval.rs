@@ -329,3 +329,97 @@ fn math500_and_aime24_run_offline_with_a_standard_error() {
     ]);
     assert_eq!(self::report(&aime)["problems"], 30);
 }
+
+/// `--device` and `--dtype`, as train and eval take them: bf16 runs on the CPU too, and a GPU
+/// asked of a build without CUDA support is refused with how to get one, never a silent CPU run.
+#[test]
+fn device_and_dtype_choose_where_and_how_a_model_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny");
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    run_ok(&["init-model", "--tiny", &s(&model)]);
+    let data = repo_root().join("datasets/arith/train.jsonl");
+    let messages = dir.path().join("messages.jsonl");
+    let rows: String = std::fs::read_to_string(&data)
+        .unwrap()
+        .lines()
+        .take(8)
+        .map(|l| {
+            let row: Value = serde_json::from_str(l).unwrap();
+            let messages = serde_json::json!({"messages": [
+                {"role": "user", "content": row["question"]},
+                {"role": "assistant", "content": row["answer"]},
+            ]});
+            format!("{messages}\n")
+        })
+        .collect();
+    std::fs::write(&messages, rows).unwrap();
+    let student = dir.path().join("student");
+    let train = |device: &str, out: &Path| {
+        distillery()
+            .args([
+                "train",
+                "--model",
+                &s(&model),
+                "--data",
+                &s(&messages),
+                "--out",
+            ])
+            .arg(out)
+            .args(["--steps", "2", "--eval-fraction", "0", "--max-len", "128"])
+            .args(["--dtype", "bf16", "--device", device])
+            .output()
+            .unwrap()
+    };
+    let trained = train("cpu", &student);
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(student.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["torch_dtype"], "bfloat16");
+    let out = dir.path().join("eval");
+    run_ok(&[
+        "eval",
+        &s(&student),
+        "--benchmark",
+        "datasets/arith/test.jsonl",
+        "--limit",
+        "2",
+        "--max-tokens",
+        "4",
+        "--dtype",
+        "bf16",
+        "--device",
+        "auto",
+        "--plain",
+        "--out",
+        &s(&out),
+    ]);
+    assert_eq!(report(&out)["total_samples"], 2);
+
+    if !cfg!(feature = "cuda") {
+        let refused = train("cuda", &dir.path().join("gpu"));
+        assert!(!refused.status.success());
+        let error = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            error.contains("cuda:0") && error.contains("scripts/build-cuda.sh"),
+            "{error}"
+        );
+        let error = eval_fails(&[&s(&student), "--benchmark", "gsm8k", "--device", "cuda:1"]);
+        assert!(
+            error.contains("cuda:1") && error.contains("without CUDA support"),
+            "{error}"
+        );
+    }
+    let error = eval_fails(&[&s(&student), "--benchmark", "gsm8k", "--device", "tpu"]);
+    assert!(
+        error.contains("expected cpu, cuda, cuda:N or auto"),
+        "{error}"
+    );
+    let error = eval_fails(&[&s(&student), "--benchmark", "gsm8k", "--dtype", "fp8"]);
+    assert!(error.contains("expected f32 or bf16"), "{error}");
+}

@@ -7,6 +7,7 @@
 
 mod locate;
 pub mod mock;
+mod placement;
 mod raw;
 mod template;
 mod validate;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use locate::{FieldPath, Position};
 pub use mock::{FaultRates, MockSettings, MockTask, ReasoningStyle};
+pub use placement::{DeviceSpec, Precision};
 pub use template::{MissingField, Template};
 
 /// The R1 recipe's instruction for math problems (DeepSeek-R1 usage recommendations).
@@ -168,6 +170,10 @@ pub struct LocalModel {
     pub batch_size: NonZeroU32,
     /// Base seed of the samplers: the same seed, prompt and sample index give the same sample.
     pub seed: u64,
+    /// Where the model runs (`cuda` needs a binary built with `--features cuda`).
+    pub device: DeviceSpec,
+    /// Weights and activations in f32 or bf16.
+    pub dtype: Precision,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

@@ -77,6 +77,8 @@ pub(crate) struct RawLocal {
     pub checkpoint: Option<String>,
     pub batch_size: Option<i64>,
     pub seed: Option<u64>,
+    pub device: Option<crate::DeviceSpec>,
+    pub dtype: Option<crate::Precision>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -421,6 +421,8 @@ impl Checker<'_> {
                         checkpoint: base_dir.join(checkpoint?),
                         batch_size,
                         seed: local.seed.unwrap_or(0),
+                        device: local.device.unwrap_or_default(),
+                        dtype: local.dtype.unwrap_or_default(),
                     }))
                 })
             }

@@ -19,8 +19,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use distillery_model::{
-    ChatTemplate, ChatTurn, Checkpoint, DeviceSpec, GenerateOptions, Generated, Model, Precision,
-    RowOptions,
+    ChatTemplate, ChatTurn, Checkpoint, DeviceSpec, GenerateOptions, Generated, Model, OpenDevice,
+    Precision, PrecisionDType, RowOptions,
 };
 use distillery_spec::Sampling;
 use tokenizers::Tokenizer;
@@ -76,6 +76,8 @@ impl LocalOptions {
     ) -> Self {
         Self {
             sampling: teacher.sampling,
+            device: local.device,
+            precision: local.dtype,
             ..Self::new(local.batch_size.get() as usize)
         }
     }

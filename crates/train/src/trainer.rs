@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use distillery_model::{Checkpoint, DeviceSpec, Model, Precision, save_checkpoint};
+use distillery_model::{
+    Checkpoint, DeviceSpec, Model, OpenDevice, Precision, PrecisionDType, save_checkpoint,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;

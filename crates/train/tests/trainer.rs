@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use distillery_model::{Arch, Checkpoint, DeviceSpec, init_tiny};
+use distillery_model::{Arch, Checkpoint, DeviceSpec, Precision, init_tiny};
 use distillery_train::data::Encoder;
 use distillery_train::trainer::{read_eval_metrics, read_metrics};
 use distillery_train::{
@@ -143,6 +143,73 @@ fn run_to_end(model: &Path, out: &Path, cfg: TrainConfig, stop_after: Option<u64
             t.run().unwrap();
         }
     }
+}
+
+#[test]
+fn bf16_mixed_precision_trains_resumes_bit_for_bit_and_saves_bfloat16() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), Arch::Llama, 4);
+    let cfg = TrainConfig {
+        duration: Duration::Steps(8),
+        checkpoint_every: 3,
+        precision: Precision::Bf16,
+        ..base_config()
+    };
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    run_to_end(&model, &a, cfg.clone(), None);
+    run_to_end(&model, &b, cfg.clone(), Some(5));
+    let curve = |d: &Path| {
+        read_metrics(&d.join("metrics.jsonl"))
+            .unwrap()
+            .iter()
+            .map(|m| (m.loss, m.grad_norm))
+            .collect::<Vec<_>>()
+    };
+    let (ca, cb) = (curve(&a), curve(&b));
+    assert_eq!(
+        ca, cb,
+        "a resumed bf16 run must follow the uninterrupted one"
+    );
+    assert!(
+        std::fs::read(a.join("model.safetensors")).unwrap()
+            == std::fs::read(b.join("model.safetensors")).unwrap(),
+        "final bf16 weights differ"
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["torch_dtype"], "bfloat16");
+    let ck = Checkpoint::load(&a, &Device::Cpu, DType::BF16).unwrap();
+    assert!(
+        ck.varmap
+            .all_vars()
+            .iter()
+            .all(|v| v.dtype() == DType::BF16)
+    );
+
+    // The same run in f32: bf16 starts from the same loss (to bf16's precision) and learns.
+    run_to_end(
+        &model,
+        &c,
+        TrainConfig {
+            precision: Precision::F32,
+            ..cfg
+        },
+        None,
+    );
+    let cf = curve(&c);
+    let (first_bf16, first_f32) = (ca[0].0, cf[0].0);
+    assert!(
+        (first_bf16 - first_f32).abs() < 0.02 * first_f32,
+        "first losses: bf16 {first_bf16}, f32 {first_f32}"
+    );
+    assert!(
+        ca.last().unwrap().0 < first_bf16 - 0.5,
+        "bf16 loss did not fall: {ca:?}"
+    );
 }
 
 #[test]
