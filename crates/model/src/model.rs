@@ -270,6 +270,33 @@ struct Layer {
     post_norm: RmsNorm,
 }
 
+impl Layer {
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut LayerCache>,
+    ) -> Result<Tensor> {
+        let h = self
+            .attn
+            .forward(&self.input_norm.forward(x)?, cos, sin, mask, cache)?;
+        let x = (x + h)?;
+        let h = self.mlp.forward(&self.post_norm.forward(&x)?)?;
+        Ok((x + h)?)
+    }
+}
+
+/// The per-batch tensors of a training forward that every layer shares
+/// ([`Model::batch_context`]).
+#[derive(Debug, Clone)]
+pub struct BatchContext {
+    cos: Tensor,
+    sin: Tensor,
+    mask: Tensor,
+}
+
 /// A Qwen2/Llama decoder built only from ops that record a backward pass.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -385,6 +412,31 @@ impl Model {
     /// restart at 0 where each segment starts, and 0 marks padding (its logits are finite but
     /// meaningless). Without `segment_ids` each row is one causal sequence.
     pub fn forward(&self, input_ids: &Tensor, segment_ids: Option<&Tensor>) -> Result<Tensor> {
+        self.lm_head(&self.forward_hidden(input_ids, segment_ids)?)
+    }
+
+    /// [`forward`](Self::forward) up to the final norm: hidden states `[b, t, hidden]`, so the
+    /// caller can project them to logits a chunk of positions at a time.
+    pub fn forward_hidden(
+        &self,
+        input_ids: &Tensor,
+        segment_ids: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let context = self.batch_context(input_ids, segment_ids)?;
+        let mut x = self.embed(input_ids)?;
+        for l in 0..self.layers.len() {
+            x = self.layer(l, &x, &context)?;
+        }
+        self.final_norm(&x)
+    }
+
+    /// What every layer of a training forward needs for this batch: rope tables and the
+    /// attention mask (see [`forward`](Self::forward) for `segment_ids`).
+    pub fn batch_context(
+        &self,
+        input_ids: &Tensor,
+        segment_ids: Option<&Tensor>,
+    ) -> Result<BatchContext> {
         let (b, t) = input_ids.dims2()?;
         let (positions, mask) = match segment_ids {
             None => {
@@ -409,8 +461,31 @@ impl Model {
             }
         };
         let positions = Tensor::from_vec(positions, (b, t), &self.device)?;
-        let hidden = self.run_layers(input_ids, &positions, &mask, None)?;
-        self.lm_head.forward(&hidden)
+        let (cos, sin) = self.rope_tables(&positions)?;
+        Ok(BatchContext {
+            cos,
+            sin,
+            mask: mask.to_dtype(self.dtype)?,
+        })
+    }
+
+    /// Token embeddings `[b, t, hidden]`.
+    pub fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {
+        Ok(self.embed.forward(input_ids)?)
+    }
+
+    /// Decoder layer `l` of a training forward.
+    pub fn layer(&self, l: usize, x: &Tensor, context: &BatchContext) -> Result<Tensor> {
+        self.layers[l].forward(x, &context.cos, &context.sin, &context.mask, None)
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The norm after the last layer.
+    pub fn final_norm(&self, x: &Tensor) -> Result<Tensor> {
+        self.norm.forward(x)
     }
 
     /// Embedding → layers → final norm. `positions` `[b, t]` u32; `mask` additive, broadcast
@@ -424,21 +499,17 @@ impl Model {
     ) -> Result<Tensor> {
         let (cos, sin) = self.rope_tables(positions)?;
         let mask = mask.to_dtype(self.dtype)?;
-        let mut x = self.embed.forward(input_ids)?;
+        let mut x = self.embed(input_ids)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let cache = caches.as_deref_mut().map(|c| &mut c[l]);
-            let h = layer.input_norm.forward(&x)?;
-            let h = layer.attn.forward(&h, &cos, &sin, &mask, cache)?;
-            x = (x + h)?;
-            let h = layer.mlp.forward(&layer.post_norm.forward(&x)?)?;
-            x = (x + h)?;
+            x = layer.forward(&x, &cos, &sin, &mask, cache)?;
         }
         self.norm.forward(&x)
     }
 
-    /// Project hidden states to logits.
-    pub(crate) fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        self.lm_head.forward(hidden)
+    /// Project hidden states to logits (any leading shape).
+    pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(self.lm_head.forward(hidden)?)
     }
 
     /// cos/sin `[b, 1, t, head_dim]` for per-token positions.

@@ -5,9 +5,12 @@
 //!   loss mask, truncation and packing;
 //! - [`template`]: Hugging Face chat templates rendered with minijinja;
 //! - [`loss`]: masked cross-entropy and the distillation loss;
+//! - [`backward`]: a micro-batch's gradients in bounded memory (chunked loss, activation
+//!   checkpointing);
 //! - [`optim`]: AdamW with savable state, clipping, warmup + cosine;
 //! - [`trainer`]: the loop, evaluation, checkpoints and exact resume.
 
+pub mod backward;
 pub mod data;
 pub mod error;
 pub mod loss;
