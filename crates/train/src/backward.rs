@@ -23,8 +23,9 @@ use distillery_model::Model;
 use crate::error::{Result, TrainError};
 use crate::loss::{kd_loss_sum, masked_cross_entropy_sum};
 
-/// Logit elements (rows × vocabulary) per chunk of the loss: 64 MiB of f32 logits.
-pub const CHUNK_LOGITS: usize = 16 << 20;
+/// Logit elements (rows × vocabulary) per chunk of the loss: 16 MiB of f32 logits, under
+/// the size glibc serves from the heap (see `keep_freed_tensor_memory`), so chunks reuse memory.
+pub const CHUNK_LOGITS: usize = 4 << 20;
 
 /// One packed micro-batch on the model's device.
 pub struct MicroBatch {

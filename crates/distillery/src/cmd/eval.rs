@@ -136,6 +136,7 @@ impl From<ExtractArg> for AnswerExtract {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    args.placement.apply_threads();
     let samples = args.samples.get();
     let temperature = args
         .temperature

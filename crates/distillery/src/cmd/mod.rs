@@ -87,6 +87,22 @@ pub struct Placement {
     /// AdamW state).
     #[arg(long, value_name = "DTYPE", default_value = "f32")]
     pub dtype: distillery_model::Precision,
+    /// CPU threads for the model's matrix math and sampling [default: RAYON_NUM_THREADS, else
+    /// one per core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+}
+
+impl Placement {
+    /// Applies `--threads`; call before the model runs anything.
+    pub fn apply_threads(&self) {
+        if let Some(n) = self.threads {
+            // candle and its matmul read rayon's variable when its thread pool starts, which
+            // is at the first op. SAFETY: no other thread exists yet (this runs before any model
+            // or async runtime starts), so nothing reads the environment concurrently.
+            unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+        }
+    }
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

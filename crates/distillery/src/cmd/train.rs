@@ -110,6 +110,7 @@ fn parse_temperature(s: &str) -> Result<(f64, f64), String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    args.placement.apply_threads();
     let duration = match (args.steps, args.epochs) {
         (Some(s), _) => Duration::Steps(s),
         (None, Some(e)) => Duration::Epochs(e),
