@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use distillery_pipeline::{Display, RunEnd, RunOptions};
+use distillery_pipeline::{Display, Existing, RunEnd, RunOptions};
+use distillery_spec::ShardRequest;
 use distillery_store::{RunDir, RunStatus};
 
 #[derive(Debug, clap::Args)]
@@ -54,12 +55,34 @@ impl Common {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  distillery run pipelines/gsm8k-vllm.toml
+  distillery run pipelines/gsm8k-vllm.toml --shard 2/8          # runs/gsm8k-vllm/shard-2-of-8/
+  distillery run DEF --shard auto --resume                      # in a Slurm array task
+  distillery run DEF --shard auto --shards 8 --resume           # in a Kubernetes Indexed Job")]
 pub struct RunArgs {
     /// Pipeline definition (TOML).
     pipeline: PathBuf,
-    /// Run directory; defaults to `<output.dir>/<name>`.
+    /// Run directory; defaults to `<output.dir>/<name>`. With --shard, the directory that holds
+    /// the shards' directories (`shard-I-of-N`).
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// Run only shard I of N (0-based) of the prompts, chosen by a hash of each prompt's stable
+    /// id, into `<run dir>/shard-I-of-N`; `auto` takes I and N from a Slurm array task
+    /// (SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT or MIN/MAX) or a Kubernetes Indexed Job
+    /// (JOB_COMPLETION_INDEX, with --shards N).
+    #[arg(long, value_name = "I/N|auto")]
+    shard: Option<ShardRequest>,
+    /// The number of shards for `--shard auto` in a Kubernetes Indexed Job (its `completions`);
+    /// in a Slurm array it must agree with the array's size.
+    #[arg(long, value_name = "N", requires = "shard")]
+    shards: Option<u32>,
+    /// Continue the run if its directory already holds one (as `distillery resume` would; a
+    /// changed definition or another shard is refused), so that a task the scheduler restarts
+    /// picks up where it stopped.
+    #[arg(long)]
+    resume: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -90,7 +113,16 @@ pub struct StatusArgs {
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let options = args.common.options()?;
-    let end = distillery_pipeline::start(&args.pipeline, args.run_dir, &options)
+    let shard = args
+        .shard
+        .map(|request| request.resolve(args.shards))
+        .transpose()?;
+    let existing = if args.resume {
+        Existing::Resume
+    } else {
+        Existing::Refuse
+    };
+    let end = distillery_pipeline::start(&args.pipeline, args.run_dir, shard, existing, &options)
         .with_context(|| format!("cannot run {}", args.pipeline.display()))?;
     Ok(conclude(&end))
 }
