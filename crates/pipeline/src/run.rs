@@ -87,6 +87,16 @@ pub fn start(
             )));
         }
         Some(shard) => base.join(shard.dir_name()),
+        None if !RunDir::is_run_dir(&base)
+            && distillery_store::shard_set::expand(std::slice::from_ref(&base))?
+                != [base.clone()] =>
+        {
+            return Err(PipelineError::RunExists(format!(
+                "{} holds the shards of a run split with --shard (`distillery status {}` shows them); run a shard with --shard I/N or choose another --run-dir",
+                base.display(),
+                base.display()
+            )));
+        }
         None => base,
     };
     // A directory left by a start that failed before anything was written (an older version,

@@ -51,6 +51,8 @@ pub enum ShardProblem {
         shard: Shard,
         /// Where it would be, beside the others.
         expected: Option<PathBuf>,
+        /// Whether a run directory is there (it was left out of the inputs).
+        there: bool,
     },
     /// A shard whose run has not completed.
     NotComplete {
@@ -112,12 +114,16 @@ impl fmt::Display for ShardProblem {
                 name,
                 shard,
                 expected,
+                there,
             } => {
                 write!(f, "shard {shard} of `{name}` is missing")?;
-                if let Some(expected) = expected {
-                    write!(f, " (no run directory {})", expected.display())?;
+                match expected {
+                    Some(expected) if *there => {
+                        write!(f, " ({} is not among the inputs)", expected.display())
+                    }
+                    Some(expected) => write!(f, " (no run directory {})", expected.display()),
+                    None => Ok(()),
                 }
-                Ok(())
             }
             Self::NotComplete {
                 path,
@@ -253,10 +259,12 @@ fn problems(name: &str, members: &[ShardMember]) -> Vec<ShardProblem> {
                 continue;
             };
             if !by_shard.contains_key(&shard) {
+                let expected = parent.as_ref().map(|p| p.join(shard.dir_name()));
                 problems.push(ShardProblem::Missing {
                     name: name.to_owned(),
                     shard,
-                    expected: parent.as_ref().map(|p| p.join(shard.dir_name())),
+                    there: expected.as_deref().is_some_and(RunDir::is_run_dir),
+                    expected,
                 });
             }
         }
