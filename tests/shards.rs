@@ -29,7 +29,10 @@ fn text(bytes: &[u8]) -> String {
 
 /// `distillery` with no scheduler in its environment, whatever runs the tests.
 fn hermetic() -> Command {
-    let mut command = distillery();
+    without_scheduler(distillery())
+}
+
+fn without_scheduler(mut command: Command) -> Command {
     for variable in [
         "SLURM_ARRAY_TASK_ID",
         "SLURM_ARRAY_TASK_COUNT",
@@ -354,4 +357,60 @@ fn shard_auto_without_a_scheduler_is_a_clear_error() {
         manifest(&dir.path().join("k8s/shard-1-of-2")).shard,
         Some(Shard::new(1, 2).unwrap())
     );
+}
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn the_slurm_script_runs_each_array_task_as_a_shard_against_its_own_teacher() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let script = common::repo_root().join("deploy/slurm/distill.sbatch");
+    // Every node serves its teacher on the same port; the tasks run one after the other here,
+    // each starting and stopping its own server, the mock teacher standing in for vLLM.
+    let port = free_port().to_string();
+    let def = dir.path().join("cluster.toml");
+    let base_url = format!("http://127.0.0.1:{port}/v1");
+    served_definition(&def, "slurm", 30, &base_url, "n = 2");
+    let teacher = format!(
+        "{} mock-teacher --listen 127.0.0.1:{port} --seed 5 --dataset {}",
+        env!("CARGO_BIN_EXE_distillery"),
+        common::gsm8k().display()
+    );
+    for task in ["1", "2"] {
+        // `sbatch --array=1-2`: tasks 1 and 2 are shards 0 and 1.
+        let out = output(
+            without_scheduler(Command::new("bash"))
+                .arg(&script)
+                .current_dir(dir.path())
+                .env("SLURM_ARRAY_TASK_ID", task)
+                .env("SLURM_ARRAY_TASK_MIN", "1")
+                .env("SLURM_ARRAY_TASK_MAX", "2")
+                .env("DEFINITION", &def)
+                .env("RUNS", &runs)
+                .env("DISTILLERY", env!("CARGO_BIN_EXE_distillery"))
+                .env("PORT", &port)
+                .env("TEACHER_CMD", &teacher),
+        );
+        assert!(
+            out.status.success(),
+            "task {task}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    assert!(dir.path().join("logs/teacher-local_2.log").is_file());
+    let status = output(hermetic().args(["status", s(&runs)]));
+    let report = text(&status.stdout);
+    assert!(status.status.success(), "{report}");
+    assert!(report.contains("2 of 2 shards present"), "{report}");
+    assert!(report.contains("30 of 30 prompts done"), "{report}");
+    run_ok(&["export", s(&runs), "--out", s(&dir.path().join("ds"))]);
 }
