@@ -14,6 +14,7 @@ fn shipped_pipelines_validate() {
         "gsm8k-mock",
         "gsm8k-deepseek",
         "gsm8k-vllm",
+        "gsm8k-cluster",
         "gsm8k-local",
         "humaneval-mock",
         "humaneval-vllm",

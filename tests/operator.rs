@@ -537,7 +537,7 @@ fn wait_for_lock(run: &Path, pid: u32) -> String {
     let started = Instant::now();
     loop {
         if let Ok(holder) = std::fs::read_to_string(run.join("lock"))
-            && holder.trim() == pid.to_string()
+            && holder.split_whitespace().next() == Some(pid.to_string().as_str())
             && RunDir::is_run_dir(run)
         {
             return holder.trim().to_owned();

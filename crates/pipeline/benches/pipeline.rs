@@ -412,7 +412,8 @@ fn pipeline_role() {
         display: distillery_pipeline::Display::Lines,
         ..Default::default()
     };
-    match distillery_pipeline::start(&definition, Some(run_dir), &options) {
+    let existing = distillery_pipeline::Existing::Refuse;
+    match distillery_pipeline::start(&definition, Some(run_dir), None, existing, &options) {
         Ok(end) if end.stopped.is_none() => {}
         Ok(end) => {
             eprintln!("run stopped: {:?}", end.stopped);

@@ -15,5 +15,5 @@ mod teacher;
 pub use actors::RunEnd;
 pub use error::PipelineError;
 pub use progress::Display;
-pub use run::{RunOptions, resume, start, unsafe_changes};
+pub use run::{Existing, RunOptions, resume, start, unsafe_changes};
 pub use teacher::RunTeacher;

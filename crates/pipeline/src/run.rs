@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use distillery_spec::Pipeline;
+use distillery_spec::{Pipeline, Shard};
 use distillery_store::{Manifest, RunDir, RunStatus, SourceReader, WriterOptions};
 
 use tokio::sync::oneshot;
@@ -49,10 +49,25 @@ impl Default for RunOptions {
     }
 }
 
-/// Starts a new run of the definition at `definition`.
+/// What `start` does with a run directory that already holds a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Existing {
+    /// Refuse it: `distillery resume` continues a run.
+    #[default]
+    Refuse,
+    /// Continue it as `resume` would with this definition (a scheduler that restarts a task
+    /// runs the same command again), refusing a run of another shard or an unsafe change.
+    Resume,
+}
+
+/// Starts a new run of the definition at `definition`. With a shard, the run covers only that
+/// shard's prompts and its directory is `shard-I-of-N` inside `run_dir` (default
+/// `<output.dir>/<name>`), so every shard's command line can be the same.
 pub fn start(
     definition: &Path,
     run_dir: Option<PathBuf>,
+    shard: Option<Shard>,
+    existing: Existing,
     options: &RunOptions,
 ) -> Result<RunEnd, PipelineError> {
     let pipeline = Pipeline::from_file(definition)?;
@@ -61,27 +76,72 @@ pub fn start(
             path: definition.to_owned(),
             source,
         })?;
-    let run_path = run_dir.unwrap_or_else(|| pipeline.output.dir.join(&pipeline.name));
+    let base = run_dir.unwrap_or_else(|| pipeline.output.dir.join(&pipeline.name));
+    let run_path = match shard {
+        Some(shard) if RunDir::is_run_dir(&base) => {
+            return Err(PipelineError::RunExists(format!(
+                "{} is a run directory itself; with --shard, --run-dir names the directory that holds the shards' directories (shard-{}-of-{} and its siblings)",
+                base.display(),
+                shard.index(),
+                shard.count()
+            )));
+        }
+        Some(shard) => base.join(shard.dir_name()),
+        None if !RunDir::is_run_dir(&base)
+            && distillery_store::shard_set::expand(std::slice::from_ref(&base))?
+                != [base.clone()] =>
+        {
+            return Err(PipelineError::RunExists(format!(
+                "{} holds the shards of a run split with --shard (`distillery status {}` shows them); run a shard with --shard I/N or choose another --run-dir",
+                base.display(),
+                base.display()
+            )));
+        }
+        None => base,
+    };
     // A directory left by a start that failed before anything was written (an older version,
     // or a crash at the wrong moment) is started again; one with data is resumed instead.
     let mut lock = None;
     if RunDir::is_run_dir(&run_path) {
-        let existing = RunDir::open(&run_path)?;
-        lock = Some(existing.lock()?);
-        if existing.holds_data()? {
+        let existing_run = RunDir::open(&run_path)?;
+        lock = Some(existing_run.lock()?);
+        if existing_run.holds_data()? {
+            let recorded = existing_run.manifest()?.shard;
+            if recorded != shard {
+                let show = |s: Option<Shard>| {
+                    s.map_or_else(|| "all prompts".to_owned(), |s| format!("shard {s}"))
+                };
+                return Err(PipelineError::RunExists(format!(
+                    "{} holds a run of {}, not {}; choose another --run-dir",
+                    run_path.display(),
+                    show(recorded),
+                    show(shard)
+                )));
+            }
+            if existing == Existing::Resume {
+                drop(lock);
+                tracing::info!("{} holds this run already: resuming it", run_path.display());
+                return resume(&run_path, Some(definition), false, options);
+            }
             return Err(PipelineError::RunExists(format!(
-                "{} already holds a run; continue it with `distillery resume {}` or choose another --run-dir",
+                "{} already holds a run; continue it with `distillery resume {}` (or `run --resume`) or choose another --run-dir",
                 run_path.display(),
                 run_path.display()
             )));
         }
-        existing.clear_empty_run()?;
+        existing_run.clear_empty_run()?;
     }
     // Everything that can fail before the first request fails here, before the run directory
     // exists: a missing API key or an unreadable source leaves nothing behind.
-    let prepared = Prepared::new(&pipeline)?;
-    let run_id = format!("{}-{}", pipeline.name, distillery_store::now_ms());
+    let prepared = Prepared::new(&pipeline, shard)?;
+    let now = distillery_store::now_ms();
+    // Shards started in the same millisecond must not share a run id: rows name their run.
+    let run_id = match shard {
+        Some(shard) => format!("{}-{}-{now}", pipeline.name, shard.dir_name()),
+        None => format!("{}-{now}", pipeline.name),
+    };
     let mut manifest = Manifest::new(&run_id, &pipeline.name, &text, env!("CARGO_PKG_VERSION"));
+    manifest.shard = shard;
     let absolute = std::fs::canonicalize(definition).unwrap_or_else(|_| definition.to_owned());
     manifest.definition_path = Some(absolute.display().to_string());
     let run_dir = RunDir::create(&run_path, &text, &manifest)?;
@@ -89,7 +149,10 @@ pub fn start(
         Some(lock) => lock,
         None => run_dir.lock()?,
     };
-    tracing::info!("run `{run_id}` in {}", run_path.display());
+    match shard {
+        Some(shard) => tracing::info!("run `{run_id}` (shard {shard}) in {}", run_path.display()),
+        None => tracing::info!("run `{run_id}` in {}", run_path.display()),
+    }
     execute(
         pipeline,
         prepared,
@@ -119,10 +182,10 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new(pipeline: &Pipeline) -> Result<Self, PipelineError> {
-        let teacher = RunTeacher::build(pipeline)?;
-        let total = count_rows(pipeline)?;
-        let source = SourceReader::open(&pipeline.source)?;
+    fn new(pipeline: &Pipeline, shard: Option<Shard>) -> Result<Self, PipelineError> {
+        let teacher = RunTeacher::build(pipeline, shard)?;
+        let total = count_rows(pipeline, shard)?;
+        let source = SourceReader::open(&pipeline.source)?.shard(shard);
         Ok(Self {
             teacher,
             total,
@@ -143,6 +206,8 @@ pub fn resume(
     let lock = run_dir.lock()?;
     let frozen = run_dir.frozen_definition()?;
     let mut manifest = run_dir.manifest()?;
+    // A shard resumes as the shard it started as: its directory holds that shard's rows.
+    let shard = manifest.shard;
     let original_path = manifest
         .definition_path
         .as_ref()
@@ -175,7 +240,7 @@ pub fn resume(
                     source,
                 }
             })?;
-            prepared_early = Some(Prepared::new(&changed)?);
+            prepared_early = Some(Prepared::new(&changed, shard)?);
             run_dir.refreeze(&text)?;
             manifest.config_hash = distillery_store::config_hash(&text);
             let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
@@ -186,7 +251,7 @@ pub fn resume(
     // Fails (missing key, unreadable source) before the run is touched.
     let prepared = match prepared_early {
         Some(prepared) => prepared,
-        None => Prepared::new(&pipeline)?,
+        None => Prepared::new(&pipeline, shard)?,
     };
     // Every shard the run cut must still be there, whole and unchanged: a resume over a lost
     // or changed shard would call the run complete with rows missing or wrong.
@@ -426,6 +491,11 @@ fn execute_locked(
     writer_options
         .footer_metadata
         .push(("distillery.run_id".into(), manifest.run_id.clone()));
+    if let Some(shard) = manifest.shard {
+        writer_options
+            .footer_metadata
+            .push(("distillery.shard".into(), shard.to_string()));
+    }
     let mut shards = run_dir.writer(writer_options)?;
     if let Some(bytes) = options.simulate_disk_full_after {
         shards.simulate_disk_full_after(bytes);
@@ -606,10 +676,10 @@ fn worker_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
 }
 
-/// Rows in the source (after `limit`), for the progress bar and the ETA.
-fn count_rows(pipeline: &Pipeline) -> Result<u64, PipelineError> {
+/// Rows in the source (after `limit`) of the shard, for the progress bar and the ETA.
+fn count_rows(pipeline: &Pipeline, shard: Option<Shard>) -> Result<u64, PipelineError> {
     let mut count = 0;
-    for item in SourceReader::open(&pipeline.source)? {
+    for item in SourceReader::open(&pipeline.source)?.shard(shard) {
         // Quarantined rows count too: they are prompts the run accounts for.
         let _row_or_quarantined = item?;
         count += 1;

@@ -3,7 +3,8 @@
 
 use std::fmt::Write;
 
-use distillery_store::{Manifest, RunStatus};
+use distillery_store::shard_set::ShardSet;
+use distillery_store::{Counts, Manifest, RunStatus};
 
 /// A manifest not updated for this long belongs to a process that is gone.
 const STALE_MS: i64 = 10_000;
@@ -33,6 +34,14 @@ pub fn report(manifest: &Manifest, now_ms: i64) -> String {
         RunStatus::Failed => "failed; fix the cause and `distillery resume` continues it",
     };
     let _ = writeln!(out, "run        {} ({})", manifest.run_id, manifest.name);
+    if let Some(shard) = manifest.shard {
+        let _ = writeln!(
+            out,
+            "shard      {shard}: the prompts whose id hashes to shard {} of {}",
+            shard.index(),
+            shard.count()
+        );
+    }
     let _ = writeln!(out, "status     {status}");
     let total = counts
         .prompts_total
@@ -127,6 +136,92 @@ pub fn report(manifest: &Manifest, now_ms: i64) -> String {
         "shards     {} cut(s), {rows} accepted rows in shards/",
         manifest.shards.len()
     );
+    out
+}
+
+/// The report of `distillery status` over the shards of a run: a line per shard, the totals,
+/// and what keeps them from being one complete run.
+pub fn set_report(set: &ShardSet, now_ms: i64) -> String {
+    let mut out = String::new();
+    let count = set.members.first().map_or(0, |m| m.shard.count());
+    let mut hashes: Vec<&str> = set
+        .members
+        .iter()
+        .map(|m| m.manifest.config_hash.as_str())
+        .collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    let config = match hashes.as_slice() {
+        [one] => format!("config {}", &one[..one.len().min(12)]),
+        _ => format!("{} different configs", hashes.len()),
+    };
+    let _ = writeln!(
+        out,
+        "run set    {}: {} of {count} shards present ({config})",
+        set.name,
+        set.members.len()
+    );
+    let mut total = Counts::default();
+    let mut total_known = true;
+    for member in &set.members {
+        let m = &member.manifest;
+        let counts = &m.counts;
+        let status = match m.status {
+            RunStatus::Running if now_ms - m.updated_at_ms > STALE_MS => "stopped (killed?)",
+            RunStatus::Running => "running",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Incomplete => "incomplete",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+        };
+        let shown_total = counts
+            .prompts_total
+            .map_or_else(|| "?".to_owned(), |t| t.to_string());
+        let _ = writeln!(
+            out,
+            "shard {:<7}{status:<18} {:>8} prompts {:>8} accepted {:>8} rejected  {}",
+            member.shard.to_string(),
+            format!("{}/{shown_total}", counts.prompts_done),
+            counts.accepted,
+            counts.rejected,
+            member.path.display()
+        );
+        total.prompts_done += counts.prompts_done;
+        total.accepted += counts.accepted;
+        total.rejected += counts.rejected;
+        match counts.prompts_total {
+            Some(t) => *total.prompts_total.get_or_insert(0) += t,
+            None => total_known = false,
+        }
+    }
+    let judged = total.accepted + total.rejected;
+    let _ = writeln!(
+        out,
+        "total      {} of {} prompts done, {} accepted, {} rejected ({:.1}% accepted)",
+        total.prompts_done,
+        match total.prompts_total {
+            Some(t) if total_known && set.members.len() as u32 == count => t.to_string(),
+            _ => "?".to_owned(),
+        },
+        total.accepted,
+        total.rejected,
+        if judged == 0 {
+            0.0
+        } else {
+            100.0 * total.accepted as f64 / judged as f64
+        }
+    );
+    if set.problems.is_empty() {
+        let _ = writeln!(
+            out,
+            "complete   every shard ran the same definition and completed: `distillery export` writes them as one dataset"
+        );
+    } else {
+        let _ = writeln!(out, "problems");
+        for problem in &set.problems {
+            let _ = writeln!(out, "  - {problem}");
+        }
+    }
     out
 }
 

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use distillery_mock::{MockDataset, MockServer};
-use distillery_spec::{Backend, Endpoint, MockTask, Pipeline};
+use distillery_spec::{Backend, Endpoint, MockTask, Pipeline, Shard};
 use distillery_store::SourceReader;
 use distillery_teacher::{
     Completion, LocalOptions, LocalTeacher, OpenAiTeacher, Teacher, TeacherError, TeacherOptions,
@@ -29,14 +29,36 @@ enum Client {
 }
 
 impl RunTeacher {
-    pub fn build(pipeline: &Pipeline) -> Result<Self, PipelineError> {
+    /// The teacher of a run, or of one shard of it: a shard asks only its share of the
+    /// definition's endpoints (see [`Shard::share`]), so N shards listing the same endpoints
+    /// spread over them instead of all asking every one.
+    pub fn build(pipeline: &Pipeline, shard: Option<Shard>) -> Result<Self, PipelineError> {
         distillery_teacher::install_tls_provider();
         let options = TeacherOptions::from_spec(&pipeline.teacher);
         match &pipeline.teacher.backend {
-            Backend::Openai { endpoints } => Ok(Self {
-                client: Client::Remote(OpenAiTeacher::new(endpoints, options)?),
-                _mock: None,
-            }),
+            Backend::Openai { endpoints } => {
+                let endpoints = match shard {
+                    Some(shard) => {
+                        let share = shard.share(endpoints);
+                        if share.len() < endpoints.len() {
+                            let urls: Vec<&str> =
+                                share.iter().map(|e| e.base_url.as_str()).collect();
+                            tracing::info!(
+                                "shard {shard} asks {} of the {} endpoints: {}",
+                                share.len(),
+                                endpoints.len(),
+                                urls.join(", ")
+                            );
+                        }
+                        share
+                    }
+                    None => endpoints.clone(),
+                };
+                Ok(Self {
+                    client: Client::Remote(OpenAiTeacher::new(&endpoints, options)?),
+                    _mock: None,
+                })
+            }
             Backend::Mock {
                 model,
                 limits,

@@ -9,6 +9,7 @@ mod locate;
 pub mod mock;
 mod placement;
 mod raw;
+mod shard;
 mod template;
 mod validate;
 
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use locate::{FieldPath, Position};
 pub use mock::{FaultRates, MockSettings, MockTask, ReasoningStyle};
 pub use placement::{DeviceSpec, Precision};
+pub use shard::{Shard, ShardError, ShardRequest};
 pub use template::{MissingField, Template};
 
 /// The R1 recipe's instruction for math problems (DeepSeek-R1 usage recommendations).

@@ -69,6 +69,14 @@ pub enum StoreError {
         lock: PathBuf,
         holder: String,
     },
+    /// The file system of the run directory does not do flock(2), so the run cannot be
+    /// guarded against a second process.
+    #[error("cannot lock {}: {source}: this file system does not support flock, which guards a run against a second process; on NFS mount with locking (NFSv4, or NFSv3 with lockd and rpc.statd, not `nolock`), on Lustre mount with `-o flock`, or put the run directory on a local disk (README: Shared file systems)", lock.display())]
+    LockUnsupported {
+        lock: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A run that did not finish, given to a command that needs a finished one.
     #[error("{} is {status} ({done} of {total} prompts done{failed}): `distillery resume {}` finishes it, or pass --allow-incomplete to use what it has", path.display(), path.display())]
     Incomplete {
@@ -77,6 +85,11 @@ pub enum StoreError {
         done: u64,
         total: String,
         failed: String,
+    },
+    /// Shard directories that are not one complete run (see `shard_set`).
+    #[error("the shards are not one complete run:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Shards {
+        problems: Vec<crate::shard_set::ShardProblem>,
     },
     /// Invalid arguments (export options and the like).
     #[error("{0}")]

@@ -45,6 +45,7 @@ use crate::schema::{
     META_SCHEMA_VERSION, SCHEMA_VERSION, generation_schema, row_to_json, to_record_batch,
 };
 use crate::shard::AtomicParquet;
+use crate::shard_set;
 use crate::source::{RawRows, canonical_json, row_hash};
 
 /// File format of the exported data.
@@ -457,6 +458,28 @@ fn read_input(path: &Path, which: Which, rows: &mut Vec<Row>) -> Result<InputSta
         }
     }
     Ok(stats)
+}
+
+/// Every (prompt, sample) of a shard set is in one shard: a set whose shards overlap was not
+/// split by one partition, and its union would hold some generations twice.
+fn check_shards_disjoint(rows: &[Row], set_of_run: &HashMap<&str, &str>) -> Result<()> {
+    let mut owner: HashMap<(&str, &str, u32), &str> = HashMap::new();
+    for row in rows {
+        let g = &row.generation;
+        let run = g.provenance.run_id.as_str();
+        let Some(set) = set_of_run.get(run) else {
+            continue;
+        };
+        if let Some(other) = owner.insert((set, &g.id, g.sample_index), run)
+            && other != run
+        {
+            return Err(StoreError::Invalid(format!(
+                "prompt {} sample {} of `{set}` is in two shards (runs {other} and {run}): they were not split by the same partition",
+                g.id, g.sample_index
+            )));
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -939,14 +962,43 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     }
     let (schema, projection) = project_schema(&options.columns)?;
     let mut warnings = Vec::new();
-    for path in &options.inputs {
-        check_finished(path, options.allow_incomplete, &mut warnings)?;
+    let paths = shard_set::expand(&options.inputs)?;
+    let sets = shard_set::shard_sets(&paths)?;
+    // Shards are checked as a set, so that every missing or unfinished one is named at once.
+    let problems: Vec<_> = sets.iter().flat_map(|s| s.problems.clone()).collect();
+    if problems
+        .iter()
+        .any(|p| !p.is_incompleteness() || !options.allow_incomplete)
+    {
+        return Err(StoreError::Shards { problems });
+    }
+    warnings.extend(
+        problems
+            .iter()
+            .map(|p| format!("{p} (exported anyway: --allow-incomplete)")),
+    );
+    // Which shard set each shard's rows come from, by run id.
+    let set_of_run: HashMap<&str, &str> = sets
+        .iter()
+        .flat_map(|s| {
+            s.members
+                .iter()
+                .map(|m| (m.manifest.run_id.as_str(), s.name.as_str()))
+        })
+        .collect();
+    for path in &paths {
+        if !sets
+            .iter()
+            .any(|s| s.members.iter().any(|m| m.path == *path))
+        {
+            check_finished(path, options.allow_incomplete, &mut warnings)?;
+        }
     }
 
     // 1. Read.
     let mut rows = Vec::new();
     let mut inputs = Vec::new();
-    for path in &options.inputs {
+    for path in &paths {
         let stats = read_input(path, options.which, &mut rows)?;
         if stats.pending_wal_segments > 0 {
             warnings.push(format!(
@@ -961,6 +1013,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
         inputs.push(stats);
     }
     let rows_selected = rows.len() as u64;
+    check_shards_disjoint(&rows, &set_of_run)?;
 
     // 2. Order, dedup, cap per prompt.
     rows.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
@@ -1506,8 +1559,12 @@ fn dataset_card(report: &ExportReport, options: &ExportOptions, schema: &Schema)
         );
     }
 
+    // The shards of one run share their definition: it is shown once.
+    let mut shown = HashSet::new();
     for input in &report.inputs {
-        if let Some(definition) = &input.definition {
+        if let Some(definition) = &input.definition
+            && shown.insert(definition)
+        {
             let definition = if options.keep_provenance {
                 definition.clone()
             } else {

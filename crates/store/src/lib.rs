@@ -9,7 +9,8 @@
 //!   the durability argument).
 //! - [`read`]: streaming readers over runs, datasets and files.
 //! - [`export`]: Hugging Face-ready datasets from runs; [`inspect`]: describe a run or dataset;
-//!   [`fsck`]: verify a run without changing it.
+//!   [`fsck`]: verify a run without changing it; [`shard_set`]: the shards of a run split
+//!   across machines, checked as one.
 
 pub mod error;
 pub mod export;
@@ -21,6 +22,7 @@ pub mod record;
 pub mod run_dir;
 pub mod schema;
 pub mod shard;
+pub mod shard_set;
 pub mod source;
 pub mod wal;
 

@@ -8,7 +8,7 @@
 //!   shards/accepted-00000.parquet, shards/rejected-00000.parquet
 //!   quarantine.jsonl   one QuarantineEntry per line, fsynced per append
 //!   failures.jsonl     one FailureEntry per prompt not answered yet (rewritten per session)
-//!   lock               flock(2)ed by the process working on the run; holds its pid
+//!   lock               flock(2)ed by the process working on the run; holds its pid and host
 //! ```
 //!
 //! # How rows move, and why nothing is lost or duplicated
@@ -193,6 +193,10 @@ pub struct Manifest {
     /// The adaptive concurrency of each teacher endpoint, as it stood at the last update.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<EndpointConcurrency>,
+    /// The shard of the prompt space this run covers (`--shard I/N`); `None`: all of it.
+    /// Fixed when the run starts: a resume covers the same shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<distillery_spec::Shard>,
 }
 
 /// Where a teacher endpoint's adaptive concurrency settled.
@@ -232,6 +236,7 @@ impl Manifest {
             shards: Vec::new(),
             definition_path: None,
             endpoints: Vec::new(),
+            shard: None,
         }
     }
 }
@@ -310,6 +315,12 @@ pub struct RunLock {
 
 impl RunLock {
     /// Takes the lock of the run directory `dir` without waiting.
+    ///
+    /// The lock is flock(2). On a local disk it is what it says; on a shared file system it
+    /// guards against another node only where the file system makes flock cluster-wide: NFS
+    /// (Linux turns flock into a POSIX lock the server arbitrates, unless mounted `nolock` or
+    /// `local_lock=flock|all`), Lustre mounted with `flock` (not `localflock`), GPFS, CephFS.
+    /// Where the file system refuses flock the error says so; README, "Shared file systems".
     pub fn acquire(dir: &Path) -> Result<RunLock> {
         use std::io::{Read, Seek};
         let path = dir.join(LOCK_FILE);
@@ -322,7 +333,14 @@ impl RunLock {
             .map_err(StoreError::io("open", &path))?;
         if let Err(error) = flock_exclusive(&file) {
             if error.kind() != std::io::ErrorKind::WouldBlock {
-                return Err(StoreError::io("lock", &path)(error));
+                return Err(if lock_unsupported(&error) {
+                    StoreError::LockUnsupported {
+                        lock: path,
+                        source: error,
+                    }
+                } else {
+                    StoreError::io("lock", &path)(error)
+                });
             }
             // The holder writes its pid just after it takes the lock: give it a moment.
             let mut holder = String::new();
@@ -348,13 +366,53 @@ impl RunLock {
         }
         file.set_len(0).map_err(StoreError::io("write", &path))?;
         file.rewind().map_err(StoreError::io("write", &path))?;
-        writeln!(file, "{}", std::process::id()).map_err(StoreError::io("write", &path))?;
+        // The host too: on a shared file system the holder may be another node's process.
+        let holder = match hostname() {
+            Some(host) => format!("{} on {host}", std::process::id()),
+            None => std::process::id().to_string(),
+        };
+        writeln!(file, "{holder}").map_err(StoreError::io("write", &path))?;
         Ok(RunLock { _file: file, path })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Errors by which a file system says it does not do flock at all (Lustre without `flock` or
+/// `localflock`: ENOSYS; NFSv3 without a lock manager: ENOLCK), as opposed to a lock held.
+fn lock_unsupported(error: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(
+            error.raw_os_error(),
+            Some(libc::ENOSYS | libc::ENOLCK | libc::EOPNOTSUPP)
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = error;
+        false
+    }
+}
+
+#[cfg(unix)]
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer it is given.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).trim().to_owned();
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(not(unix))]
+fn hostname() -> Option<String> {
+    None
 }
 
 #[cfg(unix)]
@@ -1562,7 +1620,8 @@ mod tests {
         let error = run.lock().unwrap_err();
         let pid = std::process::id().to_string();
         assert!(
-            matches!(&error, StoreError::Locked { holder, .. } if *holder == pid),
+            matches!(&error, StoreError::Locked { holder, .. }
+                if holder.split_whitespace().next() == Some(pid.as_str())),
             "{error}"
         );
         assert!(

@@ -22,7 +22,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 
 use arrow::array::RecordBatch;
-use distillery_spec::{AnswerExtract, MissingField, Source, SourceFormat, Template};
+use distillery_spec::{AnswerExtract, MissingField, Shard, Source, SourceFormat, Template};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -119,6 +119,8 @@ pub struct SourceReader {
     /// at 16 bytes a row (a collision is as likely as a SHA-256 one truncated to 128 bits).
     seen_ids: HashSet<u128>,
     done: bool,
+    /// Only this shard's items are yielded (see [`SourceReader::shard`]).
+    shard: Option<Shard>,
 }
 
 impl SourceReader {
@@ -156,10 +158,20 @@ impl SourceReader {
             rows_read: 0,
             seen_ids: HashSet::new(),
             done: false,
+            shard: None,
         })
     }
 
-    /// Rows read so far (usable and quarantined).
+    /// Yields only the items of `shard`: rows whose stable id falls in it, and quarantined
+    /// rows by their id or, when they have none (not JSON, no id field), by their row number.
+    /// Every row is still read, so `limit`, row numbers and duplicate ids mean what they mean
+    /// in an unsharded run (a duplicate has its original's id, hence its shard).
+    pub fn shard(mut self, shard: Option<Shard>) -> Self {
+        self.shard = shard;
+        self
+    }
+
+    /// Rows read so far (usable and quarantined), in every shard.
     pub fn rows_read(&self) -> u64 {
         self.rows_read
     }
@@ -465,6 +477,26 @@ impl Iterator for SourceReader {
     type Item = Result<SourceItem>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let item = self.next_any()?;
+            let mine = match (&item, self.shard) {
+                (_, None) | (Err(_), _) => true,
+                (Ok(Ok(row)), Some(shard)) => shard.contains(&row.id),
+                (Ok(Err(entry)), Some(shard)) => match &entry.id {
+                    Some(id) => shard.contains(id),
+                    None => shard.contains(&format!("source row {}", entry.source_row)),
+                },
+            };
+            if mine {
+                return Some(item);
+            }
+        }
+    }
+}
+
+impl SourceReader {
+    /// The next item of any shard.
+    fn next_any(&mut self) -> Option<Result<SourceItem>> {
         if self.done {
             return None;
         }

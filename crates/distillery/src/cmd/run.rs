@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use distillery_pipeline::{Display, RunEnd, RunOptions};
+use distillery_pipeline::{Display, Existing, RunEnd, RunOptions};
+use distillery_spec::ShardRequest;
+use distillery_store::shard_set::{self, ShardProblem};
 use distillery_store::{RunDir, RunStatus};
 
 #[derive(Debug, clap::Args)]
@@ -54,12 +56,34 @@ impl Common {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  distillery run pipelines/gsm8k-vllm.toml
+  distillery run pipelines/gsm8k-vllm.toml --shard 2/8          # runs/gsm8k-vllm/shard-2-of-8/
+  distillery run DEF --shard auto --resume                      # in a Slurm array task
+  distillery run DEF --shard auto --shards 8 --resume           # in a Kubernetes Indexed Job")]
 pub struct RunArgs {
     /// Pipeline definition (TOML).
     pipeline: PathBuf,
-    /// Run directory; defaults to `<output.dir>/<name>`.
+    /// Run directory; defaults to `<output.dir>/<name>`. With --shard, the directory that holds
+    /// the shards' directories (`shard-I-of-N`).
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// Run only shard I of N (0-based) of the prompts, chosen by a hash of each prompt's stable
+    /// id, into `<run dir>/shard-I-of-N`; `auto` takes I and N from a Slurm array task
+    /// (SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT or MIN/MAX) or a Kubernetes Indexed Job
+    /// (JOB_COMPLETION_INDEX, with --shards N).
+    #[arg(long, value_name = "I/N|auto")]
+    shard: Option<ShardRequest>,
+    /// The number of shards for `--shard auto` in a Kubernetes Indexed Job (its `completions`);
+    /// in a Slurm array it must agree with the array's size.
+    #[arg(long, value_name = "N", requires = "shard")]
+    shards: Option<u32>,
+    /// Continue the run if its directory already holds one (as `distillery resume` would; a
+    /// changed definition or another shard is refused), so that a task the scheduler restarts
+    /// picks up where it stopped.
+    #[arg(long)]
+    resume: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -81,16 +105,36 @@ pub struct ResumeArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  distillery status runs/gsm8k-vllm
+  distillery status runs/gsm8k-vllm            # the shards' parent: every shard-I-of-N in it
+  distillery status runs/gsm8k-vllm/shard-*    # the same, as a list
+
+Over shards the exit code is 0 when every shard is there, ran the same definition and
+completed, 3 when some are missing or not finished, 1 when they ran different definitions,
+split the prompts differently or one is given twice.")]
 pub struct StatusArgs {
-    run_dir: PathBuf,
-    /// Print the manifest as JSON.
+    /// A run directory, or the shards of a run: their directories, or the one holding them.
+    #[arg(required = true, value_name = "RUN_DIR")]
+    run_dirs: Vec<PathBuf>,
+    /// Print the manifest as JSON (over shards: every shard's manifest and the problems).
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let options = args.common.options()?;
-    let end = distillery_pipeline::start(&args.pipeline, args.run_dir, &options)
+    let shard = args
+        .shard
+        .map(|request| request.resolve(args.shards))
+        .transpose()?;
+    let existing = if args.resume {
+        Existing::Resume
+    } else {
+        Existing::Refuse
+    };
+    let end = distillery_pipeline::start(&args.pipeline, args.run_dir, shard, existing, &options)
         .with_context(|| format!("cannot run {}", args.pipeline.display()))?;
     Ok(conclude(&end))
 }
@@ -111,10 +155,70 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
 const FAILURES_SHOWN: usize = 5;
 
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let run_dir = RunDir::open(&args.run_dir)
-        .with_context(|| format!("{} is not a run directory", args.run_dir.display()))?;
+    match args.run_dirs.as_slice() {
+        [one] if RunDir::is_run_dir(one) => status_of_run(one, args.json),
+        many => status_of_shards(many, args.json),
+    }
+}
+
+fn status_of_shards(inputs: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
+    let paths = shard_set::expand(inputs)?;
+    for path in &paths {
+        anyhow::ensure!(
+            RunDir::is_run_dir(path),
+            "{} is not a run directory, nor a directory holding shard directories (shard-I-of-N)",
+            path.display()
+        );
+    }
+    let sets = shard_set::shard_sets(&paths)?;
+    let unsharded: Vec<&PathBuf> = paths
+        .iter()
+        .filter(|p| !sets.iter().any(|s| s.members.iter().any(|m| m.path == **p)))
+        .collect();
+    if let Some(run) = unsharded.first() {
+        anyhow::bail!(
+            "{} is not a shard (it was run without --shard); `distillery status` takes one run, or the shards of runs",
+            run.display()
+        );
+    }
+    let problems: Vec<&ShardProblem> = sets.iter().flat_map(|s| &s.problems).collect();
+    if json {
+        let sets: Vec<serde_json::Value> = sets
+            .iter()
+            .map(|set| {
+                serde_json::json!({
+                    "name": set.name,
+                    "shards": set.members.iter().map(|m| &m.manifest).collect::<Vec<_>>(),
+                    "problems": set.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        super::out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&serde_json::json!({ "sets": sets }))?
+        ))?;
+    } else {
+        let now = distillery_store::now_ms();
+        let text: Vec<String> = sets
+            .iter()
+            .map(|set| distillery_pipeline::status::set_report(set, now))
+            .collect();
+        super::out(&text.join("\n"))?;
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else if problems.iter().all(|p| p.is_incompleteness()) {
+        ExitCode::from(EXIT_INCOMPLETE)
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn status_of_run(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let run_dir =
+        RunDir::open(path).with_context(|| format!("{} is not a run directory", path.display()))?;
     let manifest = run_dir.manifest()?;
-    if args.json {
+    if json {
         super::out(&format!("{}\n", serde_json::to_string_pretty(&manifest)?))?;
     } else {
         let mut text = distillery_pipeline::status::report(&manifest, distillery_store::now_ms());
