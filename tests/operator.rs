@@ -873,10 +873,12 @@ fn concurrency_backs_off_when_the_server_cuts_streams_under_load() {
         endpoint.limit <= 4,
         "settled near what the server takes: {endpoint:?}"
     );
-    // Backing off instead of burning retries: fewer retries than prompts (at a fixed
-    // concurrency of 8 it takes several times as many).
+    // Backing off instead of burning retries: at a fixed concurrency of 8 it takes several
+    // times as many retries as prompts. Adaptive takes fewer than prompts on an idle machine;
+    // on a loaded one (the whole suite in parallel) slower clients overlap more, and 24 for 24
+    // was seen, so the bound leaves that room and still fails a fixed-concurrency client.
     assert!(
-        retries < u64::from(PROMPTS),
+        retries < 2 * u64::from(PROMPTS),
         "{retries} retries for {PROMPTS} prompts"
     );
     let status = text(&run_ok(&["status", s(&run)]).stdout);
