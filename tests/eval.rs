@@ -32,6 +32,13 @@ fn pass_at_1(out: &Path) -> f64 {
 }
 
 /// Rows of problems.parquet, read back with the Arrow schema it was written with.
+fn problems_have_first_tokens(out: &Path) -> bool {
+    distillery_eval::read_problems(&out.join("problems.parquet"))
+        .unwrap()
+        .iter()
+        .all(|p| p.error.is_some() || p.first_token_ms.is_some())
+}
+
 fn parquet_rows(out: &Path) -> u64 {
     let path = out.join("problems.parquet");
     let (schema, rows) = distillery_store::shard::file_schema(&path).unwrap();
@@ -85,6 +92,19 @@ fn a_teacher_that_is_always_right_scores_one() {
     assert_eq!(json["temperature"], 0.0, "one sample is greedy");
     assert!(json["tokens"]["completion"].as_u64().unwrap() > 0);
     assert_eq!(parquet_rows(&out), 20);
+    // Streamed, so the serving figures are all known, and they are consistent.
+    let serving = &json["deployment"];
+    let ms = |figure: &str, q: &str| serving[figure][q].as_f64().unwrap();
+    assert!(
+        ms("first_token_ms", "p50") <= ms("latency_ms", "p50"),
+        "{serving}"
+    );
+    assert!(
+        ms("latency_ms", "p50") <= ms("latency_ms", "p95"),
+        "{serving}"
+    );
+    assert!(ms("decode_tokens_per_s", "p50") > 0.0, "{serving}");
+    assert!(stdout.contains("serving   latency p50"), "{stdout}");
 
     // Each problem was asked exactly as the pipeline asks it, and graded against `#### N`.
     let problems = distillery_eval::read_problems(&out.join("problems.parquet")).unwrap();
@@ -176,6 +196,18 @@ fn a_tiny_local_checkpoint_is_evaluated_in_process() {
     assert_eq!(total, 4.0);
     assert_eq!(p1, correct / total);
     assert_eq!(json["backend"], "local");
+    // In-process generation knows when each request's first token was sampled.
+    let serving = &json["deployment"];
+    assert!(
+        serving["first_token_ms"]["p50"].as_f64().unwrap()
+            <= serving["latency_ms"]["p50"].as_f64().unwrap(),
+        "{serving}"
+    );
+    assert!(serving["peak_rss_mib"].as_f64().unwrap() > 0.0, "{serving}");
+    assert!(
+        problems_have_first_tokens(&out),
+        "every answered problem has a first token"
+    );
     assert_eq!(json["model"], "tiny");
     assert_eq!(json["benchmark"], "arith-test");
     assert_eq!(json["max_tokens"], 8);

@@ -83,6 +83,113 @@ pub struct Report {
     pub request_errors: u64,
     pub tokens: TokenTotals,
     pub elapsed_secs: f64,
+    /// Latency, time to first token, decode speed and memory, as the R1 distillation
+    /// write-ups tabulate them for a teacher and its students.
+    #[serde(default)]
+    pub deployment: Deployment,
+}
+
+/// The median and the 95th percentile of a per-request figure (nearest rank).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+}
+
+impl Percentiles {
+    fn of(mut values: Vec<f64>) -> Option<Self> {
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        let rank =
+            |q: f64| values[((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
+        Some(Percentiles {
+            p50: rank(0.5),
+            p95: rank(0.95),
+        })
+    }
+}
+
+/// Serving figures of the evaluated model, per request (a problem's `samples` answers), from the
+/// client's side: queueing behind other requests counts, as it does for a user.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// Request latency, milliseconds (requests that answered).
+    pub latency_ms: Option<Percentiles>,
+    /// Time to the first generated token, milliseconds; known for a local model and a
+    /// streamed endpoint.
+    pub first_token_ms: Option<Percentiles>,
+    /// Completion tokens per second after the first token, per request (all of a request's
+    /// samples together); known with the time to first token.
+    pub decode_tokens_per_s: Option<Percentiles>,
+    /// This process's peak resident memory, MiB: the model's for a local model, only the
+    /// client's for an endpoint.
+    pub peak_rss_mib: Option<f64>,
+}
+
+impl Deployment {
+    pub fn new(results: &[ProblemResult]) -> Self {
+        let answered: Vec<&ProblemResult> = results.iter().filter(|r| r.error.is_none()).collect();
+        let decode = answered
+            .iter()
+            .filter_map(|r| {
+                let decode_ms = r.latency_ms.checked_sub(r.first_token_ms?)?;
+                (decode_ms > 0 && r.completion_tokens > 0)
+                    .then(|| r.completion_tokens as f64 * 1000.0 / decode_ms as f64)
+            })
+            .collect();
+        Deployment {
+            latency_ms: Percentiles::of(answered.iter().map(|r| r.latency_ms as f64).collect()),
+            first_token_ms: Percentiles::of(
+                answered
+                    .iter()
+                    .filter_map(|r| r.first_token_ms)
+                    .map(|ms| ms as f64)
+                    .collect(),
+            ),
+            decode_tokens_per_s: Percentiles::of(decode),
+            peak_rss_mib: peak_rss_mib(),
+        }
+    }
+
+    /// `latency p50 … · first token … · decode … · peak memory …`, what is known.
+    fn line(&self) -> String {
+        let mut parts = Vec::new();
+        let pair = |p: &Percentiles, unit: &str| {
+            format!("p50 {:.0} {unit}, p95 {:.0} {unit}", p.p50, p.p95)
+        };
+        if let Some(p) = &self.latency_ms {
+            parts.push(format!("latency {}", pair(p, "ms")));
+        }
+        if let Some(p) = &self.first_token_ms {
+            parts.push(format!("first token {}", pair(p, "ms")));
+        }
+        if let Some(p) = &self.decode_tokens_per_s {
+            parts.push(format!("decode {}", pair(p, "tokens/s")));
+        }
+        if let Some(mib) = self.peak_rss_mib {
+            parts.push(format!("peak memory {mib:.0} MiB (this process)"));
+        }
+        if parts.is_empty() {
+            "no request answered".into()
+        } else {
+            parts.join(" · ")
+        }
+    }
+}
+
+/// The process's peak resident set (VmHWM), on Linux.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
 }
 
 /// Standard error of the mean of per-problem pass rates (0 with fewer than two problems).
@@ -142,6 +249,7 @@ impl Report {
                 },
             },
             elapsed_secs,
+            deployment: Deployment::new(results),
             settings,
         }
     }
@@ -192,6 +300,7 @@ impl Report {
             ),
         ));
         rows.push(("elapsed".into(), format!("{:.1} s", self.elapsed_secs)));
+        rows.push(("serving".into(), self.deployment.line()));
         let s = &self.settings;
         rows.push((
             "run".into(),
@@ -278,6 +387,7 @@ pub fn problems_schema() -> SchemaRef {
         Field::new("completion_tokens", DataType::Int64, false),
         Field::new("reasoning_tokens", DataType::Int64, false),
         Field::new("latency_ms", DataType::Int64, false),
+        Field::new("first_token_ms", DataType::Int64, true),
         Field::new("samples", DataType::List(samples_item()), false),
     ]))
 }
@@ -357,6 +467,12 @@ fn to_batch(results: &[ProblemResult]) -> Result<RecordBatch, EvalError> {
         int64s(&|r| r.completion_tokens),
         int64s(&|r| r.reasoning_tokens),
         int64s(&|r| r.latency_ms),
+        Arc::new(
+            results
+                .iter()
+                .map(|r| r.first_token_ms.map(int64))
+                .collect::<Int64Array>(),
+        ),
         Arc::new(samples),
     ];
     Ok(RecordBatch::try_new(problems_schema(), columns)?)
@@ -455,6 +571,7 @@ mod tests {
             completion_tokens: 50,
             reasoning_tokens: 20,
             latency_ms: 9,
+            first_token_ms: None,
         }
     }
 
@@ -484,6 +601,68 @@ mod tests {
             ),
             failed,
         ]
+    }
+
+    #[test]
+    fn serving_figures_are_nearest_rank_percentiles_of_the_answered_requests() {
+        // Latencies 100..=2000 ms in steps of 100; the first token at a tenth of each.
+        let mut results: Vec<ProblemResult> = (1..=20u64)
+            .map(|i| ProblemResult {
+                latency_ms: 100 * i,
+                first_token_ms: Some(10 * i),
+                completion_tokens: 90 * i,
+                ..result(&format!("p{i}"), &[PASS])
+            })
+            .collect();
+        let mut failed = result("x", &[PASS]);
+        failed.error = Some("timeout".into());
+        failed.latency_ms = 1_000_000;
+        results.push(failed);
+        let d = Deployment::new(&results);
+        assert_eq!(
+            d.latency_ms,
+            Some(Percentiles {
+                p50: 1000.0,
+                p95: 1900.0
+            })
+        );
+        assert_eq!(
+            d.first_token_ms,
+            Some(Percentiles {
+                p50: 100.0,
+                p95: 190.0
+            })
+        );
+        // 90·i tokens in 90·i ms after the first token: 1000 tokens/s for every request.
+        assert_eq!(
+            d.decode_tokens_per_s,
+            Some(Percentiles {
+                p50: 1000.0,
+                p95: 1000.0
+            })
+        );
+        assert!(d.peak_rss_mib.is_some_and(|m| m > 0.0));
+        let line = d.line();
+        assert!(line.contains("latency p50 1000 ms, p95 1900 ms"), "{line}");
+        assert!(line.contains("first token p50 100 ms"), "{line}");
+
+        // A server that answered in one piece: no first token, so no decode speed either.
+        let whole: Vec<ProblemResult> = results[..3]
+            .iter()
+            .map(|r| ProblemResult {
+                first_token_ms: None,
+                ..r.clone()
+            })
+            .collect();
+        let d = Deployment::new(&whole);
+        assert_eq!((d.first_token_ms, d.decode_tokens_per_s), (None, None));
+        assert_eq!(
+            d.latency_ms,
+            Some(Percentiles {
+                p50: 200.0,
+                p95: 300.0
+            })
+        );
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct ProblemResult {
     pub completion_tokens: u64,
     pub reasoning_tokens: u64,
     pub latency_ms: u64,
+    /// Time to the first generated token, when the answer was streamed or generated locally.
+    #[serde(default)]
+    pub first_token_ms: Option<u64>,
 }
 
 /// Asks `teacher` every problem, `options.concurrency` at a time, and scores the answers.
@@ -92,6 +95,7 @@ async fn ask<T: Teacher>(
         completion_tokens: 0,
         reasoning_tokens: 0,
         latency_ms: 0,
+        first_token_ms: None,
     };
     match teacher.complete(&request).await {
         Ok(completion) => {
@@ -104,7 +108,9 @@ async fn ask<T: Teacher>(
             result.prompt_tokens = prompt_tokens;
             result.completion_tokens = completion_tokens;
             result.reasoning_tokens = reasoning_tokens;
-            result.latency_ms = u64::try_from(completion.latency.as_millis()).unwrap_or(u64::MAX);
+            let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            result.latency_ms = millis(completion.latency);
+            result.first_token_ms = completion.first_token.map(millis);
             let mut answers = completion.samples;
             answers.sort_by_key(|sample| sample.index);
             answers.dedup_by_key(|sample| sample.index);
@@ -242,6 +248,7 @@ mod tests {
                 endpoint: "memory".into(),
                 attempts: 1,
                 latency: Duration::from_millis(5),
+                first_token: Some(Duration::from_millis(2)),
             })
         }
     }

@@ -457,6 +457,7 @@ mod tests {
             endpoint: "http://e/v1".into(),
             attempts: 2,
             latency: Duration::from_millis(1500),
+            first_token: None,
         }
     }
 

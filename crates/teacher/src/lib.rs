@@ -173,6 +173,10 @@ pub struct Completion {
     pub attempts: u32,
     /// From the first attempt to the last byte.
     pub latency: Duration,
+    /// From the first attempt to the first generated token (reasoning or answer) of the
+    /// attempt that answered, as the client saw it: known when the answer was streamed or
+    /// generated in-process, None when it arrived in one piece.
+    pub first_token: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -132,7 +132,9 @@ struct Job {
     next: usize,
     finished: usize,
     failed: Option<String>,
-    reply: oneshot::Sender<Result<Vec<Generated>, String>>,
+    /// When the first token of any of its rows was sampled.
+    first_token: Option<Instant>,
+    reply: oneshot::Sender<Result<(Vec<Generated>, Option<Instant>), String>>,
 }
 
 impl LocalTeacher {
@@ -366,6 +368,7 @@ impl Teacher for LocalTeacher {
             next: 0,
             finished: 0,
             failed: None,
+            first_token: None,
             reply,
         };
         let _in_flight = InFlight::enter(&self.counters.in_flight);
@@ -374,13 +377,14 @@ impl Teacher for LocalTeacher {
             .ok_or_else(|| self.stopped())?
             .send(job)
             .map_err(|_| self.stopped())?;
-        let generated = answer
-            .await
-            .map_err(|_| self.stopped())?
-            .map_err(|message| TeacherError::Generation {
-                teacher: self.endpoint.clone(),
-                message,
-            })?;
+        let (generated, first_token) =
+            answer
+                .await
+                .map_err(|_| self.stopped())?
+                .map_err(|message| TeacherError::Generation {
+                    teacher: self.endpoint.clone(),
+                    message,
+                })?;
         let mut usage = Usage {
             // Counted once for all samples, as the chat-completions API does.
             prompt_tokens,
@@ -406,6 +410,7 @@ impl Teacher for LocalTeacher {
             endpoint: self.endpoint.clone(),
             attempts: 1,
             latency: started.elapsed(),
+            first_token: first_token.map(|t| t.saturating_duration_since(started)),
         })
     }
 }
@@ -485,7 +490,7 @@ impl Generator {
                     let _ = job.reply.send(Err(message));
                 } else if job.finished == job.rows.len() {
                     let results = job.results.into_iter().flatten().collect();
-                    let _ = job.reply.send(Ok(results));
+                    let _ = job.reply.send(Ok((results, job.first_token)));
                 } else {
                     waiting.push_back(job);
                 }
@@ -539,10 +544,12 @@ impl Generator {
         if self.counters.panic_next_batch.load(Ordering::Relaxed) {
             panic!("generation thread panic (test)");
         }
+        let mut first_tokens: Vec<Option<Instant>> = vec![None; picks.len()];
         let result = {
             let queue = &*queue;
             self.model
-                .generate_rows(&prompts, &rows, &self.options, |_| {
+                .generate_rows(&prompts, &rows, &self.options, |event| {
+                    first_tokens[event.index].get_or_insert_with(Instant::now);
                     let abandoned = jobs_in_batch.iter().all(|&j| queue[j].reply.is_closed());
                     if abandoned || self.stop.load(Ordering::Relaxed) {
                         ControlFlow::Break(())
@@ -553,9 +560,16 @@ impl Generator {
         };
         match result {
             Ok(generated) => {
-                for ((j, r), generated) in picks.into_iter().zip(generated) {
-                    queue[j].results[r] = Some(generated);
-                    queue[j].finished += 1;
+                for (((j, r), generated), first) in
+                    picks.into_iter().zip(generated).zip(first_tokens)
+                {
+                    let job = &mut queue[j];
+                    job.results[r] = Some(generated);
+                    job.finished += 1;
+                    job.first_token = match (job.first_token, first) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
                 }
             }
             Err(error) => {

@@ -362,6 +362,7 @@ impl OpenAiTeacher {
         endpoint: &EndpointState,
         request: &TeacherRequest,
         samples: u32,
+        first_token: &mut Option<Instant>,
     ) -> Result<(Vec<Sample>, Usage, String), AttemptError> {
         let options = &self.options;
         let body = ChatRequest {
@@ -395,6 +396,12 @@ impl OpenAiTeacher {
                 for choice in chunk.choices {
                     let text = self.choice_slot(&mut choices, choice.index, samples)?;
                     let delta = choice.delta;
+                    let generated = [&delta.reasoning_content, &delta.reasoning, &delta.content]
+                        .iter()
+                        .any(|text| text.as_deref().is_some_and(|t| !t.is_empty()));
+                    if generated && first_token.is_none() {
+                        *first_token = Some(Instant::now());
+                    }
                     if let Some(r) = delta.reasoning_content.or(delta.reasoning) {
                         text.reasoning.get_or_insert_with(String::new).push_str(&r);
                     }
@@ -600,6 +607,7 @@ impl Teacher for OpenAiTeacher {
         let mut endpoint_url = String::new();
         let mut attempts = 0u32;
         let mut failures = 0u32;
+        let mut first_token: Option<Instant> = None;
         // Servers that ignore `n` (deepseek-reasoner returns one choice) are asked again for
         // the rest; the new samples are numbered after the ones already in hand.
         while (samples.len() as u32) < wanted {
@@ -609,8 +617,13 @@ impl Teacher for OpenAiTeacher {
             attempts += 1;
             bump(&self.counters.attempts);
             let remaining = wanted - samples.len() as u32;
-            match self.attempt(endpoint, request, remaining).await {
+            let mut attempt_first_token = None;
+            match self
+                .attempt(endpoint, request, remaining, &mut attempt_first_token)
+                .await
+            {
                 Ok((mut got, got_usage, got_model)) => {
+                    first_token = first_token.or(attempt_first_token);
                     if let Some(bucket) = &endpoint.tokens {
                         bucket.charge(got_usage.completion_tokens as f64);
                     }
@@ -662,6 +675,7 @@ impl Teacher for OpenAiTeacher {
             endpoint: endpoint_url,
             attempts,
             latency: started.elapsed(),
+            first_token: first_token.map(|t| t.duration_since(started)),
         })
     }
 }

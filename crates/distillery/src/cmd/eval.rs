@@ -76,9 +76,14 @@ pub struct Args {
     /// Environment variable holding the endpoint's API key.
     #[arg(long, value_name = "VAR", requires = "base_url")]
     api_key_env: Option<String>,
-    /// Endpoint: seconds a request may take (with streaming off) before it is retried.
+    /// Endpoint: seconds of silence (streamed: between two chunks; with --no-stream: the whole
+    /// request) before the request is retried.
     #[arg(long, value_name = "SECS", default_value_t = 600.0)]
     timeout_secs: f64,
+    /// Endpoint: ask for the whole answer at once instead of streaming it (the time to first
+    /// token and the decode speed are then unknown).
+    #[arg(long, requires = "base_url")]
+    no_stream: bool,
     /// Code benchmarks: seconds of wall-clock (and CPU) time a candidate's tests may take.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     code_timeout_secs: f64,
@@ -253,7 +258,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             sampling,
             timeout: Duration::from_secs_f64(args.timeout_secs),
             retries: args.retries,
-            stream: false,
+            stream: !args.no_stream,
             backoff: Backoff::default(),
         };
         let teacher = OpenAiTeacher::new(&[endpoint], options)
