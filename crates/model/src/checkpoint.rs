@@ -31,6 +31,9 @@ pub struct Checkpoint {
     pub source: PathBuf,
     pub device: Device,
     pub dtype: DType,
+    /// The model of a checkpoint loaded with its quantized blocks ([`Checkpoint::load_quantized`]),
+    /// for inference only; its `varmap` is then empty.
+    pub quantized: Option<Model>,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -91,12 +94,33 @@ impl Checkpoint {
             source: path.to_path_buf(),
             device: device.clone(),
             dtype,
+            quantized: None,
         })
+    }
+
+    /// Load for inference: a `.gguf` file keeps its quantized blocks and multiplies in them
+    /// (about a quarter of the memory of f32 at 4 bits, and faster on the CPU, where
+    /// generation is bound by reading the weights); anything else is [`Checkpoint::load`] in
+    /// `dtype`.
+    pub fn load_quantized(
+        path: impl AsRef<Path>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Checkpoint> {
+        let path = path.as_ref();
+        if path.is_file() {
+            crate::gguf::load_quantized(path, device)
+        } else {
+            Self::load(path, device, dtype)
+        }
     }
 
     /// Build the model over this checkpoint's `VarMap` (shares the weights: training the
     /// `VarMap` changes the model).
     pub fn model(&self) -> Result<Model> {
+        if let Some(model) = &self.quantized {
+            return Ok(model.clone());
+        }
         Model::new(
             &self.config,
             VarBuilder::from_varmap(&self.varmap, self.dtype, &self.device),
@@ -105,6 +129,13 @@ impl Checkpoint {
 
     /// Write this checkpoint as an HF directory (see [`save_checkpoint`]).
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        if self.quantized.is_some() {
+            return Err(Error::InvalidInput(format!(
+                "{}: loaded with its quantized blocks, for inference only; load it with \
+                 Checkpoint::load to save it",
+                self.source.display()
+            )));
+        }
         save_checkpoint(
             dir.as_ref(),
             &self.config,

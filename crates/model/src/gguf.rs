@@ -5,14 +5,19 @@ use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::{Content, Value as GValue};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use serde_json::{Value, json};
 use tokenizers::Tokenizer;
+
+use std::sync::Arc;
+
+use candle_core::quantized::{QStorage, QTensor};
+use candle_nn::VarMap;
 
 use crate::checkpoint::{Checkpoint, varmap_from};
 use crate::config::{Arch, Config};
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Model, Param, TensorSpec};
 
 /// llama.cpp's name for an HF tensor name (`None` for names it has no equivalent of).
 fn gguf_name(hf: &str) -> Option<String> {
@@ -43,23 +48,112 @@ fn gguf_name(hf: &str) -> Option<String> {
     Some(format!("blk.{layer}.{short}.{suffix}"))
 }
 
+/// A GGUF file's header, read and checked: its tensors are read on demand.
+struct Gguf {
+    content: Content,
+    reader: BufReader<std::fs::File>,
+    config: Config,
+}
+
+impl Gguf {
+    fn bad(path: &Path) -> impl Fn(String) -> Error + '_ {
+        |message| Error::Gguf {
+            path: path.to_path_buf(),
+            message,
+        }
+    }
+
+    /// The tensor for the HF weight `spec`, with its shape checked and Llama's q/k rows put
+    /// back in HF's layout (llama.cpp permutes them; see [`unpermute_rows`]).
+    fn tensor(&mut self, path: &Path, spec: &TensorSpec) -> Result<QTensor> {
+        let bad = Self::bad(path);
+        let gname = gguf_name(&spec.name).expect("every spec name has a GGUF name");
+        if !self.content.tensor_infos.contains_key(&gname) {
+            return Err(Error::MissingTensor {
+                name: gname,
+                file: path.to_path_buf(),
+            });
+        }
+        let q = self
+            .content
+            .tensor(&mut self.reader, &gname, &Device::Cpu)
+            .map_err(|e| bad(format!("tensor `{gname}`: {e}")))?;
+        if q.shape().dims() != spec.shape.as_slice() {
+            return Err(Error::ShapeMismatch {
+                name: gname,
+                file: path.to_path_buf(),
+                expected: spec.shape.clone(),
+                found: q.shape().dims().to_vec(),
+            });
+        }
+        let heads = if self.config.arch != Arch::Llama {
+            None
+        } else if spec.name.contains("self_attn.q_proj") {
+            Some(self.config.num_attention_heads)
+        } else if spec.name.contains("self_attn.k_proj") {
+            Some(self.config.num_key_value_heads)
+        } else {
+            None
+        };
+        match heads {
+            Some(heads) => {
+                unpermute_rows(&q, heads).map_err(|e| bad(format!("tensor `{gname}`: {e}")))
+            }
+            None => Ok(q),
+        }
+    }
+}
+
 /// llama.cpp's converter permutes Llama q/k rows from HF's rotate-half layout to interleaved
-/// pairs (`reshape(heads, 2, hd/2, ..).swapaxes(1, 2)`); this is the inverse.
-fn unpermute(t: &Tensor, heads: usize) -> Result<Tensor> {
-    let dims = t.dims().to_vec();
-    let out = dims[0];
-    let hd = out / heads;
-    let rest: Vec<usize> = dims[1..].to_vec();
-    let mut shape = vec![heads, hd / 2, 2];
-    shape.extend(&rest);
-    Ok(t.reshape(shape)?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape(dims)?)
+/// pairs (`reshape(heads, 2, hd/2, ..).swapaxes(1, 2)`); this is the inverse, on the rows of a
+/// tensor of any GGUF type: rows are quantized independently (blocks run along a row), so
+/// moving whole rows of bytes is exact.
+fn unpermute_rows(q: &QTensor, heads: usize) -> candle_core::Result<QTensor> {
+    let rows = q.shape().dims()[0];
+    let data = q.data()?;
+    let row_bytes = data.len() / rows;
+    let hd = rows / heads;
+    let mut out = Vec::with_capacity(data.len());
+    // HF row (h, j, k), j < 2, k < hd/2, is llama.cpp row (h, k, j).
+    for h in 0..heads {
+        for j in 0..2 {
+            for k in 0..hd / 2 {
+                let from = (h * hd + k * 2 + j) * row_bytes;
+                out.extend_from_slice(&data[from..from + row_bytes]);
+            }
+        }
+    }
+    let storage = QStorage::from_data(std::borrow::Cow::Owned(out), &Device::Cpu, q.dtype())?;
+    QTensor::new(storage, q.shape().clone())
 }
 
 /// Load a GGUF checkpoint (dequantised to f32, then converted to `dtype`).
 pub(crate) fn load(path: &Path, device: &Device, dtype: DType) -> Result<Checkpoint> {
+    let mut gguf = open(path)?;
+    let mut tensors = Vec::new();
+    for spec in Model::tensor_specs(&gguf.config) {
+        let t = gguf.tensor(path, &spec)?.dequantize(&Device::Cpu)?;
+        tensors.push((spec.name, t.to_dtype(dtype)?.to_device(device)?));
+    }
+    let varmap = varmap_from(tensors)?;
+    finish(path, gguf, varmap, None, device, dtype)
+}
+
+/// Load a GGUF checkpoint for inference with its quantized blocks kept: projections and the
+/// output head multiply in them (candle's quantized matmul), embeddings and norms are
+/// dequantized to f32. The checkpoint's `VarMap` is empty and its model is in `quantized`.
+/// The blocks stay in host memory, so `device` is the CPU.
+pub(crate) fn load_quantized(path: &Path, device: &Device) -> Result<Checkpoint> {
+    let mut gguf = open(path)?;
+    let config = gguf.config.clone();
+    let model = Model::from_params(&config, device, DType::F32, |spec| {
+        Ok(Param::Quantized(Arc::new(gguf.tensor(path, spec)?)))
+    })?;
+    finish(path, gguf, VarMap::new(), Some(model), device, DType::F32)
+}
+
+/// Reads and checks the header of the GGUF file at `path`.
+fn open(path: &Path) -> Result<Gguf> {
     let bad = |message: String| Error::Gguf {
         path: path.to_path_buf(),
         message,
@@ -119,39 +213,28 @@ pub(crate) fn load(path: &Path, device: &Device, dtype: DType) -> Result<Checkpo
         path: Some(path.to_path_buf()),
         message,
     })?;
-    let mut tensors = Vec::new();
-    for spec in Model::tensor_specs(&config) {
-        let gname = gguf_name(&spec.name).expect("every spec name has a GGUF name");
-        if !content.tensor_infos.contains_key(&gname) {
-            return Err(Error::MissingTensor {
-                name: gname,
-                file: path.to_path_buf(),
-            });
-        }
-        let q = content
-            .tensor(&mut reader, &gname, &Device::Cpu)
-            .map_err(|e| bad(format!("tensor `{gname}`: {e}")))?;
-        let mut t = q
-            .dequantize(&Device::Cpu)
-            .map_err(|e| bad(format!("tensor `{gname}`: {e}")))?;
-        if t.dims() != spec.shape.as_slice() {
-            return Err(Error::ShapeMismatch {
-                name: gname,
-                file: path.to_path_buf(),
-                expected: spec.shape,
-                found: t.dims().to_vec(),
-            });
-        }
-        if arch == Arch::Llama {
-            if spec.name.contains("self_attn.q_proj") {
-                t = unpermute(&t, config.num_attention_heads)?;
-            } else if spec.name.contains("self_attn.k_proj") {
-                t = unpermute(&t, config.num_key_value_heads)?;
-            }
-        }
-        tensors.push((spec.name, t.to_dtype(dtype)?.to_device(device)?));
-    }
-    let varmap = varmap_from(tensors)?;
+    Ok(Gguf {
+        content,
+        reader,
+        config,
+    })
+}
+
+/// The checkpoint around weights read from `gguf`: tokenizer, template and special tokens
+/// from its metadata.
+fn finish(
+    path: &Path,
+    gguf: Gguf,
+    varmap: VarMap,
+    quantized: Option<Model>,
+    device: &Device,
+    dtype: DType,
+) -> Result<Checkpoint> {
+    let Gguf {
+        content, config, ..
+    } = gguf;
+    let md = &content.metadata;
+    let eos = get_usize(md, "tokenizer.ggml.eos_token_id").ok();
     let (tokenizer, tokens) = tokenizer_from_metadata(md).map_err(|message| Error::Tokenizer {
         path: Some(path.to_path_buf()),
         message,
@@ -176,6 +259,7 @@ pub(crate) fn load(path: &Path, device: &Device, dtype: DType) -> Result<Checkpo
         source: path.to_path_buf(),
         device: device.clone(),
         dtype,
+        quantized,
     })
 }
 
@@ -352,6 +436,7 @@ mod tests {
     use crate::GenerateOptions;
     use crate::model::tests::{test_config, test_model};
     use crate::tiny::{TINY_SPECIAL_TOKENS, TINY_VOCAB_SIZE, tiny_merges, tiny_tokenizer};
+    use candle_core::Tensor;
     use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 
     /// llama.cpp's HF → GGUF q/k permutation (the one `unpermute` undoes).
@@ -370,6 +455,12 @@ mod tests {
     /// Write `vm` as a GGUF file the way llama.cpp's converter does (q/k permuted for Llama,
     /// llama.cpp tensor names, the tiny tokenizer in `tokenizer.ggml.*`).
     fn write_gguf(cfg: &Config, vm: &candle_nn::VarMap, path: &Path) {
+        write_gguf_as(cfg, vm, path, GgmlDType::F32);
+    }
+
+    /// [`write_gguf`] with matrices in `matrices` (norms and biases stay f32, as llama.cpp
+    /// keeps them).
+    fn write_gguf_as(cfg: &Config, vm: &candle_nn::VarMap, path: &Path, matrices: GgmlDType) {
         let tok = tiny_tokenizer().unwrap();
         let mut vocab: Vec<(String, u32)> = tok.get_vocab(true).into_iter().collect();
         vocab.sort_by_key(|(_, id)| *id);
@@ -440,7 +531,12 @@ mod tests {
             } else if cfg.arch == Arch::Llama && name.contains("k_proj") {
                 t = permute(&t, cfg.num_key_value_heads);
             }
-            let q = QTensor::quantize(&t, GgmlDType::F32).unwrap();
+            let dtype = if t.rank() == 2 {
+                matrices
+            } else {
+                GgmlDType::F32
+            };
+            let q = QTensor::quantize(&t, dtype).unwrap();
             qtensors.push((gguf_name(name).unwrap(), q));
         }
         let mut f = std::fs::File::create(path).unwrap();
@@ -487,6 +583,61 @@ mod tests {
             );
             assert_eq!(ck.chat_template.as_deref(), Some(crate::CHATML_TEMPLATE));
             assert_eq!(ck.tokenizer_config["eos_token"], "<|im_end|>");
+        }
+    }
+
+    /// Kept in Q8_0 blocks, the model gives the logits of its dequantized self up to the
+    /// rounding of the activations the quantized matmul does, greedy decoding included.
+    #[test]
+    fn quantized_gguf_runs_in_its_blocks_with_the_dequantized_logits() {
+        for arch in [Arch::Llama, Arch::Qwen2] {
+            let mut cfg = test_config(arch);
+            cfg.vocab_size = TINY_VOCAB_SIZE;
+            let (_, vm) = test_model(&cfg, 8);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("tiny-q8.gguf");
+            write_gguf_as(&cfg, &vm, &path, GgmlDType::Q8_0);
+            let dense = Checkpoint::load(&path, &Device::Cpu, DType::F32).unwrap();
+            let quantized = Checkpoint::load_quantized(&path, &Device::Cpu, DType::F32).unwrap();
+            assert!(quantized.varmap.all_vars().is_empty());
+            assert_eq!(quantized.config, dense.config);
+            let input = Tensor::new(&[[3u32, 17, 42, 5, 96, 0, 33]], &Device::Cpu).unwrap();
+            let a = dense.model().unwrap().forward(&input, None).unwrap();
+            let b = quantized.model().unwrap().forward(&input, None).unwrap();
+            let scale = a
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let diff = (&a - &b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap();
+            let diff = diff.to_scalar::<f32>().unwrap();
+            assert!(
+                diff < 0.02 * scale,
+                "{arch}: quantized logits differ by {diff} (scale {scale})"
+            );
+            let opts = GenerateOptions::greedy(12);
+            let prompt = vec![vec![3u32, 17, 42, 5]];
+            assert_eq!(
+                dense.model().unwrap().generate(&prompt, &opts).unwrap(),
+                quantized.model().unwrap().generate(&prompt, &opts).unwrap(),
+                "{arch}: greedy tokens differ"
+            );
+            let err = quantized
+                .save(dir.path().join("out"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("inference only"), "{err}");
         }
     }
 

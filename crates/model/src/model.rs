@@ -3,6 +3,9 @@
 //! Everything on the training path (rope, softmax, rms_norm, attention) is written with ops
 //! that record a backward pass; candle's fused kernels silently cut gradients.
 
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{D, DType, Device, Module, Tensor, Var};
 use candle_nn::{Embedding, Init, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -111,17 +114,57 @@ fn get(vb: &VarBuilder, spec: &(TensorSpec, InitKind)) -> Result<Tensor> {
     Ok(vb.get_with_hints(spec.0.shape.as_slice(), &spec.0.name, init)?)
 }
 
+/// A weight as a checkpoint holds it: a (trainable) tensor, or a llama.cpp-quantized block
+/// tensor that only inference reads (GGUF).
+#[derive(Debug, Clone)]
+pub enum Param {
+    Dense(Tensor),
+    Quantized(Arc<QTensor>),
+}
+
+impl Param {
+    /// The weight as a plain tensor (a quantized one is dequantized).
+    fn dense(&self, device: &Device, dtype: DType) -> Result<Tensor> {
+        Ok(match self {
+            Param::Dense(t) => t.clone(),
+            Param::Quantized(q) => q.dequantize(device)?.to_dtype(dtype)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Weight {
+    Dense(Tensor),
+    /// Multiplied in its blocks (candle's quantized matmul), never dequantized as a whole.
+    Quantized(QMatMul),
+}
+
 /// `x @ w.T + b` on the flattened tokens: one large matmul (and one in the backward pass)
 /// instead of candle_nn's batch-broadcast weight, which the backward pass reduces per batch.
 #[derive(Debug, Clone)]
 struct Linear {
-    weight: Tensor,
+    weight: Weight,
+    out_features: usize,
     bias: Option<Tensor>,
 }
 
 impl Linear {
-    fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias }
+    fn new(weight: Param, bias: Option<Tensor>) -> Result<Self> {
+        let (weight, out_features) = match weight {
+            Param::Dense(t) => {
+                let out = t.dim(0)?;
+                (Weight::Dense(t), out)
+            }
+            Param::Quantized(q) => {
+                let out = q.shape().dims()[0];
+                (Weight::Quantized(QMatMul::from_arc(q)?), out)
+            }
+        };
+        Ok(Linear {
+            weight,
+            out_features,
+            bias,
+        })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -130,13 +173,17 @@ impl Linear {
             .split_last()
             .expect("linear input has a feature dimension");
         let rows: usize = lead.iter().product();
-        let y = x.reshape((rows, *last))?.matmul(&self.weight.t()?)?;
+        let x = x.reshape((rows, *last))?;
+        let y = match &self.weight {
+            Weight::Dense(w) => x.matmul(&w.t()?)?,
+            Weight::Quantized(q) => q.forward(&x)?,
+        };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         };
         let mut out = lead.to_vec();
-        out.push(self.weight.dim(0)?);
+        out.push(self.out_features);
         Ok(y.reshape(out)?)
     }
 }
@@ -316,23 +363,49 @@ impl Model {
     /// `VarMap`, missing weights are created (randomly initialised) and become trainable;
     /// with any other backend a missing weight is an error naming it.
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Model> {
+        let (device, dtype) = (vb.device().clone(), vb.dtype());
+        Self::build(cfg, &device, dtype, |spec, init| {
+            Ok(Param::Dense(get(&vb, &(spec.clone(), init))?))
+        })
+    }
+
+    /// Build the model for inference from weights that may be quantized (GGUF blocks):
+    /// `weights` gives each weight of [`Model::tensor_specs`] by name. Projections and the
+    /// output head keep their blocks and multiply in them; embeddings and norms are dequantized
+    /// to `dtype`.
+    pub fn from_params(
+        cfg: &Config,
+        device: &Device,
+        dtype: DType,
+        mut weights: impl FnMut(&TensorSpec) -> Result<Param>,
+    ) -> Result<Model> {
+        Self::build(cfg, device, dtype, |spec, _| weights(spec))
+    }
+
+    fn build(
+        cfg: &Config,
+        device: &Device,
+        dtype: DType,
+        mut fetch: impl FnMut(&TensorSpec, InitKind) -> Result<Param>,
+    ) -> Result<Model> {
         cfg.validate().map_err(|message| Error::InvalidConfig {
             path: None,
             message,
         })?;
         let specs = specs_with_init(cfg);
         let mut it = specs.iter();
-        let mut next = || -> Result<Tensor> {
-            let spec = it.next().expect("spec list matches construction order");
-            get(&vb, spec)
+        let mut next = || -> Result<Param> {
+            let (spec, init) = it.next().expect("spec list matches construction order");
+            fetch(spec, *init)
         };
+        let dense = |p: Param| p.dense(device, dtype);
         let embed_w = next()?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for _ in 0..cfg.num_hidden_layers {
             let mut proj = |bias: bool| -> Result<Linear> {
                 let w = next()?;
-                let b = if bias { Some(next()?) } else { None };
-                Ok(Linear::new(w, b))
+                let b = if bias { Some(dense(next()?)?) } else { None };
+                Linear::new(w, b)
             };
             let q_proj = proj(cfg.attention_bias)?;
             let k_proj = proj(cfg.attention_bias)?;
@@ -342,11 +415,11 @@ impl Model {
             let up = proj(false)?;
             let down = proj(false)?;
             let input_norm = RmsNorm {
-                weight: next()?,
+                weight: dense(next()?)?,
                 eps: cfg.rms_norm_eps,
             };
             let post_norm = RmsNorm {
-                weight: next()?,
+                weight: dense(next()?)?,
                 eps: cfg.rms_norm_eps,
             };
             layers.push(Layer {
@@ -365,26 +438,26 @@ impl Model {
             });
         }
         let norm = RmsNorm {
-            weight: next()?,
+            weight: dense(next()?)?,
             eps: cfg.rms_norm_eps,
         };
         let lm_head = if cfg.tie_word_embeddings {
-            Linear::new(embed_w.clone(), None)
+            Linear::new(embed_w.clone(), None)?
         } else {
-            Linear::new(next()?, None)
+            Linear::new(next()?, None)?
         };
         let inv_freq: Vec<f32> = cfg.rope_inv_freq().iter().map(|&f| f as f32).collect();
         let n = inv_freq.len();
-        let inv_freq = Tensor::from_vec(inv_freq, (1, 1, n), vb.device())?;
+        let inv_freq = Tensor::from_vec(inv_freq, (1, 1, n), device)?;
         Ok(Model {
             cfg: cfg.clone(),
-            embed: Embedding::new(embed_w, cfg.hidden_size),
+            embed: Embedding::new(dense(embed_w)?, cfg.hidden_size),
             layers,
             norm,
             lm_head,
             inv_freq,
-            device: vb.device().clone(),
-            dtype: vb.dtype(),
+            device: device.clone(),
+            dtype,
         })
     }
 

@@ -176,6 +176,8 @@ pub struct LocalModel {
     pub device: DeviceSpec,
     /// Weights and activations in f32 or bf16.
     pub dtype: Precision,
+    /// A GGUF checkpoint runs in its quantized blocks instead of dequantized.
+    pub quantized: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

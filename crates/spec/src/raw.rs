@@ -79,6 +79,7 @@ pub(crate) struct RawLocal {
     pub seed: Option<u64>,
     pub device: Option<crate::DeviceSpec>,
     pub dtype: Option<crate::Precision>,
+    pub quantized: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -423,6 +423,7 @@ impl Checker<'_> {
                         seed: local.seed.unwrap_or(0),
                         device: local.device.unwrap_or_default(),
                         dtype: local.dtype.unwrap_or_default(),
+                        quantized: local.quantized.unwrap_or(false),
                     }))
                 })
             }

@@ -118,6 +118,11 @@ pub struct Args {
     /// Log lines instead of a progress bar, even on a terminal.
     #[arg(long)]
     plain: bool,
+    /// Local model: run a GGUF file in its quantized blocks (on the CPU) instead of
+    /// dequantized: a quarter of the memory at 4 bits; faster for Q4_0, Q8_0 and K-quants,
+    /// slower for Q4_1 and Q5 (candle has no SIMD kernel for them).
+    #[arg(long, conflicts_with = "base_url")]
+    quantized: bool,
     /// Where a local model runs, and its precision.
     #[command(flatten)]
     placement: super::Placement,
@@ -279,6 +284,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             seed: args.seed,
             device: args.placement.device,
             precision: args.placement.dtype,
+            quantized: args.quantized,
             ..LocalOptions::new(args.batch_size)
         };
         tracing::info!("loading {}", path.display());
