@@ -434,6 +434,7 @@ fn get_str_array(
 mod tests {
     use super::*;
     use crate::GenerateOptions;
+    use crate::generate::argmax;
     use crate::model::tests::{test_config, test_model};
     use crate::tiny::{TINY_SPECIAL_TOKENS, TINY_VOCAB_SIZE, tiny_merges, tiny_tokenizer};
     use candle_core::Tensor;
@@ -604,35 +605,42 @@ mod tests {
             let input = Tensor::new(&[[3u32, 17, 42, 5, 96, 0, 33]], &Device::Cpu).unwrap();
             let a = dense.model().unwrap().forward(&input, None).unwrap();
             let b = quantized.model().unwrap().forward(&input, None).unwrap();
-            let scale = a
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let diff = (&a - &b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap();
-            let diff = diff.to_scalar::<f32>().unwrap();
+            // Quantizing the activations to 8 bits in each matmul costs about 1% of a logit's
+            // size per layer (the test weights are random per process: HashMap order).
+            let (a, b) = (
+                a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            let rms = |v: &mut dyn Iterator<Item = f32>| {
+                let (sum, n) = v.fold((0f64, 0usize), |(s, n), x| {
+                    (s + f64::from(x).powi(2), n + 1)
+                });
+                (sum / n as f64).sqrt()
+            };
+            let error = rms(&mut a.iter().zip(&b).map(|(x, y)| x - y));
+            let size = rms(&mut a.iter().copied());
             assert!(
-                diff < 0.02 * scale,
-                "{arch}: quantized logits differ by {diff} (scale {scale})"
+                error < 0.03 * size,
+                "{arch}: quantized logits off by {error} (rms {size})"
             );
-            let opts = GenerateOptions::greedy(12);
-            let prompt = vec![vec![3u32, 17, 42, 5]];
-            assert_eq!(
-                dense.model().unwrap().generate(&prompt, &opts).unwrap(),
-                quantized.model().unwrap().generate(&prompt, &opts).unwrap(),
-                "{arch}: greedy tokens differ"
-            );
+            // Wherever the dense model's choice is clear of the rounding, both choose the same.
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            let vocab = cfg.vocab_size;
+            let mut clear = 0;
+            for (position, (row_a, row_b)) in a.chunks(vocab).zip(b.chunks(vocab)).enumerate() {
+                let mut sorted = row_a.to_vec();
+                sorted.sort_by(|x, y| y.total_cmp(x));
+                if sorted[0] - sorted[1] > 2.0 * worst {
+                    clear += 1;
+                    assert_eq!(argmax(row_a), argmax(row_b), "{arch}: position {position}");
+                }
+            }
+            assert!(clear > 0, "{arch}: no position was clear of the rounding");
+            eprintln!("{arch}: rms error {error:.4} of {size:.4}; {clear}/7 clear choices agree");
             let err = quantized
                 .save(dir.path().join("out"))
                 .unwrap_err()
