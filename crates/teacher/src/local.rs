@@ -140,7 +140,13 @@ struct Job {
     failed: Option<String>,
     /// When the first token of any of its rows was sampled.
     first_token: Option<Instant>,
-    reply: oneshot::Sender<Result<(Vec<Generated>, Option<Instant>), String>>,
+    reply: oneshot::Sender<Result<Answer, String>>,
+}
+
+/// A finished request: its rows' tokens, and when its first token was sampled.
+struct Answer {
+    generated: Vec<Generated>,
+    first_token: Option<Instant>,
 }
 
 impl LocalTeacher {
@@ -388,14 +394,16 @@ impl Teacher for LocalTeacher {
             .ok_or_else(|| self.stopped())?
             .send(job)
             .map_err(|_| self.stopped())?;
-        let (generated, first_token) =
-            answer
-                .await
-                .map_err(|_| self.stopped())?
-                .map_err(|message| TeacherError::Generation {
-                    teacher: self.endpoint.clone(),
-                    message,
-                })?;
+        let Answer {
+            generated,
+            first_token,
+        } = answer
+            .await
+            .map_err(|_| self.stopped())?
+            .map_err(|message| TeacherError::Generation {
+                teacher: self.endpoint.clone(),
+                message,
+            })?;
         let mut usage = Usage {
             // Counted once for all samples, as the chat-completions API does.
             prompt_tokens,
@@ -501,7 +509,10 @@ impl Generator {
                     let _ = job.reply.send(Err(message));
                 } else if job.finished == job.rows.len() {
                     let results = job.results.into_iter().flatten().collect();
-                    let _ = job.reply.send(Ok((results, job.first_token)));
+                    let _ = job.reply.send(Ok(Answer {
+                        generated: results,
+                        first_token: job.first_token,
+                    }));
                 } else {
                     waiting.push_back(job);
                 }
