@@ -108,7 +108,6 @@ async fn ask<T: Teacher>(
             result.prompt_tokens = prompt_tokens;
             result.completion_tokens = completion_tokens;
             result.reasoning_tokens = reasoning_tokens;
-            let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
             result.latency_ms = millis(completion.latency);
             result.first_token_ms = completion.first_token.map(millis);
             let mut answers = completion.samples;
@@ -158,6 +157,11 @@ async fn ask<T: Teacher>(
     }
     result.correct = result.samples.iter().filter(|s| s.correct).count() as u32;
     Ok(result)
+}
+
+/// A duration in whole milliseconds, saturating.
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
