@@ -90,6 +90,7 @@ fn completion(answer: &str) -> Completion {
         endpoint: "bench".into(),
         attempts: 1,
         latency: Duration::ZERO,
+        first_token: None,
     }
 }
 
