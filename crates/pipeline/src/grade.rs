@@ -212,6 +212,7 @@ impl Grader {
                     problem: job.problem.clone(),
                     system_prompt: job.system.clone(),
                     reference_answer: job.reference_answer.clone(),
+                    source: job.source_fields.clone(),
                     reasoning: sample.reasoning.clone(),
                     content: sample.content.clone(),
                     extracted_answer: extracted,
@@ -430,6 +431,7 @@ mod tests {
             problem: "What is 2+2?".into(),
             system: None,
             reference_answer: Some("4".into()),
+            source_fields: Default::default(),
             fields: Default::default(),
         }
     }
@@ -553,6 +555,7 @@ mod tests {
             problem: "Write it.".into(),
             system: None,
             reference_answer: None,
+            source_fields: Default::default(),
             fields: Arc::new(fields.as_object().unwrap().clone()),
         }
     }

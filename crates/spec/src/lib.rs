@@ -55,7 +55,25 @@ pub struct Source {
     pub prompt_field: String,
     pub answer_field: Option<String>,
     pub answer_extract: AnswerExtract,
+    /// Fields that describe the problem without being sent: they travel with every sample to
+    /// the rows and the export (the open-r1 layout's `solution`, `problem_type`, `source`).
+    pub metadata: SourceMetadata,
     pub limit: Option<u64>,
+}
+
+/// Source fields copied to the rows as they are. Each is optional, in the definition and in
+/// each row: a row without the field has a null there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SourceMetadata {
+    /// A worked solution (MATH's `solution`), distinct from the answer the check compares.
+    pub solution_field: Option<String>,
+    /// The kind of problem (open-r1's `problem_type`, MATH's `type`).
+    pub problem_type_field: Option<String>,
+    /// The difficulty (MATH's `level`): `status` and the card report acceptance by it.
+    pub level_field: Option<String>,
+    /// The data set a row comes from (NuminaMath's `source`); without it the export's `source`
+    /// column is the source file's name.
+    pub origin_field: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -26,6 +26,10 @@ pub(crate) struct RawSource {
     pub prompt_field: Option<String>,
     pub answer_field: Option<String>,
     pub answer_extract: Option<AnswerExtract>,
+    pub solution_field: Option<String>,
+    pub problem_type_field: Option<String>,
+    pub level_field: Option<String>,
+    pub origin_field: Option<String>,
     pub limit: Option<u64>,
 }
 

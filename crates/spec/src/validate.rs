@@ -313,6 +313,13 @@ impl Checker<'_> {
                 "needs source.answer_field to read from",
             );
         }
+        let metadata = crate::SourceMetadata {
+            solution_field: self.identifier(raw.solution_field, at.key("solution_field")),
+            problem_type_field: self
+                .identifier(raw.problem_type_field, at.key("problem_type_field")),
+            level_field: self.identifier(raw.level_field, at.key("level_field")),
+            origin_field: self.identifier(raw.origin_field, at.key("origin_field")),
+        };
         if raw.limit == Some(0) {
             self.error(
                 at.key("limit"),
@@ -326,6 +333,7 @@ impl Checker<'_> {
             prompt_field: prompt_field?,
             answer_field,
             answer_extract: raw.answer_extract.unwrap_or(AnswerExtract::Verbatim),
+            metadata,
             limit: raw.limit,
         })
     }
