@@ -181,7 +181,7 @@ fn export_layout_card_and_arrow_read_back() {
             assert!(
                 footer
                     .iter()
-                    .any(|(k, v)| k == "distillery.schema_version" && v == "1")
+                    .any(|(k, v)| k == "distillery.schema_version" && v == "2")
             );
             for g in read_generations(&path, Which::All).unwrap() {
                 let g = g.unwrap();
