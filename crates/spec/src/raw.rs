@@ -38,6 +38,7 @@ pub(crate) struct RawSource {
 pub(crate) struct RawPrompt {
     pub system: Option<String>,
     pub template: Option<String>,
+    pub assistant_format: Option<crate::AssistantFormat>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -31,7 +31,7 @@ pub use error::{Result, StoreError};
 pub use read::{GenerationReader, Which, read_generations, read_shards};
 pub use record::{
     ChatMessage, CheckResult, FailureEntry, Generation, Provenance, QuarantineEntry, SourceFields,
-    assistant_turn,
+    assistant_turn, assistant_turn_as,
 };
 pub use run_dir::{
     Counts, EndpointConcurrency, Manifest, Recovered, RunDir, RunLock, RunStatus, ShardInfo,

@@ -124,9 +124,25 @@ pub fn first_failure(checks: &[CheckResult]) -> String {
 
 /// The assistant turn of the SFT-ready conversation, in the DeepSeek-R1 layout.
 pub fn assistant_turn(reasoning: Option<&str>, content: &str) -> String {
-    match reasoning {
-        Some(reasoning) => format!("<think>\n{reasoning}\n</think>\n\n{content}"),
-        None => content.to_owned(),
+    assistant_turn_as(distillery_spec::AssistantFormat::R1, reasoning, content)
+}
+
+/// The assistant turn in `format`: R1's `<think>\n…\n</think>\n\n` then the answer, or the
+/// tagged layout's `<think>\n…\n</think>\n` then the answer (its `<answer>` block as the teacher
+/// wrote it), the layout open-r1's format reward expects.
+pub fn assistant_turn_as(
+    format: distillery_spec::AssistantFormat,
+    reasoning: Option<&str>,
+    content: &str,
+) -> String {
+    match (reasoning, format) {
+        (Some(reasoning), distillery_spec::AssistantFormat::R1) => {
+            format!("<think>\n{reasoning}\n</think>\n\n{content}")
+        }
+        (Some(reasoning), distillery_spec::AssistantFormat::Tagged) => {
+            format!("<think>\n{reasoning}\n</think>\n{}", content.trim())
+        }
+        (None, _) => content.to_owned(),
     }
 }
 
