@@ -45,10 +45,12 @@ test:
 	$(CARGO) test --workspace
 	$(MAKE) lint
 
-## The ignored tests, which need what `make test` does not have: SmolLM2-135M (`make model`) and
-## llama.cpp's server (llama-cpp-python[server], built from PyPI). They fail, not skip, without it.
+## The ignored tests, which need what `make test` does not have: SmolLM2-135M (`make model`),
+## llama.cpp's server (llama-cpp-python[server], built from PyPI) and transformers (the
+## `{% generation %}` mask compared with transformers'). They fail, not skip, without it.
 test-real: model
 	python3 -c 'import llama_cpp.server' 2>/dev/null || python3 -m pip install --quiet 'llama-cpp-python[server]'
+	python3 -c 'import transformers' 2>/dev/null || python3 -m pip install --quiet transformers
 	$(CARGO) test --workspace -- --ignored
 
 lint:

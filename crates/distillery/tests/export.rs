@@ -30,6 +30,7 @@ fn generation(run_id: &str, prompt: usize, sample: u32, accepted: bool) -> Gener
         problem: problem.clone(),
         system_prompt: None,
         reference_answer: Some(prompt.to_string()),
+        source: Default::default(),
         reasoning: Some(reasoning.clone()),
         content: content.clone(),
         extracted_answer: Some((prompt + sample as usize).to_string()),
@@ -180,7 +181,7 @@ fn export_layout_card_and_arrow_read_back() {
             assert!(
                 footer
                     .iter()
-                    .any(|(k, v)| k == "distillery.schema_version" && v == "1")
+                    .any(|(k, v)| k == "distillery.schema_version" && v == "2")
             );
             for g in read_generations(&path, Which::All).unwrap() {
                 let g = g.unwrap();
@@ -442,7 +443,7 @@ for f in files:
     assert first["messages"][0]["role"] == "user", first["messages"]
     assert first["messages"][1]["content"].startswith("<think>\n"), first["messages"]
     meta = pq.read_metadata(f).metadata
-    assert meta[b"distillery.schema_version"] == b"1", meta
+    assert meta[b"distillery.schema_version"] == b"2", meta
 assert rows == 52, rows
 card = open(os.path.join(out, "README.md")).read()
 assert card.startswith("---\n")

@@ -264,6 +264,7 @@ impl BenchmarkConfig {
                     TaskKind::Code { .. } => None,
                 },
                 answer_extract: overrides.answer_extract.unwrap_or(defaults.answer_extract),
+                metadata: Default::default(),
                 limit: overrides.limit,
             },
             template,

@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
+use distillery_spec::AssistantFormat;
 use distillery_spec::mock::MockSettings;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -468,6 +469,9 @@ impl Shared {
                     Some(code) => crate::code::build(code, &plan),
                     None => Sample::build(solution, &plan),
                 };
+                if settings.assistant_format == Some(AssistantFormat::Tagged) {
+                    sample.tag_answer();
+                }
                 if let Some(max_tokens) = request.max_tokens() {
                     sample.limit_tokens(max_tokens);
                 }

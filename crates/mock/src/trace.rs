@@ -268,6 +268,14 @@ impl Sample {
         Self::from_parts(reasoning, content, plan, None)
     }
 
+    /// The `tagged` assistant format: the answer inside `<answer>…</answer>`. A sample cut off
+    /// before its answer has none to tag.
+    pub(crate) fn tag_answer(&mut self) {
+        if !self.content.is_empty() {
+            self.content = format!("<answer>\n{}\n</answer>", self.content);
+        }
+    }
+
     pub(crate) fn reasoning_tokens(&self) -> u64 {
         approx_tokens(&self.reasoning)
     }
@@ -497,6 +505,20 @@ mod tests {
         assert!(sample.reasoning.contains(MIXED_LANGUAGE_SENTENCE));
         assert!(sample.language_mixed);
         assert!(sample.content.ends_with("\\boxed{18}"));
+    }
+
+    #[test]
+    fn a_tagged_sample_wraps_its_answer_and_a_cut_one_has_none() {
+        let mut sample = Sample::build(&Solution::from_reference(JANET), &plan(false, false, None));
+        let answer = sample.content.clone();
+        sample.tag_answer();
+        assert_eq!(sample.content, format!("<answer>\n{answer}\n</answer>"));
+        let mut cut = Sample::build(
+            &Solution::from_reference(JANET),
+            &plan(false, false, Some(0.5)),
+        );
+        cut.tag_answer();
+        assert!(cut.content.is_empty());
     }
 
     #[test]

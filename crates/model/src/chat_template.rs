@@ -57,8 +57,72 @@ pub enum TemplateError {
 type Result<T, E = TemplateError> = std::result::Result<T, E>;
 
 /// ChatML, the fallback when a tokenizer has no chat template (and the format of the tiny
-/// models this project makes).
-pub const CHATML_FALLBACK_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+/// models this project makes). The assistant's content and its `<|im_end|>` sit in a
+/// `{% generation %}` block, the convention transformers' `return_assistant_tokens_mask` and
+/// TRL's `assistant_only_loss` read; the text it renders is plain ChatML.
+pub const CHATML_FALLBACK_TEMPLATE: &str = "{%- for message in messages %}{%- if message['role'] == 'assistant' %}{{- '<|im_start|>assistant\\n' }}{% generation %}{{- message['content'] + '<|im_end|>' }}{% endgeneration %}{{- '\\n' }}{%- else %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{%- endif %}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}";
+
+/// Where a `{% generation %}` block starts and ends in a rendering. Noncharacters (Unicode
+/// reserves them for a program's internal use), so no text a model reads carries them; a
+/// message that does is refused rather than mis-masked.
+const GENERATION_START: char = '\u{FDD0}';
+const GENERATION_END: char = '\u{FDD1}';
+/// The filter a `{% generation %}` block becomes.
+const GENERATION_FILTER: &str = "__distillery_generation";
+
+/// `{% generation %}` and `{% endgeneration %}` are tags of transformers' own Jinja extension,
+/// which minijinja has no way to add. A filter block is the same kind of tag (so `-`/`+`
+/// whitespace control, `trim_blocks` and `lstrip_blocks` act on it exactly as on the original)
+/// and hands its rendered body to a filter, which wraps it in [`GENERATION_START`] and
+/// [`GENERATION_END`]. Returns the rewritten source and whether it had any marker.
+fn rewrite_generation_tags(source: &str) -> (String, bool) {
+    let mut out = String::with_capacity(source.len() + 64);
+    let mut rest = source;
+    let mut found = false;
+    while let Some(at) = rest.find("{%") {
+        out.push_str(&rest[..at]);
+        let tag = &rest[at..];
+        let Some(end) = tag.find("%}") else {
+            out.push_str(tag);
+            return (out, found);
+        };
+        let inner = &tag[2..end];
+        let (open, body) = match inner.strip_prefix(['-', '+']) {
+            Some(body) => (&inner[..1], body),
+            None => ("", inner),
+        };
+        let (body, close) = match body.strip_suffix(['-', '+']) {
+            Some(trimmed) => (trimmed, &body[trimmed.len()..]),
+            None => (body, ""),
+        };
+        match body.trim() {
+            "generation" => {
+                found = true;
+                let _ = write!(out, "{{%{open} filter {GENERATION_FILTER} {close}%}}");
+            }
+            "endgeneration" => {
+                let _ = write!(out, "{{%{open} endfilter {close}%}}");
+            }
+            _ => out.push_str(&tag[..end + 2]),
+        }
+        rest = &tag[end + 2..];
+    }
+    out.push_str(rest);
+    (out, found)
+}
+
+fn generation_filter(body: String) -> Value {
+    Value::from_safe_string(format!("{GENERATION_START}{body}{GENERATION_END}"))
+}
+
+/// A rendering with the byte ranges `{% generation %}` blocks produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub text: String,
+    /// `None` when the template has no `{% generation %}` block; else each block's range in
+    /// `text`, in order (empty blocks left out).
+    pub generation_spans: Option<Vec<std::ops::Range<usize>>>,
+}
 
 const TEMPLATE_NAME: &str = "chat";
 
@@ -69,6 +133,8 @@ pub struct ChatTemplate {
     origin: Option<PathBuf>,
     /// True when the template came from the ChatML fallback.
     pub is_fallback: bool,
+    /// The template marks assistant text with `{% generation %}` blocks.
+    has_generation: bool,
     specials: Vec<(String, String)>,
 }
 
@@ -110,10 +176,12 @@ impl ChatTemplate {
                 .expect("default delimiters are valid"),
         );
         env.add_filter("tojson", tojson_filter);
+        env.add_filter(GENERATION_FILTER, generation_filter);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.set_unknown_method_callback(python_methods);
-        env.add_template_owned(TEMPLATE_NAME, source.to_string())
+        let (compiled, has_generation) = rewrite_generation_tags(source);
+        env.add_template_owned(TEMPLATE_NAME, compiled)
             .map_err(|e| TemplateError::Template {
                 source_name: origin.clone(),
                 message: describe(&e),
@@ -123,6 +191,7 @@ impl ChatTemplate {
             source: source.to_string(),
             origin,
             is_fallback: false,
+            has_generation,
             specials,
         })
     }
@@ -225,6 +294,11 @@ impl ChatTemplate {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Whether the template marks assistant text with `{% generation %}` blocks.
+    pub fn has_generation_markers(&self) -> bool {
+        self.has_generation
+    }
+
     /// Renders `messages`; `origin` names the row in errors.
     pub fn render<M: ChatTurn>(
         &self,
@@ -232,6 +306,78 @@ impl ChatTemplate {
         add_generation_prompt: bool,
         origin: &str,
     ) -> Result<String> {
+        Ok(self
+            .render_marked(messages, add_generation_prompt, origin)?
+            .text)
+    }
+
+    /// Renders `messages` and says where the `{% generation %}` blocks put their text, as
+    /// transformers' `return_assistant_tokens_mask` reads them.
+    pub fn render_marked<M: ChatTurn>(
+        &self,
+        messages: &[M],
+        add_generation_prompt: bool,
+        origin: &str,
+    ) -> Result<Rendered> {
+        let raw = self.render_raw(messages, add_generation_prompt, origin)?;
+        if !self.has_generation {
+            return Ok(Rendered {
+                text: raw,
+                generation_spans: None,
+            });
+        }
+        let mut text = String::with_capacity(raw.len());
+        let mut spans = Vec::new();
+        let mut open: Option<usize> = None;
+        let unbalanced = || TemplateError::Render {
+            origin: origin.to_string(),
+            message: "chat template: `{% generation %}` blocks are nested or unbalanced".into(),
+        };
+        for c in raw.chars() {
+            match c {
+                GENERATION_START => {
+                    if open.replace(text.len()).is_some() {
+                        return Err(unbalanced());
+                    }
+                }
+                GENERATION_END => {
+                    let start = open.take().ok_or_else(unbalanced)?;
+                    if start < text.len() {
+                        spans.push(start..text.len());
+                    }
+                }
+                c => text.push(c),
+            }
+        }
+        if open.is_some() {
+            return Err(unbalanced());
+        }
+        Ok(Rendered {
+            text,
+            generation_spans: Some(spans),
+        })
+    }
+
+    fn render_raw<M: ChatTurn>(
+        &self,
+        messages: &[M],
+        add_generation_prompt: bool,
+        origin: &str,
+    ) -> Result<String> {
+        if self.has_generation
+            && let Some((i, _)) = messages
+                .iter()
+                .enumerate()
+                .find(|(_, m)| m.content().contains([GENERATION_START, GENERATION_END]))
+        {
+            return Err(TemplateError::Render {
+                origin: origin.to_string(),
+                message: format!(
+                    "message {i} holds U+FDD0 or U+FDD1, Unicode noncharacters that mark \
+                     `{{% generation %}}` blocks while rendering; remove them from the data"
+                ),
+            });
+        }
         let tmpl = self
             .env
             .get_template(TEMPLATE_NAME)
@@ -743,6 +889,71 @@ mod tests {
         assert_eq!(
             t.render(&m[..1], true, "t").unwrap(),
             "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn generation_blocks_give_the_assistant_spans_and_render_plain_text() {
+        let t = ChatTemplate::chatml();
+        assert!(t.has_generation_markers());
+        let m = msgs(&[
+            ("system", "be brief"),
+            ("user", "hi"),
+            ("assistant", "<think>\nx\n</think>\n\nhello"),
+            ("user", "again"),
+            ("assistant", "bye"),
+        ]);
+        let r = t.render_marked(&m, false, "t").unwrap();
+        assert_eq!(
+            r.text,
+            "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n\
+             <|im_start|>assistant\n<think>\nx\n</think>\n\nhello<|im_end|>\n\
+             <|im_start|>user\nagain<|im_end|>\n<|im_start|>assistant\nbye<|im_end|>\n"
+        );
+        let spans: Vec<&str> = r
+            .generation_spans
+            .unwrap()
+            .into_iter()
+            .map(|s| &r.text[s])
+            .collect();
+        assert_eq!(
+            spans,
+            ["<think>\nx\n</think>\n\nhello<|im_end|>", "bye<|im_end|>"]
+        );
+        // No marker, no spans; a message holding a marker character is refused.
+        let plain = ChatTemplate::new("{{ messages[0]['content'] }}", vec![], None).unwrap();
+        assert!(!plain.has_generation_markers());
+        assert_eq!(
+            plain
+                .render_marked(&m, false, "t")
+                .unwrap()
+                .generation_spans,
+            None
+        );
+        let bad = msgs(&[("user", "a\u{FDD0}b")]);
+        let e = t.render(&bad, false, "row 3").unwrap_err().to_string();
+        assert!(e.contains("row 3") && e.contains("U+FDD0"), "{e}");
+    }
+
+    #[test]
+    fn generation_tags_keep_jinja_whitespace_control() {
+        // trim_blocks drops the newline after a block tag, `-` strips around it: the rewritten
+        // tags must behave as transformers' own tags do.
+        let src = "{% for m in messages %}[\n  {%- generation -%}\n  {{ m['content'] }}\n{% endgeneration %}\n]{% endfor %}";
+        let t = ChatTemplate::new(src, vec![], None).unwrap();
+        let r = t
+            .render_marked(&msgs(&[("assistant", "A")]), false, "t")
+            .unwrap();
+        assert_eq!(r.text, "[A\n]");
+        assert_eq!(&r.text[r.generation_spans.unwrap()[0].clone()], "A\n");
+        let (rewritten, found) =
+            rewrite_generation_tags("{%+ generation %}x{%- endgeneration +%}{% if x %}{% endif %}");
+        assert!(found);
+        assert_eq!(
+            rewritten,
+            format!(
+                "{{%+ filter {GENERATION_FILTER} %}}x{{%- endfilter +%}}{{% if x %}}{{% endif %}}"
+            )
         );
     }
 

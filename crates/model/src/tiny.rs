@@ -40,9 +40,11 @@ pub const TINY_IM_END_ID: u32 = FIRST_SPECIAL + 2;
 /// The committed merges (one `a b` per line, byte-level alphabet).
 const MERGES_ASSET: &str = include_str!("../assets/tiny_merges.txt");
 
-/// Qwen2-style ChatML template (HF Jinja). No default system prompt: the tiny model has a
-/// short context and nothing to gain from one.
-pub const CHATML_TEMPLATE: &str = "{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}";
+/// Qwen2-style ChatML template (HF Jinja), the one ChatML of the project: its assistant turns
+/// carry `{% generation %}` markers, so transformers and TRL find the assistant tokens the way
+/// the trainer does. No default system prompt: the tiny model has a short context and nothing
+/// to gain from one.
+pub const CHATML_TEMPLATE: &str = crate::chat_template::CHATML_FALLBACK_TEMPLATE;
 
 /// GPT-2's byte → printable char map (the ByteLevel alphabet), indexed by byte.
 fn byte_chars() -> Vec<char> {

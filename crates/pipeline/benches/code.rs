@@ -69,6 +69,7 @@ fn problems() -> Vec<(PromptJob, String)> {
                 problem: text("prompt"),
                 system: None,
                 reference_answer: None,
+                source_fields: Default::default(),
                 fields: Arc::new(fields),
             };
             (job, answer)

@@ -1,9 +1,9 @@
 //! Rejection sampling for one prompt: every check on every sample, then the keep policy.
 //! Pure apart from the optional code sandbox, so it is tested without actors or servers.
 
-use distillery_spec::{KeepPolicy, Verify};
+use distillery_spec::{AssistantFormat, KeepPolicy, Verify};
 use distillery_store::record::{
-    ChatMessage, CheckResult, Generation, Provenance, assistant_turn, first_failure,
+    ChatMessage, CheckResult, Generation, Provenance, assistant_turn_as, first_failure,
 };
 use distillery_teacher::{Completion, FinishReason, ReasoningSource, Sample};
 use distillery_verify::code::{HumanEvalTask, Sandbox, SandboxLimits, mbpp_program};
@@ -33,6 +33,8 @@ pub struct Grader {
     repetition: Option<RepetitionLimits>,
     code: Option<CodeGrader>,
     keep: distillery_verify::KeepPolicy,
+    /// The layout the format check requires and the training conversation takes.
+    assistant_format: AssistantFormat,
 }
 
 #[derive(Debug)]
@@ -141,7 +143,15 @@ impl Grader {
                 KeepPolicy::AllCorrect => distillery_verify::KeepPolicy::AllCorrect,
                 KeepPolicy::All => distillery_verify::KeepPolicy::All,
             },
+            assistant_format: AssistantFormat::R1,
         }
+    }
+
+    /// Requires `format` of the answers (when the format check is on) and lays the training
+    /// conversation out in it.
+    pub fn with_assistant_format(mut self, format: AssistantFormat) -> Self {
+        self.assistant_format = format;
+        self
     }
 
     /// Sandboxes the code check runs at once; `None` without a code check.
@@ -203,7 +213,11 @@ impl Grader {
                 messages.push(ChatMessage::new("user", job.problem.clone()));
                 messages.push(ChatMessage::new(
                     "assistant",
-                    assistant_turn(sample.reasoning.as_deref(), &sample.content),
+                    assistant_turn_as(
+                        self.assistant_format,
+                        sample.reasoning.as_deref(),
+                        &sample.content,
+                    ),
                 ));
                 let (completion_tokens, reasoning_tokens) = tokens.of(position);
                 Generation {
@@ -212,6 +226,7 @@ impl Grader {
                     problem: job.problem.clone(),
                     system_prompt: job.system.clone(),
                     reference_answer: job.reference_answer.clone(),
+                    source: job.source_fields.clone(),
                     reasoning: sample.reasoning.clone(),
                     content: sample.content.clone(),
                     extracted_answer: extracted,
@@ -261,10 +276,11 @@ impl Grader {
             verdicts.push(Verdict::fail(Check::Length, Reason::LengthTruncated));
         }
         if self.format {
-            verdicts.push(format::check_think(
-                sample.reasoning.as_deref(),
-                &sample.content,
-            ));
+            let check = match self.assistant_format {
+                AssistantFormat::R1 => format::check_think,
+                AssistantFormat::Tagged => format::check_tagged,
+            };
+            verdicts.push(check(sample.reasoning.as_deref(), &sample.content));
         }
         if let (true, Some(reference)) = (self.math, reference) {
             let graded = reference.grade(&sample.content);
@@ -430,6 +446,7 @@ mod tests {
             problem: "What is 2+2?".into(),
             system: None,
             reference_answer: Some("4".into()),
+            source_fields: Default::default(),
             fields: Default::default(),
         }
     }
@@ -539,6 +556,47 @@ mod tests {
         assert!(language.detail.is_some());
     }
 
+    #[test]
+    fn tagged_format_requires_one_answer_block_and_shapes_the_conversation() {
+        let (grader, _) = grader("all");
+        let grader = grader.with_assistant_format(AssistantFormat::Tagged);
+        let rows = grader.grade(
+            &job(),
+            &completion(vec![
+                sample(
+                    0,
+                    THINK,
+                    "<answer>\n\\boxed{4}\n</answer>",
+                    FinishReason::Stop,
+                ),
+                sample(1, THINK, "The answer is \\boxed{4}.", FinishReason::Stop),
+                sample(2, THINK, "<answer></answer> \\boxed{4}", FinishReason::Stop),
+                sample(
+                    3,
+                    THINK,
+                    "<answer>4</answer><answer>4</answer>",
+                    FinishReason::Stop,
+                ),
+            ]),
+            &context(),
+            0,
+        );
+        let reasons: Vec<Option<&str>> = rows.iter().map(|r| r.reject_reason.as_deref()).collect();
+        assert_eq!(
+            reasons,
+            [
+                None,
+                Some("format.answer_tag_missing"),
+                Some("format.answer_tag_empty"),
+                Some("format.answer_tag_doubled")
+            ]
+        );
+        assert_eq!(
+            rows[0].messages.last().unwrap().content,
+            format!("<think>\n{THINK}\n</think>\n<answer>\n\\boxed{{4}}\n</answer>")
+        );
+    }
+
     fn code_grader(verify_code: &str) -> Grader {
         let text = format!(
             "name = \"t\"\n[source]\npath = \"x.jsonl\"\nprompt_field = \"prompt\"\n[teacher]\nkind = \"mock\"\n[verify]\nformat = true\n[verify.code]\n{verify_code}\n"
@@ -554,6 +612,7 @@ mod tests {
             problem: "Write it.".into(),
             system: None,
             reference_answer: None,
+            source_fields: Default::default(),
             fields: Arc::new(fields.as_object().unwrap().clone()),
         }
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use distillery_spec::{Pipeline, Source};
-use distillery_store::record::QuarantineEntry;
+use distillery_store::record::{QuarantineEntry, SourceFields};
 use distillery_store::source::{SourceRow, field_text};
 use distillery_teacher::{Message, Role};
 use serde_json::Value;
@@ -17,6 +17,8 @@ pub struct PromptJob {
     pub problem: String,
     pub system: Option<String>,
     pub reference_answer: Option<String>,
+    /// The problem as the source gave it and its other described fields, for the rows.
+    pub source_fields: SourceFields,
     /// The source row, for checks that read more fields (code tests).
     pub fields: Arc<serde_json::Map<String, Value>>,
 }
@@ -62,6 +64,7 @@ impl PromptJob {
             }
         }
         Ok(Self {
+            source_fields: row.source_fields(&pipeline.source),
             id: row.id,
             row_number: row.row_number,
             problem,

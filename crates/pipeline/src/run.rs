@@ -521,7 +521,10 @@ fn execute_locked(
         config_hash: distillery_store::config_hash(text),
         source_path: pipeline.source.path.display().to_string(),
     });
-    let grader = Arc::new(Grader::new(&pipeline.verify, &pipeline.source.prompt_field));
+    let grader = Arc::new(
+        Grader::new(&pipeline.verify, &pipeline.source.prompt_field)
+            .with_assistant_format(pipeline.prompt.assistant_format),
+    );
     let verifier_threads = match options.verifier_threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,

@@ -86,9 +86,14 @@ impl RunTeacher {
                     .build()
                     .map_err(|e| PipelineError::Mock(e.to_string()))?;
                 let any_port: SocketAddr = ([127, 0, 0, 1], 0).into();
+                // Unless told otherwise, the simulator answers in the format the prompt asks for.
+                let mut settings = settings.clone();
+                settings
+                    .assistant_format
+                    .get_or_insert(pipeline.prompt.assistant_format);
                 let server = runtime
                     .block_on(MockServer::start_with_dataset(
-                        settings.clone(),
+                        settings,
                         model.clone(),
                         dataset,
                         any_port,

@@ -29,6 +29,9 @@ pub use template::{MissingField, Template};
 /// The R1 recipe's instruction for math problems (DeepSeek-R1 usage recommendations).
 pub const R1_MATH_INSTRUCTION: &str =
     "Please reason step by step, and put your final answer within \\boxed{}.";
+/// The instruction of the `tagged` assistant format: R1-Zero's template asks for the reasoning
+/// and the answer in their own tags.
+pub const R1_TAGGED_INSTRUCTION: &str = "Please reason step by step inside <think> </think> tags, then give your final answer inside <answer> </answer> tags, within \\boxed{}.";
 /// DeepSeek-R1's recommended sampling temperature.
 pub const R1_TEMPERATURE: f64 = 0.6;
 /// DeepSeek-R1's recommended nucleus sampling.
@@ -55,7 +58,25 @@ pub struct Source {
     pub prompt_field: String,
     pub answer_field: Option<String>,
     pub answer_extract: AnswerExtract,
+    /// Fields that describe the problem without being sent: they travel with every sample to
+    /// the rows and the export (the open-r1 layout's `solution`, `problem_type`, `source`).
+    pub metadata: SourceMetadata,
     pub limit: Option<u64>,
+}
+
+/// Source fields copied to the rows as they are. Each is optional, in the definition and in
+/// each row: a row without the field has a null there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SourceMetadata {
+    /// A worked solution (MATH's `solution`), distinct from the answer the check compares.
+    pub solution_field: Option<String>,
+    /// The kind of problem (open-r1's `problem_type`, MATH's `type`).
+    pub problem_type_field: Option<String>,
+    /// The difficulty (MATH's `level`): `status` and the card report acceptance by it.
+    pub level_field: Option<String>,
+    /// The data set a row comes from (NuminaMath's `source`); without it the export's `source`
+    /// column is the source file's name.
+    pub origin_field: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +118,21 @@ pub struct Prompt {
     /// DeepSeek advise against a system prompt for R1; leave it unset unless the teacher needs it.
     pub system: Option<String>,
     pub template: Template,
+    /// The shape of the assistant's answer: asked for by the default prompt, required by the
+    /// format check, and the shape of the training conversation.
+    pub assistant_format: AssistantFormat,
+}
+
+/// How an assistant turn lays out its reasoning and its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssistantFormat {
+    /// DeepSeek-R1: `<think>…</think>`, then the answer as free text.
+    #[default]
+    R1,
+    /// R1-Zero and open-r1's GRPO recipes: `<think>…</think>` then `<answer>…</answer>`, one
+    /// non-empty answer block.
+    Tagged,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

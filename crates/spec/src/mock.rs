@@ -102,6 +102,9 @@ pub struct MockSettings {
     /// Share of samples cut off with `finish_reason = "length"`.
     pub truncation_rate: f64,
     pub reasoning_style: ReasoningStyle,
+    /// `r1` or `tagged` (the answer in `<answer>…</answer>`). In a pipeline it defaults to
+    /// `[prompt] assistant_format`, else to `r1`.
+    pub assistant_format: Option<crate::AssistantFormat>,
     pub seed: u64,
     pub faults: FaultRates,
 }
@@ -119,6 +122,7 @@ impl Default for MockSettings {
             language_mix_rate: 0.0,
             truncation_rate: 0.0,
             reasoning_style: ReasoningStyle::default(),
+            assistant_format: None,
             seed: 0,
             faults: FaultRates::default(),
         }

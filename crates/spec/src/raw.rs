@@ -26,6 +26,10 @@ pub(crate) struct RawSource {
     pub prompt_field: Option<String>,
     pub answer_field: Option<String>,
     pub answer_extract: Option<AnswerExtract>,
+    pub solution_field: Option<String>,
+    pub problem_type_field: Option<String>,
+    pub level_field: Option<String>,
+    pub origin_field: Option<String>,
     pub limit: Option<u64>,
 }
 
@@ -34,6 +38,7 @@ pub(crate) struct RawSource {
 pub(crate) struct RawPrompt {
     pub system: Option<String>,
     pub template: Option<String>,
+    pub assistant_format: Option<crate::AssistantFormat>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -39,6 +39,15 @@ impl Template {
         ))
     }
 
+    /// The default prompt of the `tagged` assistant format: the problem, then
+    /// [`crate::R1_TAGGED_INSTRUCTION`].
+    pub fn r1_tagged(prompt_field: &str) -> Self {
+        Self::parse(&format!(
+            "{{{prompt_field}}}\n{}",
+            crate::R1_TAGGED_INSTRUCTION
+        ))
+    }
+
     pub fn parse(source: &str) -> Self {
         let mut segments = Vec::new();
         let mut literal = String::new();

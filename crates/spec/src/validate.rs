@@ -7,9 +7,9 @@ use std::time::Duration;
 use crate::locate::{FieldPath, Locator, Position};
 use crate::raw::{RawCode, RawEndpoint, RawPipeline, RawSource, RawTeacher, RawVerify};
 use crate::{
-    AnswerExtract, Backend, CodeCheck, Diagnostic, Endpoint, Limits, LocalModel, MockTask, Output,
-    Pipeline, Pricing, Prompt, R1_TEMPERATURE, R1_TOP_P, Sampling, Source, SourceFormat, Teacher,
-    TeacherKind, Template, Verify,
+    AnswerExtract, AssistantFormat, Backend, CodeCheck, Diagnostic, Endpoint, Limits, LocalModel,
+    MockTask, Output, Pipeline, Pricing, Prompt, R1_TEMPERATURE, R1_TOP_P, Sampling, Source,
+    SourceFormat, Teacher, TeacherKind, Template, Verify,
 };
 
 const DEFAULT_MAX_TOKENS: u32 = 32_768;
@@ -313,6 +313,13 @@ impl Checker<'_> {
                 "needs source.answer_field to read from",
             );
         }
+        let metadata = crate::SourceMetadata {
+            solution_field: self.identifier(raw.solution_field, at.key("solution_field")),
+            problem_type_field: self
+                .identifier(raw.problem_type_field, at.key("problem_type_field")),
+            level_field: self.identifier(raw.level_field, at.key("level_field")),
+            origin_field: self.identifier(raw.origin_field, at.key("origin_field")),
+        };
         if raw.limit == Some(0) {
             self.error(
                 at.key("limit"),
@@ -326,12 +333,14 @@ impl Checker<'_> {
             prompt_field: prompt_field?,
             answer_field,
             answer_extract: raw.answer_extract.unwrap_or(AnswerExtract::Verbatim),
+            metadata,
             limit: raw.limit,
         })
     }
 
     fn prompt(&mut self, raw: crate::raw::RawPrompt, source: Option<&Source>) -> Option<Prompt> {
         let at = FieldPath::root().key("prompt");
+        let assistant_format = raw.assistant_format.unwrap_or_default();
         let template = match raw.template {
             Some(text) => {
                 let template = Template::parse(&text);
@@ -343,11 +352,15 @@ impl Checker<'_> {
                 }
                 template
             }
-            None => Template::r1_math(&source?.prompt_field),
+            None => match assistant_format {
+                AssistantFormat::R1 => Template::r1_math(&source?.prompt_field),
+                AssistantFormat::Tagged => Template::r1_tagged(&source?.prompt_field),
+            },
         };
         Some(Prompt {
             system: raw.system,
             template,
+            assistant_format,
         })
     }
 

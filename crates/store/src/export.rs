@@ -65,6 +65,33 @@ impl ExportFormat {
     }
 }
 
+/// The shape of the exported rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// One row per sample, every column of the run's rows (the generation schema).
+    #[default]
+    Samples,
+    /// One row per problem with open-r1's columns (see [`crate::open_r1`]): every stored sample
+    /// of the problem, accepted and rejected, in its `generations`.
+    OpenR1,
+}
+
+impl Layout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Samples => "samples",
+            Layout::OpenR1 => "open-r1",
+        }
+    }
+
+    fn schema(self) -> SchemaRef {
+        match self {
+            Layout::Samples => generation_schema(),
+            Layout::OpenR1 => crate::open_r1::problem_schema(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dedup {
     /// Drop rows whose `messages` equal an earlier row's.
@@ -207,10 +234,12 @@ pub struct ExportOptions {
     pub inputs: Vec<PathBuf>,
     pub out: PathBuf,
     pub format: ExportFormat,
+    pub layout: Layout,
     /// Split names and ratios adding up to 1.
     pub splits: Vec<(String, f64)>,
     pub seed: u64,
-    /// Accepted rows only (default), or all rows with their verdicts.
+    /// Accepted rows only (default), or all rows with their verdicts. In the open-r1 layout:
+    /// the problems with an accepted sample (default), or every problem.
     pub which: Which,
     pub dedup: Option<Dedup>,
     pub max_per_prompt: Option<u32>,
@@ -240,6 +269,7 @@ impl ExportOptions {
             inputs,
             out,
             format: ExportFormat::Parquet,
+            layout: Layout::Samples,
             splits: vec![("train".into(), 1.0)],
             seed: 0,
             which: Which::Accepted,
@@ -582,6 +612,7 @@ fn mixed_generation(messages: Vec<ChatMessage>, id: String, path: &Path, row: u6
         problem,
         system_prompt,
         reference_answer: None,
+        source: Default::default(),
         reasoning: None,
         content,
         extracted_answer: None,
@@ -684,8 +715,10 @@ fn read_mix(mix: &MixSource, report: &mut MixReport) -> Result<Vec<Generation>> 
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-fn project_schema(columns: &Option<Vec<String>>) -> Result<(SchemaRef, Option<Vec<usize>>)> {
-    let schema = generation_schema();
+fn project_schema(
+    schema: SchemaRef,
+    columns: &Option<Vec<String>>,
+) -> Result<(SchemaRef, Option<Vec<usize>>)> {
     let Some(columns) = columns else {
         return Ok((schema, None));
     };
@@ -736,25 +769,58 @@ fn write_atomic_text(path: &Path, text: &[u8]) -> Result<u64> {
     Ok(text.len() as u64)
 }
 
+/// The record batches of one data file: samples, or problems in the open-r1 layout, each cut to
+/// the chosen columns.
+fn file_batches<'a>(
+    rows: &'a FileRows<'a>,
+    projection: &'a Option<Vec<usize>>,
+) -> Box<dyn Iterator<Item = Result<RecordBatch>> + 'a> {
+    let project = move |batch: RecordBatch| -> Result<RecordBatch> {
+        Ok(match projection {
+            Some(indices) => batch.project(indices)?,
+            None => batch,
+        })
+    };
+    match rows {
+        FileRows::Samples(rows) => {
+            Box::new(rows.chunks(crate::shard::BATCH_ROWS).map(move |chunk| {
+                let owned: Vec<Generation> = chunk.iter().map(|g| (*g).clone()).collect();
+                project(to_record_batch(&owned)?)
+            }))
+        }
+        FileRows::Problems(problems) => {
+            Box::new(problems.chunks(crate::shard::BATCH_ROWS).map(move |chunk| {
+                let refs: Vec<&[&Generation]> = chunk.iter().map(Vec::as_slice).collect();
+                project(crate::open_r1::to_record_batch(&refs)?)
+            }))
+        }
+    }
+}
+
+/// What one data file holds.
+enum FileRows<'a> {
+    Samples(Vec<&'a Generation>),
+    /// Each problem's samples, in sample order.
+    Problems(Vec<Vec<&'a Generation>>),
+}
+
+impl FileRows<'_> {
+    fn is_empty(&self) -> bool {
+        match self {
+            FileRows::Samples(rows) => rows.is_empty(),
+            FileRows::Problems(problems) => problems.is_empty(),
+        }
+    }
+}
+
 fn write_file(
     path: &Path,
-    rows: &[&Generation],
+    batches: impl Iterator<Item = Result<RecordBatch>>,
     format: ExportFormat,
     schema: &SchemaRef,
-    projection: &Option<Vec<usize>>,
     metadata: &[(String, String)],
 ) -> Result<(u64, u64)> {
     let mut num_bytes = 0u64;
-    let batches = rows
-        .chunks(crate::shard::BATCH_ROWS)
-        .map(|chunk| -> Result<RecordBatch> {
-            let owned: Vec<Generation> = chunk.iter().map(|g| (*g).clone()).collect();
-            let batch = to_record_batch(&owned)?;
-            Ok(match projection {
-                Some(indices) => batch.project(indices)?,
-                None => batch,
-            })
-        });
     match format {
         ExportFormat::Parquet => {
             let mut file = AtomicParquet::create(path, schema.clone(), metadata)?;
@@ -938,6 +1004,25 @@ fn token_stats<'a>(rows: impl Iterator<Item = &'a Generation>) -> TokenStats {
     stats
 }
 
+/// The rows of one split grouped into problems (every sample of one prompt text, in the
+/// rows' order key, which is by prompt id and sample), the problems ordered by a seeded hash of
+/// their prompt text: the same rows and seed give the same files.
+fn problems_in_order<'a>(list: &[&'a Row], seed: &[u8]) -> Vec<Vec<&'a Generation>> {
+    let mut sorted: Vec<&Row> = list.to_vec();
+    sorted.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    let mut problems: Vec<(u64, Vec<&Generation>)> = Vec::new();
+    for row in sorted {
+        match problems.last_mut() {
+            Some((group, samples)) if *group == row.group => samples.push(&row.generation),
+            _ => problems.push((row.group, vec![&row.generation])),
+        }
+    }
+    problems.sort_by_cached_key(|(group, _)| {
+        (hash64(&[b"problem", seed, &group.to_le_bytes()]), *group)
+    });
+    problems.into_iter().map(|(_, samples)| samples).collect()
+}
+
 /// Exports runs as a dataset; see the module doc.
 pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     if options.inputs.is_empty() {
@@ -960,7 +1045,21 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
             "--max-per-prompt must be at least 1".into(),
         ));
     }
-    let (schema, projection) = project_schema(&options.columns)?;
+    if options.layout == Layout::OpenR1 {
+        // One row per problem leaves nothing for these to act on, or (mix) has no problem to
+        // put in the row: refused rather than quietly ignored.
+        let conflicting = [
+            (options.dedup.is_some(), "--dedup"),
+            (options.max_per_prompt.is_some(), "--max-per-prompt"),
+            (!options.mix.is_empty(), "--mix"),
+        ];
+        if let Some((_, flag)) = conflicting.iter().find(|(given, _)| *given) {
+            return Err(StoreError::Invalid(format!(
+                "{flag} does not apply to --layout open-r1, which holds one row per problem with every sample of it"
+            )));
+        }
+    }
+    let (schema, projection) = project_schema(options.layout.schema(), &options.columns)?;
     let mut warnings = Vec::new();
     let paths = shard_set::expand(&options.inputs)?;
     let sets = shard_set::shard_sets(&paths)?;
@@ -998,8 +1097,14 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     // 1. Read.
     let mut rows = Vec::new();
     let mut inputs = Vec::new();
+    // The open-r1 layout keeps every sample of a chosen problem, so it reads them all and
+    // chooses problems below.
+    let read_which = match options.layout {
+        Layout::Samples => options.which,
+        Layout::OpenR1 => Which::All,
+    };
     for path in &paths {
-        let stats = read_input(path, options.which, &mut rows)?;
+        let stats = read_input(path, read_which, &mut rows)?;
         if stats.pending_wal_segments > 0 {
             warnings.push(format!(
                 "{}: {} WAL segment(s) not yet cut into shards (unfinished run); their rows are included",
@@ -1011,6 +1116,18 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
             warnings.push(format!("{}: no generations found", path.display()));
         }
         inputs.push(stats);
+    }
+    if options.layout == Layout::OpenR1 {
+        let accepted: HashSet<u64> = rows
+            .iter()
+            .filter(|r| r.generation.accepted)
+            .map(|r| r.group)
+            .collect();
+        rows.retain(|r| match options.which {
+            Which::All => true,
+            Which::Accepted => accepted.contains(&r.group),
+            Which::Rejected => !accepted.contains(&r.group),
+        });
     }
     let rows_selected = rows.len() as u64;
     check_shards_disjoint(&rows, &set_of_run)?;
@@ -1045,13 +1162,13 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     let mut dropped_by_contamination: BTreeMap<String, u64> = BTreeMap::new();
     let mut contaminated: Vec<Value> = Vec::new();
     if let Some(index) = &options.decontaminate {
-        // The problem as the source gave it would be better than the rendered prompt; the
-        // template around it only adds words no benchmark item has.
+        // The problem as the source gave it: the template around it only adds words no
+        // benchmark item has (rows from before the source's fields were kept: the prompt).
         let mut verdicts: HashMap<u64, Option<distillery_decontam::Match>> = HashMap::new();
         rows.retain(|r| {
             let found = verdicts
                 .entry(r.group)
-                .or_insert_with(|| index.check(&r.generation.problem));
+                .or_insert_with(|| index.check(crate::open_r1::source_problem(&r.generation)));
             let Some(found) = found else {
                 return true;
             };
@@ -1184,6 +1301,10 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
             "distillery.export_seed".to_owned(),
             options.seed.to_string(),
         ),
+        (
+            "distillery.layout".to_owned(),
+            options.layout.name().to_owned(),
+        ),
     ];
     let mut splits = Vec::new();
     for (index, (name, _)) in options.splits.iter().enumerate() {
@@ -1206,13 +1327,17 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
                 r.order_key(),
             )
         });
-        // Cut into files.
-        let mut files: Vec<Vec<&Generation>> = vec![Vec::new()];
+        // Cut into files, a problem (all its samples) or a sample at a time.
+        let units: Vec<Vec<&Generation>> = match options.layout {
+            Layout::Samples => list.iter().map(|r| vec![&r.generation]).collect(),
+            Layout::OpenR1 => problems_in_order(&list, &seed),
+        };
+        let mut files: Vec<Vec<Vec<&Generation>>> = vec![Vec::new()];
         let mut current = 0u64;
-        for row in &list {
+        for unit in units {
             let size = match options.shard_size {
                 ShardSize::Rows(_) => 1,
-                ShardSize::Bytes(_) => row_text_bytes(&row.generation),
+                ShardSize::Bytes(_) => unit.iter().map(|g| row_text_bytes(g)).sum(),
             };
             let limit = match options.shard_size {
                 ShardSize::Rows(n) | ShardSize::Bytes(n) => n,
@@ -1222,26 +1347,36 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
                 files.push(Vec::new());
                 current = 0;
             }
-            files.last_mut().expect("non-empty").push(&row.generation);
+            files.last_mut().expect("non-empty").push(unit);
             current += size;
         }
         let n = files.len();
         let mut report = SplitReport {
             name: name.clone(),
-            rows: list.len() as u64,
+            rows: 0,
             files: Vec::new(),
             bytes: 0,
             num_bytes: 0,
         };
-        for (i, file_rows) in files.iter().enumerate() {
+        for (i, units) in files.into_iter().enumerate() {
+            let file_rows = match options.layout {
+                Layout::Samples => FileRows::Samples(units.into_iter().flatten().collect()),
+                Layout::OpenR1 => FileRows::Problems(units),
+            };
+            report.rows += match &file_rows {
+                FileRows::Samples(rows) => rows.len(),
+                FileRows::Problems(problems) => problems.len(),
+            } as u64;
+            if file_rows.is_empty() {
+                continue;
+            }
             let file_name = format!("{name}-{i:05}-of-{n:05}.{}", options.format.extension());
             let path = data_dir.join(&file_name);
             let (bytes, num_bytes) = write_file(
                 &path,
-                file_rows,
+                file_batches(&file_rows, &projection),
                 options.format,
                 &schema,
-                &projection,
                 &metadata,
             )?;
             report.bytes += bytes;
@@ -1399,6 +1534,7 @@ fn dataset_card(report: &ExportReport, options: &ExportOptions, schema: &Schema)
         "`messages` is SFT-ready: optional system turn, the user turn, and the assistant turn \
          `<think>\\n{reasoning}\\n</think>\\n\\n{answer}` (DeepSeek-R1 layout).\n\n",
     );
+    layout_section(&mut y, options);
     y.push_str("```python\nfrom datasets import load_dataset\nds = load_dataset(\"path/to/this/dataset\")\n```\n\n");
 
     y.push_str("## Splits\n\n| split | rows | files | size on disk |\n|---|---:|---:|---:|\n");
@@ -1579,6 +1715,45 @@ fn dataset_card(report: &ExportReport, options: &ExportOptions, schema: &Schema)
         }
     }
     y
+}
+
+/// What a row of this export is, and what its columns hold.
+fn layout_section(y: &mut String, options: &ExportOptions) {
+    y.push_str("## Layout\n\n");
+    match options.layout {
+        Layout::Samples => y.push_str(
+            "One row per sample of the teacher (`id`, `sample_index`). `problem` is the prompt \
+             as sent (the template applied); `source_problem` is the problem as the source \
+             gives it and `source_solution` the source's worked solution, with `problem_type`, \
+             `level` and `origin` when the pipeline names those fields (null otherwise). \
+             `checks` holds every check's verdict.\n\n",
+        ),
+        Layout::OpenR1 => {
+            y.push_str(
+                "One row per problem, in the layout of open-r1's datasets \
+                 (`open-r1/OpenR1-Math-220k`):\n\n\
+                 | column | what |\n|---|---|\n\
+                 | `problem` | the problem as the source gives it (not the rendered prompt) |\n\
+                 | `solution` | the source's worked solution, when the pipeline names one |\n\
+                 | `answer` | the reference answer the math check compared with |\n\
+                 | `problem_type`, `level` | the source's, when the pipeline names them |\n\
+                 | `source` | the source's origin field, else the pipeline's name |\n\
+                 | `uuid` | a stable UUID derived from the prompt id (`id`) |\n\
+                 | `messages` | the first accepted generation as a conversation (empty when none was accepted) |\n\
+                 | `generations` | every stored sample of the problem, accepted and rejected, by sample index: the assistant turn `<think>…</think>` then the answer |\n\
+                 | `finish_reasons` | each generation's finish reason (`stop`, `length`) |\n\
+                 | `correctness_math_verify` | whether each generation's final answer matched the reference (null where no math check ran) |\n\
+                 | `correctness_count` | the number of `true` in `correctness_math_verify` |\n\
+                 | `generation_accepted`, `reject_reasons` | whether each generation passed every check and the keep policy, else its first failing reason |\n\n",
+            );
+            y.push_str(if options.which == Which::All {
+                "Every problem the teacher answered is here, with or without an accepted generation.\n\n"
+            } else {
+                "A problem is here when at least one of its generations was accepted; its rejected \
+                 generations stay in `generations`, marked in `generation_accepted`.\n\n"
+            });
+        }
+    }
 }
 
 /// A local path as the card shows it: whole with `--keep-provenance`, else its last part.
@@ -1938,6 +2113,114 @@ mod tests {
         );
         assert!(card.contains("| reasoning tokens, max | 101 |"), "{card}");
         assert!(card.contains("```toml\nname = \"gsm\"\n```"), "{card}");
+    }
+
+    /// The open-r1 layout: one row per problem holding every sample, accepted and rejected,
+    /// the problems chosen by `which`; the card describes it; options that need one row per
+    /// sample are refused.
+    #[test]
+    fn open_r1_layout_groups_samples_by_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        // 9 prompts × 2 samples; sample 1 is rejected when p % 3 == 0.
+        let run = make_run(dir.path(), "gsm", 9, "r1");
+        let mut options = ExportOptions::new(vec![run.clone()], dir.path().join("out"));
+        options.layout = Layout::OpenR1;
+        options.splits = parse_splits("train=0.7,test=0.3").unwrap();
+        options.format = ExportFormat::Jsonl;
+        let report = export(&options).unwrap();
+        let problems: u64 = report.splits.iter().map(|s| s.rows).sum();
+        assert_eq!(problems, 9);
+        assert_eq!(
+            report.rows_selected, 18,
+            "rejected samples are kept in the rows"
+        );
+        let mut rows = Vec::new();
+        for split in &report.splits {
+            for file in &split.files {
+                let text = std::fs::read_to_string(dir.path().join("out").join(file)).unwrap();
+                rows.extend(
+                    text.lines()
+                        .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+                );
+            }
+        }
+        assert_eq!(rows.len(), 9);
+        let with_rejected = rows
+            .iter()
+            .filter(|r| r["generation_accepted"] == serde_json::json!([true, false]))
+            .count();
+        assert_eq!(with_rejected, 3);
+        for row in &rows {
+            assert_eq!(row["generations"].as_array().unwrap().len(), 2, "{row}");
+            assert_eq!(row["problem"], row["messages"][0]["content"]);
+            let keys: BTreeSet<&str> = row
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let schema = crate::open_r1::problem_schema();
+            let columns: BTreeSet<&str> =
+                schema.fields().iter().map(|f| f.name().as_str()).collect();
+            assert_eq!(keys, columns);
+        }
+        let card = std::fs::read_to_string(&report.card).unwrap();
+        assert!(card.contains("One row per problem"), "{card}");
+        assert!(
+            card.contains("  - name: generations\n    sequence: string"),
+            "{card}"
+        );
+        assert!(
+            card.contains("  - name: correctness_count\n    dtype: int64"),
+            "{card}"
+        );
+
+        // Same rows, same seed: the same files.
+        let first = std::fs::read(dir.path().join("out").join(&report.splits[0].files[0])).unwrap();
+        options.force = true;
+        export(&options).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("out").join(&report.splits[0].files[0])).unwrap(),
+            first
+        );
+
+        for (flag, change) in [
+            (
+                "--dedup",
+                &(|o: &mut ExportOptions| o.dedup = Some(Dedup::Exact))
+                    as &dyn Fn(&mut ExportOptions),
+            ),
+            ("--max-per-prompt", &|o: &mut ExportOptions| {
+                o.max_per_prompt = Some(1)
+            }),
+        ] {
+            let mut refused = ExportOptions::new(vec![run.clone()], dir.path().join("x"));
+            refused.layout = Layout::OpenR1;
+            change(&mut refused);
+            let error = export(&refused).unwrap_err().to_string();
+            assert!(error.contains(flag) && error.contains("open-r1"), "{error}");
+        }
+    }
+
+    /// The default layout carries the source's own problem and solution beside the prompt.
+    #[test]
+    fn sample_layout_keeps_the_source_problem_and_solution() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = make_run(dir.path(), "gsm", 3, "r1");
+        let options = ExportOptions::new(vec![run], dir.path().join("out"));
+        export(&options).unwrap();
+        let rows = all_rows(&dir.path().join("out/data"));
+        assert!(!rows.is_empty());
+        for row in rows {
+            assert_eq!(row.source.problem.as_deref(), Some(row.problem.as_str()));
+            assert_eq!(row.source.solution.as_deref(), Some("Six times seven."));
+        }
+        let card = std::fs::read_to_string(dir.path().join("out/README.md")).unwrap();
+        assert!(
+            card.contains("  - name: source_solution\n    dtype: string"),
+            "{card}"
+        );
+        assert!(card.contains("One row per sample"), "{card}");
     }
 
     #[test]

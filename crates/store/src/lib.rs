@@ -16,6 +16,7 @@ pub mod error;
 pub mod export;
 pub mod fsck;
 pub mod inspect;
+pub mod open_r1;
 
 pub mod read;
 pub mod record;
@@ -29,7 +30,8 @@ pub mod wal;
 pub use error::{Result, StoreError};
 pub use read::{GenerationReader, Which, read_generations, read_shards};
 pub use record::{
-    ChatMessage, CheckResult, FailureEntry, Generation, Provenance, QuarantineEntry, assistant_turn,
+    ChatMessage, CheckResult, FailureEntry, Generation, Provenance, QuarantineEntry, SourceFields,
+    assistant_turn, assistant_turn_as,
 };
 pub use run_dir::{
     Counts, EndpointConcurrency, Manifest, Recovered, RunDir, RunLock, RunStatus, ShardInfo,

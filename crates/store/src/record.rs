@@ -47,6 +47,23 @@ pub struct Provenance {
     pub created_at_ms: i64,
 }
 
+/// What the source row says about the problem besides the prompt, copied as given (the
+/// `[source]` fields `prompt_field`, `solution_field`, `problem_type_field`, `level_field` and
+/// `origin_field`). Every sample of a prompt carries the same.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SourceFields {
+    /// The problem as the source gives it, before the prompt template wraps it.
+    pub problem: Option<String>,
+    /// The source's worked solution.
+    pub solution: Option<String>,
+    pub problem_type: Option<String>,
+    /// The source's difficulty (MATH's `Level 3`).
+    pub level: Option<String>,
+    /// The data set the row comes from (NuminaMath's `source`).
+    pub origin: Option<String>,
+}
+
 /// One verified sample of the teacher for one prompt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Generation {
@@ -58,6 +75,9 @@ pub struct Generation {
     pub problem: String,
     pub system_prompt: Option<String>,
     pub reference_answer: Option<String>,
+    /// The source row's own fields; WAL records written before they existed read as empty.
+    #[serde(default)]
+    pub source: SourceFields,
     pub reasoning: Option<String>,
     /// The final answer text after the reasoning.
     pub content: String,
@@ -104,9 +124,25 @@ pub fn first_failure(checks: &[CheckResult]) -> String {
 
 /// The assistant turn of the SFT-ready conversation, in the DeepSeek-R1 layout.
 pub fn assistant_turn(reasoning: Option<&str>, content: &str) -> String {
-    match reasoning {
-        Some(reasoning) => format!("<think>\n{reasoning}\n</think>\n\n{content}"),
-        None => content.to_owned(),
+    assistant_turn_as(distillery_spec::AssistantFormat::R1, reasoning, content)
+}
+
+/// The assistant turn in `format`: R1's `<think>\n…\n</think>\n\n` then the answer, or the
+/// tagged layout's `<think>\n…\n</think>\n` then the answer (its `<answer>` block as the teacher
+/// wrote it), the layout open-r1's format reward expects.
+pub fn assistant_turn_as(
+    format: distillery_spec::AssistantFormat,
+    reasoning: Option<&str>,
+    content: &str,
+) -> String {
+    match (reasoning, format) {
+        (Some(reasoning), distillery_spec::AssistantFormat::R1) => {
+            format!("<think>\n{reasoning}\n</think>\n\n{content}")
+        }
+        (Some(reasoning), distillery_spec::AssistantFormat::Tagged) => {
+            format!("<think>\n{reasoning}\n</think>\n{}", content.trim())
+        }
+        (None, _) => content.to_owned(),
     }
 }
 

@@ -24,10 +24,12 @@ use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use serde_json::{Map, Value};
 
 use crate::error::{Result, StoreError};
-use crate::record::{ChatMessage, CheckResult, Generation, Provenance};
+use crate::record::{ChatMessage, CheckResult, Generation, Provenance, SourceFields};
 
 /// Version of the row layout, written to every shard's footer (`distillery.schema_version`).
-pub const SCHEMA_VERSION: &str = "1";
+/// 2 added the source's own fields (`source_problem`, `source_solution`, `problem_type`,
+/// `level`, `origin`); files of version 1 read with those null.
+pub const SCHEMA_VERSION: &str = "2";
 
 /// Footer key of the schema version.
 pub const META_SCHEMA_VERSION: &str = "distillery.schema_version";
@@ -68,6 +70,11 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         s("problem", false),
         s("system_prompt", true),
         s("reference_answer", true),
+        s("source_problem", true),
+        s("source_solution", true),
+        s("problem_type", true),
+        s("level", true),
+        s("origin", true),
         s("reasoning", true),
         s("content", false),
         s("extracted_answer", true),
@@ -193,6 +200,11 @@ pub fn to_record_batch(rows: &[Generation]) -> Result<RecordBatch> {
         strings(rows, |g| &g.problem),
         opt_strings(rows, |g| g.system_prompt.as_deref()),
         opt_strings(rows, |g| g.reference_answer.as_deref()),
+        opt_strings(rows, |g| g.source.problem.as_deref()),
+        opt_strings(rows, |g| g.source.solution.as_deref()),
+        opt_strings(rows, |g| g.source.problem_type.as_deref()),
+        opt_strings(rows, |g| g.source.level.as_deref()),
+        opt_strings(rows, |g| g.source.origin.as_deref()),
         opt_strings(rows, |g| g.reasoning.as_deref()),
         strings(rows, |g| &g.content),
         opt_strings(rows, |g| g.extracted_answer.as_deref()),
@@ -406,6 +418,12 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<Generation>> {
     let problem = Str::new(batch, "problem", true)?;
     let system_prompt = Str::new(batch, "system_prompt", false)?;
     let reference_answer = Str::new(batch, "reference_answer", false)?;
+    // Absent from files written before they existed: read as null.
+    let source_problem = Str::new(batch, "source_problem", false)?;
+    let source_solution = Str::new(batch, "source_solution", false)?;
+    let problem_type = Str::new(batch, "problem_type", false)?;
+    let level = Str::new(batch, "level", false)?;
+    let origin = Str::new(batch, "origin", false)?;
     let reasoning = Str::new(batch, "reasoning", false)?;
     let content = Str::new(batch, "content", true)?;
     let extracted_answer = Str::new(batch, "extracted_answer", false)?;
@@ -486,6 +504,13 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<Generation>> {
             problem: problem.get(row)?,
             system_prompt: system_prompt.opt(row),
             reference_answer: reference_answer.opt(row),
+            source: SourceFields {
+                problem: source_problem.opt(row),
+                solution: source_solution.opt(row),
+                problem_type: problem_type.opt(row),
+                level: level.opt(row),
+                origin: origin.opt(row),
+            },
             reasoning: reasoning.opt(row),
             content: content.get(row)?,
             extracted_answer: extracted_answer.opt(row),
@@ -601,6 +626,13 @@ pub(crate) mod tests {
             problem: format!("What is {id}?"),
             system_prompt: None,
             reference_answer: Some("42".into()),
+            source: SourceFields {
+                problem: Some(format!("What is {id}?")),
+                solution: Some("Six times seven.".into()),
+                problem_type: None,
+                level: Some("Level 2".into()),
+                origin: None,
+            },
             reasoning: Some(reasoning.clone()),
             content: content.clone(),
             extracted_answer: Some(sample_index.to_string()),

@@ -58,6 +58,19 @@ impl SourceRow {
         self.fields.get(name).and_then(field_text)
     }
 
+    /// The row's own description of its problem, as the definition names the fields.
+    pub fn source_fields(&self, source: &Source) -> crate::record::SourceFields {
+        let meta = &source.metadata;
+        let field = |name: &Option<String>| name.as_deref().and_then(|n| self.field(n));
+        crate::record::SourceFields {
+            problem: self.prompt(source).map(std::borrow::Cow::into_owned),
+            solution: field(&meta.solution_field),
+            problem_type: field(&meta.problem_type_field),
+            level: field(&meta.level_field),
+            origin: field(&meta.origin_field),
+        }
+    }
+
     /// The user turn: `template` filled with this row's fields. The pipeline and
     /// `distillery eval` both render prompts here, so a student is evaluated with exactly the
     /// prompt its training traces were asked with.
@@ -448,6 +461,7 @@ impl RawRows {
             prompt_field: String::new(),
             answer_field: None,
             answer_extract: AnswerExtract::Verbatim,
+            metadata: Default::default(),
             limit: None,
         };
         SourceReader::open(&source).map(Self)
@@ -861,6 +875,7 @@ mod tests {
             prompt_field: "question".into(),
             answer_field: Some("answer".into()),
             answer_extract: AnswerExtract::Gsm8k,
+            metadata: Default::default(),
             limit: None,
         }
     }

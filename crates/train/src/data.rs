@@ -362,15 +362,36 @@ pub struct Encoder<'a> {
 }
 
 impl Encoder<'_> {
-    /// Renders and tokenises `conv`. Assistant spans are found the way transformers'
-    /// `return_assistant_tokens_mask` would without `{% generation %}` markers: for each
+    /// Renders and tokenises `conv`. When the template marks assistant text with
+    /// `{% generation %}` blocks, the loss mask is those blocks, token by token as transformers'
+    /// `return_assistant_tokens_mask` (and TRL's `assistant_only_loss`) take them: every token
+    /// from the one holding a block's first byte to the one holding its last.
+    /// Without markers, assistant spans are found by rendering prefixes: for each
     /// assistant turn `i`, the text added by rendering `messages[..=i]` over rendering
     /// `messages[..i]` with the generation prompt is that turn's span (its content and
     /// end-of-turn marker); it is located in the full rendering, then mapped to tokens via the
     /// tokenizer's byte offsets (a token is an assistant token when it starts inside a span).
     pub fn encode(&self, conv: &Conversation) -> Result<Encoded> {
         let origin = conv.origin.as_str();
-        let full = self.template.render(&conv.messages, false, origin)?;
+        let rendered = self.template.render_marked(&conv.messages, false, origin)?;
+        if let Some(spans) = rendered.generation_spans {
+            let enc = self.tokenize(&rendered.text, origin)?;
+            let assistant = enc
+                .get_offsets()
+                .iter()
+                .map(|&(s, e)| {
+                    // A token overlapping a block (a zero-width one: sitting inside it).
+                    spans
+                        .iter()
+                        .any(|b| (s < b.end && e > b.start) || (s == e && b.contains(&s)))
+                })
+                .collect();
+            return Ok(Encoded {
+                tokens: enc.get_ids().to_vec(),
+                assistant,
+            });
+        }
+        let full = rendered.text;
         let mut spans: Vec<(usize, usize)> = Vec::new();
         let mut cursor = 0usize;
         for (i, m) in conv.messages.iter().enumerate() {
@@ -414,13 +435,7 @@ impl Encoder<'_> {
             spans.push((start, start + turn.len()));
             cursor = start + turn.len();
         }
-        let enc =
-            self.tokenizer
-                .encode(full.as_str(), false)
-                .map_err(|e| TrainError::Tokenize {
-                    origin: origin.to_string(),
-                    message: e.to_string(),
-                })?;
+        let enc = self.tokenize(&full, origin)?;
         let tokens = enc.get_ids().to_vec();
         let assistant = enc
             .get_offsets()
@@ -433,6 +448,15 @@ impl Encoder<'_> {
             })
             .collect();
         Ok(Encoded { tokens, assistant })
+    }
+
+    fn tokenize(&self, text: &str, origin: &str) -> Result<tokenizers::Encoding> {
+        self.tokenizer
+            .encode(text, false)
+            .map_err(|e| TrainError::Tokenize {
+                origin: origin.to_string(),
+                message: e.to_string(),
+            })
     }
 
     /// Encodes every conversation into shifted examples of at most `max_len` positions
@@ -788,13 +812,27 @@ pub(crate) mod tests {
         tok
     }
 
+    /// ChatML as it was before it carried `{% generation %}` markers: the prefix-rendering
+    /// fallback finds its assistant spans.
+    const UNMARKED_CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
     #[test]
     fn loss_mask_covers_exactly_the_assistant_turns() {
+        // The markers' spans end at `<|im_end|>`; the fallback's take the turn's whole text,
+        // its new line too. The rendered text is the same.
+        let marked = ChatTemplate::chatml();
+        assert!(marked.has_generation_markers());
+        check_assistant_mask(&marked, "");
+        let unmarked = ChatTemplate::new(UNMARKED_CHATML, vec![], None).unwrap();
+        assert!(!unmarked.has_generation_markers());
+        check_assistant_mask(&unmarked, "\n");
+    }
+
+    fn check_assistant_mask(tmpl: &ChatTemplate, after_end: &str) {
         let tok = byte_tokenizer();
-        let tmpl = ChatTemplate::chatml();
         let enc = Encoder {
             tokenizer: &tok,
-            template: &tmpl,
+            template: tmpl,
         };
         let c = conv(&[
             ("system", "sys"),
@@ -821,8 +859,8 @@ pub(crate) mod tests {
         assert_eq!(
             texts,
             vec![
-                "<think>\nr\n</think>\n\nA1<|im_end|>\n".to_string(),
-                "A2<|im_end|>\n".to_string()
+                format!("<think>\nr\n</think>\n\nA1<|im_end|>{after_end}"),
+                format!("A2<|im_end|>{after_end}")
             ]
         );
         // Everything else (system, user turns, role headers) is unmasked.
@@ -833,9 +871,12 @@ pub(crate) mod tests {
             .filter(|(_, m)| !**m)
             .map(|(t, _)| *t)
             .collect();
+        let newline = if after_end.is_empty() { "\n" } else { "" };
         assert_eq!(
             tok.decode(&unmasked, false).unwrap(),
-            "<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nhéllo<|im_end|>\n<|im_start|>assistant\n<|im_start|>user\nmore<|im_end|>\n<|im_start|>assistant\n"
+            format!(
+                "<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nhéllo<|im_end|>\n<|im_start|>assistant\n{newline}<|im_start|>user\nmore<|im_end|>\n<|im_start|>assistant\n{newline}"
+            )
         );
         let (examples, stats) = enc.encode_all(std::slice::from_ref(&c), 1024).unwrap();
         assert_eq!(stats.truncated, 0);

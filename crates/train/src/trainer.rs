@@ -468,12 +468,20 @@ impl Trainer {
             None => None,
         };
         let model_path = resume_dir.clone().unwrap_or_else(|| init.model.clone());
-        let student =
+        let mut student =
             Checkpoint::load(&model_path, &device, cfg.precision.dtype()).map_err(model_err)?;
         let model = student.model().map_err(model_err)?;
         let template = student.compile_chat_template()?;
         if template.is_fallback {
             tracing::warn!(model = %model_path.display(), "no chat template; using ChatML");
+            // The trained model was taught ChatML: its checkpoints say so, with the
+            // `{% generation %}` markers TRL and transformers read the assistant tokens from.
+            if let Some(config) = student.tokenizer_config.as_object_mut() {
+                config.insert(
+                    "chat_template".into(),
+                    crate::template::CHATML_TEMPLATE.into(),
+                );
+            }
         }
         if cfg.max_len > student.config.max_position_embeddings {
             tracing::warn!(

@@ -346,6 +346,7 @@ fn loss_mask_with_the_tiny_models_template_covers_the_assistant_turn() {
         ChatTemplate::from_config_value(&ck.tokenizer_config, ck.chat_template.as_deref(), None)
             .unwrap();
     assert!(!tmpl.is_fallback);
+    assert!(tmpl.has_generation_markers());
     let enc = Encoder {
         tokenizer: &ck.tokenizer,
         template: &tmpl,
@@ -360,10 +361,18 @@ fn loss_mask_with_the_tiny_models_template_covers_the_assistant_turn() {
         .map(|(t, _)| *t)
         .collect();
     let text = ck.tokenizer.decode(&masked, false).unwrap();
-    assert_eq!(text, format!("{}<|im_end|>\n", c.messages[1].content));
-    // The masked tokens are one contiguous run at the end.
+    // The `{% generation %}` block: the content and `<|im_end|>`, not the new line after it.
+    assert_eq!(text, format!("{}<|im_end|>", c.messages[1].content));
+    // The masked tokens are one contiguous run, then that new line.
     let first = e.assistant.iter().position(|m| *m).unwrap();
-    assert!(e.assistant[first..].iter().all(|m| *m));
+    let (last, run) = e.assistant[first..].split_last().unwrap();
+    assert!(run.iter().all(|m| *m) && !last);
+    assert_eq!(
+        ck.tokenizer
+            .decode(&e.tokens[e.tokens.len() - 1..], false)
+            .unwrap(),
+        "\n"
+    );
 }
 
 #[test]

@@ -1,4 +1,6 @@
-//! The R1 output template: one non-empty `<think>…</think>` block, then the answer.
+//! The output templates: R1's one non-empty `<think>…</think>` block, then the answer; and the
+//! tagged one (R1-Zero, open-r1's GRPO recipes), whose answer is one non-empty
+//! `<answer>…</answer>` block.
 
 use crate::{Check, Reason, Verdict};
 
@@ -15,6 +17,48 @@ pub fn check_think(reasoning: Option<&str>, content: &str) -> Verdict {
     match check(reasoning, content) {
         Ok(()) => Verdict::pass(Check::Format),
         Err(reason) => Verdict::fail(Check::Format, reason),
+    }
+}
+
+/// Checks the tagged layout: the R1 layout of [`check_think`], and an answer that holds exactly
+/// one non-empty `<answer>…</answer>` block (text around it is allowed, as a model's closing
+/// sentence is).
+pub fn check_tagged(reasoning: Option<&str>, content: &str) -> Verdict {
+    let checked = check(reasoning, content).and_then(|()| {
+        let has_separate = reasoning.is_some_and(|r| !r.trim().is_empty());
+        let answer = match content.rfind(CLOSE) {
+            Some(close) if !has_separate => &content[close + CLOSE.len()..],
+            _ => content,
+        };
+        require_answer_tag(answer)
+    });
+    match checked {
+        Ok(()) => Verdict::pass(Check::Format),
+        Err(reason) => Verdict::fail(Check::Format, reason),
+    }
+}
+
+const ANSWER_OPEN: &str = "<answer>";
+const ANSWER_CLOSE: &str = "</answer>";
+
+fn require_answer_tag(answer: &str) -> Result<(), Reason> {
+    let opens = answer.matches(ANSWER_OPEN).count();
+    let closes = answer.matches(ANSWER_CLOSE).count();
+    match (opens, closes) {
+        (0, 0) => Err(Reason::FormatAnswerTagMissing),
+        (o, c) if o > 1 || c > 1 => Err(Reason::FormatAnswerTagDoubled { count: o.max(c) }),
+        (1, 1) => {
+            let open = answer.find(ANSWER_OPEN).unwrap_or(0) + ANSWER_OPEN.len();
+            let close = answer.find(ANSWER_CLOSE).unwrap_or(0);
+            if close < open {
+                Err(Reason::FormatAnswerTagUnclosed)
+            } else if answer[open..close].trim().is_empty() {
+                Err(Reason::FormatAnswerTagEmpty)
+            } else {
+                Ok(())
+            }
+        }
+        _ => Err(Reason::FormatAnswerTagUnclosed),
     }
 }
 
@@ -90,6 +134,47 @@ mod tests {
             "format.text_before_think"
         );
         assert_eq!(code(None, "</think> a <think> 4"), "format.unclosed_think");
+    }
+
+    #[test]
+    fn tagged_answers() {
+        let tagged =
+            |reasoning: Option<&str>, content: &str| check_tagged(reasoning, content).code();
+        assert_eq!(
+            tagged(
+                None,
+                "<think>\n2+2\n</think>\n<answer>\n\\boxed{4}\n</answer>"
+            ),
+            "pass"
+        );
+        assert_eq!(tagged(Some("2+2"), "<answer>4</answer>"), "pass");
+        assert_eq!(tagged(Some("2+2"), "So: <answer>4</answer> Done."), "pass");
+        assert_eq!(
+            tagged(Some("2+2"), "The answer is 4."),
+            "format.answer_tag_missing"
+        );
+        assert_eq!(
+            tagged(Some("2+2"), "<answer> \n </answer>"),
+            "format.answer_tag_empty"
+        );
+        assert_eq!(
+            tagged(Some("2+2"), "<answer>4</answer><answer>5</answer>"),
+            "format.answer_tag_doubled"
+        );
+        assert_eq!(
+            tagged(Some("2+2"), "<answer>4"),
+            "format.answer_tag_unclosed"
+        );
+        assert_eq!(
+            tagged(Some("2+2"), "</answer>4<answer>"),
+            "format.answer_tag_unclosed"
+        );
+        // Tags inside the reasoning are not the answer; the think checks come first.
+        assert_eq!(
+            tagged(None, "<think><answer>4</answer></think> 4"),
+            "format.answer_tag_missing"
+        );
+        assert_eq!(tagged(None, "<answer>4</answer>"), "format.missing_think");
     }
 
     #[test]

@@ -151,6 +151,18 @@ pub enum Reason {
     #[serde(rename = "format.missing_answer")]
     #[error("no answer after the think block")]
     FormatMissingAnswer,
+    #[serde(rename = "format.answer_tag_missing")]
+    #[error("no <answer>…</answer> block after the think block")]
+    FormatAnswerTagMissing,
+    #[serde(rename = "format.answer_tag_unclosed")]
+    #[error("<answer> and </answer> do not pair up")]
+    FormatAnswerTagUnclosed,
+    #[serde(rename = "format.answer_tag_empty")]
+    #[error("the answer block is empty")]
+    FormatAnswerTagEmpty,
+    #[serde(rename = "format.answer_tag_doubled")]
+    #[error("{count} answer blocks; exactly one is allowed")]
+    FormatAnswerTagDoubled { count: usize },
 
     #[serde(rename = "language.mixed")]
     #[error("{share:.3} of letters are {foreign:?} in {dominant:?} text (limit {threshold})")]
@@ -215,6 +227,10 @@ impl Reason {
             Reason::FormatEmptyThink => "format.empty_think",
             Reason::FormatTextBeforeThink => "format.text_before_think",
             Reason::FormatMissingAnswer => "format.missing_answer",
+            Reason::FormatAnswerTagMissing => "format.answer_tag_missing",
+            Reason::FormatAnswerTagUnclosed => "format.answer_tag_unclosed",
+            Reason::FormatAnswerTagEmpty => "format.answer_tag_empty",
+            Reason::FormatAnswerTagDoubled { .. } => "format.answer_tag_doubled",
             Reason::LanguageMixed { .. } => "language.mixed",
             Reason::LengthTooLong { .. } => "length.too_long",
             Reason::LengthTooShort { .. } => "length.too_short",

@@ -7,13 +7,23 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use distillery_store::Which;
 use distillery_store::export::{
-    Dedup, ExportFormat, ExportOptions, MixSource, ShardSize, export, parse_splits,
+    Dedup, ExportFormat, ExportOptions, Layout, MixSource, ShardSize, export, parse_splits,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Parquet,
     Jsonl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayoutArg {
+    /// One row per sample, every column of the run's rows.
+    Samples,
+    /// One row per problem with open-r1's columns (problem, solution, answer, source, uuid,
+    /// messages, generations, finish_reasons, correctness_math_verify, correctness_count).
+    #[value(name = "open-r1")]
+    OpenR1,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -30,7 +40,8 @@ Examples:
   distillery export runs/gsm8k-mock --out datasets/gsm8k-r1
   distillery export runs/a runs/b --out ds --split train=0.98,test=0.02 --seed 1 --max-per-prompt 1
   distillery export runs/math --out ds --mix general.jsonl:0.2   # 80% reasoning, 20% general
-  distillery export runs/math --out ds --format jsonl --columns id,messages")]
+  distillery export runs/math --out ds --format jsonl --columns id,messages
+  distillery export runs/math --out ds --layout open-r1 --all   # one row per problem")]
 pub struct Args {
     /// Run directories (or exported datasets / Parquet files of generation rows) to merge.
     #[arg(required = true, value_name = "RUN_DIR")]
@@ -40,6 +51,11 @@ pub struct Args {
     pub out: PathBuf,
     #[arg(long, value_enum, default_value = "parquet")]
     pub format: Format,
+    /// Row layout: a row per sample, or a row per problem as open-r1's datasets have it
+    /// (every sample of the problem, accepted and rejected, in `generations`; the problems
+    /// with an accepted sample, or every problem with --all).
+    #[arg(long, value_enum, default_value = "samples")]
+    pub layout: LayoutArg,
     /// Splits and their shares, assigned per prompt so no prompt is in two splits.
     #[arg(long, default_value = "train=1", value_name = "NAME=RATIO,...")]
     pub split: String,
@@ -97,6 +113,10 @@ pub fn options(args: Args) -> anyhow::Result<ExportOptions> {
     options.format = match args.format {
         Format::Parquet => ExportFormat::Parquet,
         Format::Jsonl => ExportFormat::Jsonl,
+    };
+    options.layout = match args.layout {
+        LayoutArg::Samples => Layout::Samples,
+        LayoutArg::OpenR1 => Layout::OpenR1,
     };
     options.splits = parse_splits(&args.split)?;
     options.seed = args.seed;
@@ -178,9 +198,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     for split in &report.splits {
         crate::outln!(
-            "  {}: {} rows in {} file(s)",
+            "  {}: {} {} in {} file(s)",
             split.name,
             split.rows,
+            match options.layout {
+                Layout::Samples => "rows",
+                Layout::OpenR1 => "problems",
+            },
             split.files.len()
         )?;
     }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use distillery_mock::{MockDataset, MockServer};
-use distillery_spec::{FaultRates, MockSettings, MockTask, ReasoningStyle};
+use distillery_spec::{AssistantFormat, FaultRates, MockSettings, MockTask, ReasoningStyle};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -43,6 +43,9 @@ pub struct Args {
     truncation_rate: f64,
     #[arg(long, value_enum, default_value_t = StyleArg::ReasoningContent)]
     reasoning_style: StyleArg,
+    /// `r1`: the answer as free text after the reasoning; `tagged`: in `<answer>…</answer>`.
+    #[arg(long, value_enum, default_value_t = FormatArg::R1)]
+    assistant_format: FormatArg,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Share of attempts answered 429 with Retry-After.
@@ -92,6 +95,21 @@ impl From<TaskArg> for MockTask {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    R1,
+    Tagged,
+}
+
+impl From<FormatArg> for AssistantFormat {
+    fn from(format: FormatArg) -> Self {
+        match format {
+            FormatArg::R1 => Self::R1,
+            FormatArg::Tagged => Self::Tagged,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum StyleArg {
     ReasoningContent,
     Reasoning,
@@ -120,6 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         language_mix_rate: args.language_mix_rate,
         truncation_rate: args.truncation_rate,
         reasoning_style: args.reasoning_style.into(),
+        assistant_format: Some(args.assistant_format.into()),
         seed: args.seed,
         faults: FaultRates {
             rate_limit: args.rate_limit,
