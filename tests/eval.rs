@@ -103,7 +103,13 @@ fn a_teacher_that_is_always_right_scores_one() {
         ms("latency_ms", "p50") <= ms("latency_ms", "p95"),
         "{serving}"
     );
-    assert!(ms("decode_tokens_per_s", "p50") > 0.0, "{serving}");
+    // The simulator may send a whole answer within the millisecond of its first token, which
+    // leaves no decode time to divide by: then the figure is absent, never zero or infinite.
+    let decode = &serving["decode_tokens_per_s"];
+    assert!(
+        decode.is_null() || decode["p50"].as_f64().unwrap() > 0.0,
+        "{serving}"
+    );
     assert!(stdout.contains("serving   latency p50"), "{stdout}");
 
     // Each problem was asked exactly as the pipeline asks it, and graded against `#### N`.
