@@ -25,6 +25,7 @@ mod gguf;
 mod memory;
 mod model;
 mod tiny;
+mod token_bytes;
 
 pub use chat_template::{CHATML_FALLBACK_TEMPLATE, ChatTemplate, ChatTurn, TemplateError};
 pub use checkpoint::{Checkpoint, save_checkpoint};
@@ -34,6 +35,7 @@ pub use distillery_spec::{DeviceSpec, Precision};
 pub use error::{Error, Result};
 pub use generate::{FinishReason, GenerateOptions, Generated, RowOptions, TokenEvent};
 pub use memory::keep_freed_tensor_memory;
+pub use token_bytes::TokenBytes;
 pub use model::{BatchContext, Model, TensorSpec, random_varmap};
 pub use tiny::{
     CHATML_TEMPLATE, TINY_EOT_ID, TINY_IM_END_ID, TINY_IM_START_ID, TINY_INIT_STD,

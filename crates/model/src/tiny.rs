@@ -45,7 +45,7 @@ const MERGES_ASSET: &str = include_str!("../assets/tiny_merges.txt");
 pub const CHATML_TEMPLATE: &str = "{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}";
 
 /// GPT-2's byte → printable char map (the ByteLevel alphabet), indexed by byte.
-fn byte_chars() -> Vec<char> {
+pub(crate) fn byte_chars() -> Vec<char> {
     let mut printable: Vec<u32> = ('!' as u32..='~' as u32)
         .chain('¡' as u32..='¬' as u32)
         .chain('®' as u32..='ÿ' as u32)

@@ -104,6 +104,10 @@ pub struct MockSettings {
     pub reasoning_style: ReasoningStyle,
     pub seed: u64,
     pub faults: FaultRates,
+    /// A `tokenizer.json` the simulator splits its text with when asked for log-probabilities
+    /// (`top_logprobs`), so its tokens are a real vocabulary's (a student's, in the demo).
+    /// Without one it splits text into words, digits and single characters.
+    pub tokenizer: Option<PathBuf>,
 }
 
 impl Default for MockSettings {
@@ -121,6 +125,7 @@ impl Default for MockSettings {
             reasoning_style: ReasoningStyle::default(),
             seed: 0,
             faults: FaultRates::default(),
+            tokenizer: None,
         }
     }
 }

@@ -255,6 +255,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             retries: args.retries,
             stream: false,
             backoff: Backoff::default(),
+            top_logprobs: None,
         };
         let teacher = OpenAiTeacher::new(&[endpoint], options)
             .with_context(|| format!("cannot set up the endpoint {base_url}"))?;
