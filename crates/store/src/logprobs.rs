@@ -272,6 +272,84 @@ pub fn to_array<'a>(rows: impl ExactSizeIterator<Item = Option<&'a TeacherLogpro
     ))
 }
 
+/// What the column costs in Parquet files: its compressed bytes, and the generated tokens
+/// it holds (`None` when no file has the column).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Footprint {
+    pub rows: u64,
+    pub tokens: u64,
+    pub bytes: u64,
+    pub k: u8,
+}
+
+impl Footprint {
+    pub fn bytes_per_token(&self) -> f64 {
+        self.bytes as f64 / self.tokens.max(1) as f64
+    }
+}
+
+/// The column's footprint over `files`: compressed column-chunk sizes from the footers, and
+/// the token count from the column itself.
+pub fn footprint(files: &[std::path::PathBuf]) -> crate::Result<Option<Footprint>> {
+    use parquet::arrow::ProjectionMask;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let mut total = Footprint::default();
+    let mut found = false;
+    for path in files {
+        let file = std::fs::File::open(path).map_err(crate::StoreError::io("open", path))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(crate::StoreError::parquet(path))?;
+        let Ok(index) = builder.schema().index_of(COLUMN) else {
+            continue;
+        };
+        found = true;
+        for group in builder.metadata().row_groups() {
+            for column in group.columns() {
+                if column.column_path().parts().first().map(String::as_str) == Some(COLUMN) {
+                    total.bytes += column.compressed_size().max(0) as u64;
+                }
+            }
+        }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
+        let reader = builder
+            .with_projection(mask)
+            .build()
+            .map_err(crate::StoreError::parquet(path))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| crate::StoreError::Source {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            let column = Reader::new(&batch).map_err(crate::StoreError::Schema)?;
+            for row in 0..batch.num_rows() {
+                if let Some(r) = column.get(row).map_err(crate::StoreError::Schema)? {
+                    total.rows += 1;
+                    total.tokens += r.len() as u64;
+                    total.k = total.k.max(r.k);
+                }
+            }
+        }
+    }
+    Ok(found.then_some(total))
+}
+
+/// One line for `inspect`.
+pub fn describe(footprint: Option<Footprint>) -> String {
+    match footprint {
+        Some(f) if f.rows > 0 => format!(
+            "teacher log-probabilities: {} rows, {} generated tokens, k = {}, {:.1} bytes per \
+             generated token in the shards\n",
+            f.rows,
+            f.tokens,
+            f.k,
+            f.bytes_per_token()
+        ),
+        _ => "teacher log-probabilities: none (capture them with [teacher] top_logprobs = k)\n"
+            .into(),
+    }
+}
+
 /// Reads the column of a record batch, when it has one.
 pub struct Reader {
     array: Option<StructArray>,
