@@ -52,10 +52,12 @@ fn captured_top_logprobs_train_a_student_with_no_second_teacher_pass() {
     let accepted: Vec<_> = rows.iter().filter(|r| r.accepted).collect();
     assert!(accepted.len() >= 8, "{} accepted", accepted.len());
     for row in &accepted {
-        let logprobs = row
-            .teacher_logprobs
-            .as_ref()
-            .unwrap_or_else(|| panic!("row {} {} has no log-probabilities", row.id, row.sample_index));
+        let logprobs = row.teacher_logprobs.as_ref().unwrap_or_else(|| {
+            panic!(
+                "row {} {} has no log-probabilities",
+                row.id, row.sample_index
+            )
+        });
         assert_eq!(logprobs.k, 8);
         // The tokens spell what the teacher generated: its reasoning, then its answer.
         let spelled = String::from_utf8(logprobs.text_bytes()).unwrap();
@@ -65,7 +67,11 @@ fn captured_top_logprobs_train_a_student_with_no_second_teacher_pass() {
         );
     }
     // Rejected rows are not trained on, so they do not pay for the column.
-    assert!(rows.iter().filter(|r| !r.accepted).all(|r| r.teacher_logprobs.is_none()));
+    assert!(
+        rows.iter()
+            .filter(|r| !r.accepted)
+            .all(|r| r.teacher_logprobs.is_none())
+    );
     let inspect = run_ok(&["inspect", run.to_str().unwrap()]);
     let inspect = String::from_utf8_lossy(&inspect.stdout);
     assert!(inspect.contains("bytes per generated token"), "{inspect}");
@@ -90,7 +96,11 @@ fn captured_top_logprobs_train_a_student_with_no_second_teacher_pass() {
         "--kd-temperature",
         "2:1",
     ]);
-    assert_eq!(total_requests(&mock), requests, "training asked the teacher again");
+    assert_eq!(
+        total_requests(&mock),
+        requests,
+        "training asked the teacher again"
+    );
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let steps: Vec<serde_json::Value> = metrics
         .lines()

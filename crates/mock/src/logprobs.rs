@@ -190,10 +190,7 @@ mod tests {
         let splitter = Splitter::Words;
         let text = "We add 3 and 4 to get 7.";
         let entries = splitter.entries(text, 8, 42);
-        let spelled: Vec<u8> = entries
-            .iter()
-            .flat_map(|e| e.entry.bytes.clone())
-            .collect();
+        let spelled: Vec<u8> = entries.iter().flat_map(|e| e.entry.bytes.clone()).collect();
         assert_eq!(spelled, text.as_bytes());
         for e in &entries {
             assert_eq!(e.top_logprobs.len(), 8);

@@ -218,7 +218,12 @@ pub(crate) struct LogprobRequest<'a> {
 
 impl LogprobRequest<'_> {
     /// Every token the sample generates, in order, and the response field each goes in.
-    fn tokens(&self, index: u32, sample: &Sample, style: ReasoningStyle) -> Vec<(Field, TokenEntry)> {
+    fn tokens(
+        &self,
+        index: u32,
+        sample: &Sample,
+        style: ReasoningStyle,
+    ) -> Vec<(Field, TokenEntry)> {
         let seed = self.seed ^ u64::from(index).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let mut out = Vec::new();
         let mut add = |field: Field, text: &str, salt: u64| {

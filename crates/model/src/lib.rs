@@ -35,10 +35,10 @@ pub use distillery_spec::{DeviceSpec, Precision};
 pub use error::{Error, Result};
 pub use generate::{FinishReason, GenerateOptions, Generated, RowOptions, TokenEvent};
 pub use memory::keep_freed_tensor_memory;
-pub use token_bytes::TokenBytes;
 pub use model::{BatchContext, Model, TensorSpec, random_varmap};
 pub use tiny::{
     CHATML_TEMPLATE, TINY_EOT_ID, TINY_IM_END_ID, TINY_IM_START_ID, TINY_INIT_STD,
     TINY_SPECIAL_TOKENS, TINY_VOCAB_SIZE, chatml_tokenizer_config, init_tiny, init_tiny_with,
     learn_merges, tiny_tokenizer,
 };
+pub use token_bytes::TokenBytes;

@@ -2,10 +2,10 @@
 //! Pure apart from the optional code sandbox, so it is tested without actors or servers.
 
 use distillery_spec::{KeepPolicy, Verify};
+use distillery_store::TeacherLogprobs;
 use distillery_store::record::{
     ChatMessage, CheckResult, Generation, Provenance, assistant_turn, first_failure,
 };
-use distillery_store::TeacherLogprobs;
 use distillery_teacher::{Completion, FinishReason, ReasoningSource, Sample, TokenLogprob};
 use distillery_verify::code::{HumanEvalTask, Sandbox, SandboxLimits, mbpp_program};
 use distillery_verify::{
@@ -695,4 +695,3 @@ mod tests {
         assert!(apportion(5, &[]).is_empty());
     }
 }
-

@@ -7,9 +7,9 @@ use std::time::Duration;
 use crate::locate::{FieldPath, Locator, Position};
 use crate::raw::{RawCode, RawEndpoint, RawPipeline, RawSource, RawTeacher, RawVerify};
 use crate::{
-    AnswerExtract, Backend, CodeCheck, Diagnostic, Endpoint, Limits, LocalModel, MockTask, Output,
-    Pipeline, Pricing, Prompt, R1_TEMPERATURE, R1_TOP_P, Sampling, Source, SourceFormat, Teacher,
-    TeacherKind, Template, Verify, MAX_TOP_LOGPROBS,
+    AnswerExtract, Backend, CodeCheck, Diagnostic, Endpoint, Limits, LocalModel, MAX_TOP_LOGPROBS,
+    MockTask, Output, Pipeline, Pricing, Prompt, R1_TEMPERATURE, R1_TOP_P, Sampling, Source,
+    SourceFormat, Teacher, TeacherKind, Template, Verify,
 };
 
 const DEFAULT_MAX_TOKENS: u32 = 32_768;
@@ -826,12 +826,18 @@ model = "m"
     fn top_logprobs_is_validated_and_named() {
         let parse = |k: &str| {
             crate::Pipeline::parse(
-                &MINIMAL.replace("model = \"m\"", &format!("model = \"m\"\ntop_logprobs = {k}")),
+                &MINIMAL.replace(
+                    "model = \"m\"",
+                    &format!("model = \"m\"\ntop_logprobs = {k}"),
+                ),
                 Path::new("p.toml"),
                 Path::new("/base"),
             )
         };
-        assert_eq!(parse("8").unwrap().teacher.top_logprobs.map(|k| k.get()), Some(8));
+        assert_eq!(
+            parse("8").unwrap().teacher.top_logprobs.map(|k| k.get()),
+            Some(8)
+        );
         assert_eq!(
             crate::Pipeline::parse(MINIMAL, Path::new("p.toml"), Path::new("/base"))
                 .unwrap()
@@ -840,11 +846,15 @@ model = "m"
             None
         );
         for bad in ["0", "21", "-1"] {
-            let text = MINIMAL.replace("model = \"m\"", &format!("model = \"m\"\ntop_logprobs = {bad}"));
+            let text = MINIMAL.replace(
+                "model = \"m\"",
+                &format!("model = \"m\"\ntop_logprobs = {bad}"),
+            );
             let errors = errors(&text);
             assert_eq!(errors.len(), 1, "{errors:?}");
             assert!(
-                errors[0].starts_with("10:16 teacher.top_logprobs: must be a whole number from 1 to 20"),
+                errors[0]
+                    .starts_with("10:16 teacher.top_logprobs: must be a whole number from 1 to 20"),
                 "{errors:?}"
             );
         }

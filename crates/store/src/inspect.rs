@@ -338,7 +338,9 @@ fn inspect_run(path: &Path, options: &InspectOptions, out: &mut String) -> Resul
         let _ = writeln!(out, "  rejected {reason}: {n}");
     }
     let files: Vec<PathBuf> = shard_files.iter().map(|(_, _, p)| p.clone()).collect();
-    out.push_str(&crate::logprobs::describe(crate::logprobs::footprint(&files)?));
+    out.push_str(&crate::logprobs::describe(crate::logprobs::footprint(
+        &files,
+    )?));
     out.push('\n');
     let schema = match shard_files.first() {
         Some((_, _, file)) => {
@@ -409,7 +411,9 @@ fn inspect_parquet(
     }
     render_samples(out, first_rows(&files, options.samples)?, options);
     out.push('\n');
-    out.push_str(&crate::logprobs::describe(crate::logprobs::footprint(&files)?));
+    out.push_str(&crate::logprobs::describe(crate::logprobs::footprint(
+        &files,
+    )?));
     match reasoning_tokens(&files)? {
         Some(tokens) => {
             out.push_str("\nreasoning tokens:\n");

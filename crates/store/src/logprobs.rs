@@ -66,7 +66,9 @@ fn quantise(lp: f32, scale: f32) -> u8 {
     if scale <= 0.0 {
         return 0;
     }
-    (255.0 * (-clamp(lp) / scale).sqrt()).round().clamp(0.0, 255.0) as u8
+    (255.0 * (-clamp(lp) / scale).sqrt())
+        .round()
+        .clamp(0.0, 255.0) as u8
 }
 
 fn dequantise(q: u8, scale: f32) -> f32 {
@@ -362,7 +364,12 @@ impl Reader {
         };
         let array = array
             .as_struct_opt()
-            .ok_or_else(|| format!("column `{COLUMN}` is {}, expected a struct", array.data_type()))?
+            .ok_or_else(|| {
+                format!(
+                    "column `{COLUMN}` is {}, expected a struct",
+                    array.data_type()
+                )
+            })?
             .clone();
         for field in fields().iter() {
             if array.column_by_name(field.name()).is_none() {
@@ -389,7 +396,8 @@ impl Reader {
         if k.is_null(row) {
             return Err(format!("`{COLUMN}.k` is null"));
         }
-        let k = u8::try_from(k.value(row)).map_err(|_| format!("`{COLUMN}.k` is {}", k.value(row)))?;
+        let k =
+            u8::try_from(k.value(row)).map_err(|_| format!("`{COLUMN}.k` is {}", k.value(row)))?;
         let binaries = |name: &str| -> Result<Vec<Vec<u8>>, String> {
             let col = child(name);
             let list = col.as_list_opt::<i32>().ok_or_else(|| wrong(name, col))?;
@@ -397,7 +405,10 @@ impl Reader {
             let values = values
                 .as_binary_opt::<i32>()
                 .ok_or_else(|| format!("`{COLUMN}.{name}` holds {}", values.data_type()))?;
-            Ok(values.iter().map(|v| v.unwrap_or_default().to_vec()).collect())
+            Ok(values
+                .iter()
+                .map(|v| v.unwrap_or_default().to_vec())
+                .collect())
         };
         let bytes = |name: &str| -> Result<Vec<u8>, String> {
             let col = child(name);

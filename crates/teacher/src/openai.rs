@@ -18,9 +18,7 @@ use crate::backoff::Backoff;
 use crate::http::{HttpStatusError, StatusCheckingService};
 use crate::limits::TokenBucket;
 use crate::reasoning;
-use crate::wire::{
-    ChatChunk, ChatRequest, ChatResponse, StreamOptions, WireLogprobs, WireUsage,
-};
+use crate::wire::{ChatChunk, ChatRequest, ChatResponse, StreamOptions, WireLogprobs, WireUsage};
 use crate::{
     Completion, FinishReason, Sample, Teacher, TeacherError, TeacherRequest, TokenLogprob, Usage,
 };
@@ -761,7 +759,8 @@ impl ChoiceText {
     /// Appends a response's or a chunk's token log-probabilities, in generation order.
     fn add_logprobs(&mut self, logprobs: WireLogprobs) {
         let tokens = self.logprobs.get_or_insert_with(Vec::new);
-        let bytes = |token: String, bytes: Option<Vec<u8>>| bytes.unwrap_or_else(|| token.into_bytes());
+        let bytes =
+            |token: String, bytes: Option<Vec<u8>>| bytes.unwrap_or_else(|| token.into_bytes());
         for entry in logprobs.into_tokens() {
             tokens.push(TokenLogprob {
                 token: bytes(entry.token, entry.bytes),

@@ -116,10 +116,9 @@ async fn top_logprobs_come_back_consistent_with_the_text() {
             let completion = teacher.complete(&request(2, 2)).await.unwrap();
             for sample in &completion.samples {
                 let tokens = sample.logprobs.as_ref().expect("log-probabilities");
-                let spelled = String::from_utf8(
-                    tokens.iter().flat_map(|t| t.token.clone()).collect(),
-                )
-                .unwrap();
+                let spelled =
+                    String::from_utf8(tokens.iter().flat_map(|t| t.token.clone()).collect())
+                        .unwrap();
                 let reasoning = sample.reasoning.as_deref().unwrap();
                 let expected = match style {
                     ReasoningStyle::ThinkTags => {

@@ -206,8 +206,7 @@ impl Aligner {
                 Err(token) => {
                     stats.unmapped_positions += 1;
                     let text = String::from_utf8_lossy(&token).into_owned();
-                    if stats.first_unmapped.len() < NAMED && !stats.first_unmapped.contains(&text)
-                    {
+                    if stats.first_unmapped.len() < NAMED && !stats.first_unmapped.contains(&text) {
                         stats.first_unmapped.push(text);
                     }
                     targets.push(None);
@@ -313,7 +312,9 @@ mod tests {
         let reasoning = "Janet has 16 eggs and eats 3.";
         let content = "So 16 - 3 = 13.";
         let assistant = format!("<think>\n{reasoning}\n</think>\n\n{content}");
-        let full = format!("<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n{assistant}<|im_end|>\n");
+        let full = format!(
+            "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n{assistant}<|im_end|>\n"
+        );
         let at = full.find(&assistant).unwrap();
         let teacher_tokens: Vec<Vec<u8>> = [reasoning, content]
             .iter()
@@ -329,7 +330,14 @@ mod tests {
         let logprobs = logprobs_of(&refs);
         let enc = tokenizer.encode(full.as_str(), false).unwrap();
         let aligner = Aligner::new(table.clone());
-        let (out, stats) = aligner.align(&full, enc.get_ids(), enc.get_offsets(), at, &assistant, &logprobs);
+        let (out, stats) = aligner.align(
+            &full,
+            enc.get_ids(),
+            enc.get_offsets(),
+            at,
+            &assistant,
+            &logprobs,
+        );
         assert_eq!(stats.unmapped_positions, 0);
         assert_eq!(stats.aligned_positions, logprobs.len(), "{stats:?}");
         // An aligned position's first listed token is the student's own token there.
@@ -345,9 +353,13 @@ mod tests {
     fn tokens_the_student_lacks_are_counted_and_named() {
         let table = TokenBytes::new(&tiny_tokenizer().unwrap());
         let logprobs = logprobs_of(&[b"Hello", b" zzyzzyx", b"!"]);
-        let (_, stats) = Aligner::new(table).align("Hello zzyzzyx!", &[], &[], 0, "Hello zzyzzyx!", &logprobs);
+        let (_, stats) =
+            Aligner::new(table).align("Hello zzyzzyx!", &[], &[], 0, "Hello zzyzzyx!", &logprobs);
         assert_eq!(stats.teacher_positions, 3);
         assert!(stats.unmapped_positions >= 1);
-        assert!(stats.first_unmapped.contains(&" zzyzzyx".to_string()), "{stats:?}");
+        assert!(
+            stats.first_unmapped.contains(&" zzyzzyx".to_string()),
+            "{stats:?}"
+        );
     }
 }

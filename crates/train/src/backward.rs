@@ -338,12 +338,17 @@ pub fn summed_cross_entropy(
         .map_err(model_err)?
         .detach();
     let rows = select_rows(&hidden, &rows)?;
-    Ok(
-        chunked_loss(student, &rows, None, &[], &targets, None, chunk_logits, |_| {
-            Ok(())
-        })?
-        .ce,
-    )
+    Ok(chunked_loss(
+        student,
+        &rows,
+        None,
+        &[],
+        &targets,
+        None,
+        chunk_logits,
+        |_| Ok(()),
+    )?
+    .ce)
 }
 
 #[cfg(test)]
@@ -503,10 +508,22 @@ mod tests {
             &device,
         )
         .unwrap();
-        let flat = logits.reshape(((), v)).unwrap().index_select(&idx, 0).unwrap();
-        let targets = b.targets.flatten_all().unwrap().index_select(&idx, 0).unwrap();
-        let sparse: Vec<Option<&SparseTarget>> = rows.iter().map(|&r| b.sparse[r].as_ref()).collect();
-        let whole = sparse_kd_loss_sum(&flat, &targets, &sparse, 0.6, 3.0).unwrap().total;
+        let flat = logits
+            .reshape(((), v))
+            .unwrap()
+            .index_select(&idx, 0)
+            .unwrap();
+        let targets = b
+            .targets
+            .flatten_all()
+            .unwrap()
+            .index_select(&idx, 0)
+            .unwrap();
+        let sparse: Vec<Option<&SparseTarget>> =
+            rows.iter().map(|&r| b.sparse[r].as_ref()).collect();
+        let whole = sparse_kd_loss_sum(&flat, &targets, &sparse, 0.6, 3.0)
+            .unwrap()
+            .total;
         let scale = 0.5;
         let reference = (&whole * scale).unwrap().backward().unwrap();
         let whole = f64::from(whole.to_scalar::<f32>().unwrap());
@@ -521,10 +538,20 @@ mod tests {
                 checkpoint_activations: checkpoint,
                 chunk_logits,
             };
-            let sums =
-                accumulate_gradients(&student, &b, Some(&distill), staging, scale, &vars, &mut acc)
-                    .unwrap();
-            assert!((sums.total - whole).abs() < 1e-4 * whole.abs().max(1.0), "{sums:?} vs {whole}");
+            let sums = accumulate_gradients(
+                &student,
+                &b,
+                Some(&distill),
+                staging,
+                scale,
+                &vars,
+                &mut acc,
+            )
+            .unwrap();
+            assert!(
+                (sums.total - whole).abs() < 1e-4 * whole.abs().max(1.0),
+                "{sums:?} vs {whole}"
+            );
             assert!(sums.kl > 0.0);
             for (var, got) in vars.iter().zip(&acc) {
                 let want = reference.get(var.as_tensor()).unwrap();
@@ -538,7 +565,10 @@ mod tests {
                     .unwrap()
                     .to_scalar::<f32>()
                     .unwrap();
-                assert!(diff < 1e-5, "checkpoint {checkpoint}: gradient differs by {diff}");
+                assert!(
+                    diff < 1e-5,
+                    "checkpoint {checkpoint}: gradient differs by {diff}"
+                );
             }
         }
     }

@@ -491,14 +491,8 @@ impl Encoder<'_> {
                 });
                 match (&conv.teacher_logprobs, located) {
                     (Some(logprobs), Some((at, turn))) => {
-                        let (sparse, stats) = aligner.align(
-                            &full,
-                            &tokens,
-                            enc.get_offsets(),
-                            at,
-                            turn,
-                            logprobs,
-                        );
+                        let (sparse, stats) =
+                            aligner.align(&full, &tokens, enc.get_offsets(), at, turn, logprobs);
                         (sparse, Some(stats))
                     }
                     (Some(logprobs), None) => (
@@ -543,7 +537,10 @@ impl Encoder<'_> {
         for conv in convs {
             let enc = self.encode(conv)?;
             if let Some(s) = &enc.logprob_stats {
-                stats.logprobs.get_or_insert_with(LogprobStats::default).add(s);
+                stats
+                    .logprobs
+                    .get_or_insert_with(LogprobStats::default)
+                    .add(s);
             }
             match to_example(&enc, max_len) {
                 (Some(ex), truncated) => {
@@ -616,7 +613,8 @@ impl Row {
             .extend(std::iter::repeat_n(segment, ex.inputs.len()));
         if !ex.sparse.is_empty() {
             // Earlier examples without any keep their positions with `None`.
-            self.sparse.resize(self.inputs.len() - ex.inputs.len(), None);
+            self.sparse
+                .resize(self.inputs.len() - ex.inputs.len(), None);
             self.sparse.extend_from_slice(&ex.sparse);
         }
     }

@@ -24,5 +24,6 @@ pub mod trainer;
 pub use data::{Conversation, Message, load_conversations};
 pub use template::ChatTemplate;
 pub use trainer::{
-    Duration, KdConfig, KdSource, LogprobKd, TrainConfig, TrainSummary, Trainer, TrainerInit, read_metrics,
+    Duration, KdConfig, KdSource, LogprobKd, TrainConfig, TrainSummary, Trainer, TrainerInit,
+    read_metrics,
 };

@@ -101,7 +101,10 @@ fn teacher_buckets(target: &SparseTarget, width: usize, t: f64) -> (Vec<f32>, f6
     let mut logits: Vec<Option<f64>> = lps.iter().map(|lp| Some(lp / t)).collect();
     logits.resize(width, None);
     logits.push((tail > MIN_TAIL).then(|| tail.ln() / t));
-    let max = logits.iter().flatten().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+    let max = logits
+        .iter()
+        .flatten()
+        .fold(f64::NEG_INFINITY, |a, &b| a.max(b));
     let z: f64 = logits.iter().flatten().map(|l| (l - max).exp()).sum();
     let mut entropy_part = 0.0;
     let probs = logits
@@ -137,7 +140,13 @@ pub fn sparse_kd_loss_sum(
     let device = student.device();
     let ce_weights: Vec<f32> = sparse
         .iter()
-        .map(|s| if s.is_some() { (1.0 - alpha) as f32 } else { 1.0 })
+        .map(|s| {
+            if s.is_some() {
+                (1.0 - alpha) as f32
+            } else {
+                1.0
+            }
+        })
         .collect();
     let ce_weights = Tensor::from_vec(ce_weights, n, device)?;
     let ce_tok = token_cross_entropy(&student, targets)?;
@@ -188,7 +197,12 @@ pub fn sparse_kd_loss_sum(
     let top = lp.gather(&ids, D::Minus1)?;
     let rest = (&lp + listed)?;
     let max = rest.max_keepdim(D::Minus1)?.detach();
-    let tail = (rest.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()? + max)?;
+    let tail = (rest
+        .broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        + max)?;
     let buckets = ((Tensor::cat(&[top, tail], D::Minus1)? / temperature)? + pad)?;
     let log_q = log_softmax(&buckets)?;
     // KL = Σ p·log p − Σ p·log q; rows without a target have p = 0.
@@ -348,7 +362,10 @@ mod tests {
             logprobs: vec![0.5f32.ln(), 0.25f32.ln()],
         };
         let kd = sparse_kd_loss_sum(&student, &targets, &[Some(&target)], 0.5, 1.0).unwrap();
-        close(kd.kl.to_scalar::<f32>().unwrap() as f64, 0.05889151782819172);
+        close(
+            kd.kl.to_scalar::<f32>().unwrap() as f64,
+            0.05889151782819172,
+        );
         close(kd.ce.to_scalar::<f32>().unwrap() as f64, 3f64.ln());
         close(
             kd.total.to_scalar::<f32>().unwrap() as f64,
@@ -357,7 +374,10 @@ mod tests {
         // T = 2: p ∝ (.5^.5, .25^.5, .25^.5) = (.7071, .5, .5) / 1.7071; q stays uniform.
         // KL = Σ p ln(3p) = 0.014220592822894965; the total carries T² = 4.
         let kd = sparse_kd_loss_sum(&student, &targets, &[Some(&target)], 1.0, 2.0).unwrap();
-        close(kd.kl.to_scalar::<f32>().unwrap() as f64, 0.014220592822894965);
+        close(
+            kd.kl.to_scalar::<f32>().unwrap() as f64,
+            0.014220592822894965,
+        );
         close(
             kd.total.to_scalar::<f32>().unwrap() as f64,
             4.0 * 0.014220592822894965,
@@ -402,8 +422,26 @@ mod tests {
                     b.to_scalar::<f32>().unwrap() as f64,
                 );
             }
-            let gs: Vec<f32> = sparse_kd.total.backward().unwrap().get(sv.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-            let gd: Vec<f32> = dense.total.backward().unwrap().get(dv.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let gs: Vec<f32> = sparse_kd
+                .total
+                .backward()
+                .unwrap()
+                .get(sv.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let gd: Vec<f32> = dense
+                .total
+                .backward()
+                .unwrap()
+                .get(dv.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
             for (a, b) in gs.iter().zip(&gd) {
                 close(f64::from(*a), f64::from(*b));
             }

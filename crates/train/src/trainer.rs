@@ -34,7 +34,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::align::{Aligner, LogprobStats};
 use crate::backward::{
-    CHUNK_LOGITS, Distill, KdTeacher, MicroBatch, Staging, accumulate_gradients, summed_cross_entropy,
+    CHUNK_LOGITS, Distill, KdTeacher, MicroBatch, Staging, accumulate_gradients,
+    summed_cross_entropy,
 };
 use crate::data::{Batch, Conversation, EncodeStats, Encoder, Example, pack};
 use crate::error::{Result, TrainError, io_err};

@@ -7,7 +7,8 @@ use distillery_model::{Arch, Checkpoint, DeviceSpec, Precision, init_tiny};
 use distillery_train::data::Encoder;
 use distillery_train::trainer::{read_eval_metrics, read_metrics};
 use distillery_train::{
-    ChatTemplate, Conversation, Duration, KdConfig, KdSource, Message, TrainConfig, Trainer, TrainerInit,
+    ChatTemplate, Conversation, Duration, KdConfig, KdSource, Message, TrainConfig, Trainer,
+    TrainerInit,
 };
 
 fn conv(user: &str, assistant: &str) -> Conversation {
