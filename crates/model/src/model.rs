@@ -509,7 +509,7 @@ impl Model {
 
     /// Project hidden states to logits (any leading shape).
     pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(self.lm_head.forward(hidden)?)
+        self.lm_head.forward(hidden)
     }
 
     /// cos/sin `[b, 1, t, head_dim]` for per-token positions.

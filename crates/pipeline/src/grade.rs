@@ -458,6 +458,7 @@ mod tests {
 
     fn sample(index: u32, reasoning: &str, content: &str, finish: FinishReason) -> Sample {
         Sample {
+            logprobs: None,
             index,
             reasoning: Some(reasoning.into()),
             content: content.into(),

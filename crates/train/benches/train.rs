@@ -35,7 +35,6 @@ fn traces(n: usize) -> Vec<Conversation> {
                 .collect();
             Conversation {
                 teacher_logprobs: None,
-                teacher_logprobs: None,
                 messages: vec![
                     Message {
                         role: "user".into(),
