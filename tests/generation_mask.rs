@@ -39,6 +39,7 @@ fn generation_markers_give_transformers_assistant_mask() {
             })
             .collect(),
         origin: "test".into(),
+        teacher_logprobs: None,
     };
     let template =
         ChatTemplate::from_tokenizer_config(&model.join("tokenizer_config.json")).unwrap();
@@ -50,6 +51,7 @@ fn generation_markers_give_transformers_assistant_mask() {
     let ours = Encoder {
         tokenizer: &tokenizer,
         template: &template,
+        aligner: None,
     }
     .encode(&conversation)
     .unwrap();

@@ -229,6 +229,7 @@ mod tests {
                 .rev()
                 .filter(|i| prompt != "short" || *i == 0)
                 .map(|index| Sample {
+                    logprobs: None,
                     index,
                     reasoning: None,
                     content: if index % 2 == 0 {

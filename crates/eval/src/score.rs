@@ -142,6 +142,7 @@ mod tests {
 
     fn sample(content: &str, finish: FinishReason) -> Sample {
         Sample {
+            logprobs: None,
             index: 3,
             reasoning: Some("thinking".into()),
             content: content.into(),

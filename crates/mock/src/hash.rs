@@ -18,6 +18,7 @@ pub(crate) enum Domain {
     Fault = 2,
     Latency = 3,
     MadeUpAnswer = 4,
+    Logprobs = 5,
 }
 
 /// FNV-1a, 64 bits.

@@ -75,6 +75,7 @@ mod dataset;
 mod error;
 mod faults;
 mod hash;
+mod logprobs;
 mod pacing;
 mod server;
 mod stats;

@@ -25,13 +25,15 @@ use crate::dataset::MockDataset;
 use crate::error::MockError;
 use crate::faults::{Fault, PromptLedger};
 use crate::hash::{Domain, Draws, fnv1a};
+use crate::logprobs::Splitter;
 use crate::pacing::{Shutdown, paced_body, reset_schedule, sample_latency, stream_schedule};
 use crate::stats::{Counters, MockStats};
 use crate::trace::{Sample, SamplePlan, Solution};
-use crate::wire::{self, ChatRequest, Envelope, ModelCard, Usage};
+use crate::wire::{self, ChatRequest, Envelope, LogprobRequest, ModelCard, Usage};
 
 /// Most choices one request may ask for.
 const MAX_CHOICES: u32 = 16;
+use distillery_spec::MAX_TOP_LOGPROBS;
 
 /// How long a shutdown waits for open responses before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -129,7 +131,9 @@ impl MockServerBuilder {
             }
         });
 
+        let splitter = Splitter::load(self.settings.tokenizer.as_deref())?;
         let shared = Arc::new(Shared {
+            splitter,
             stall: Duration::try_from_secs_f64(self.settings.faults.stall_secs)
                 .unwrap_or(Duration::ZERO),
             settings: self.settings,
@@ -313,6 +317,8 @@ struct Shared {
     interrupter: Option<Arc<crate::pacing::Interrupter>>,
     /// Whether streamed responses may carry `usage`.
     stream_usage: bool,
+    /// How text is cut into tokens for `logprobs`.
+    splitter: Splitter,
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -430,6 +436,11 @@ impl Shared {
         if request.last_user_text().is_none() {
             return Err(Refusal::invalid("`messages` must contain a user message"));
         }
+        if request.top_logprobs.is_some_and(|k| k > MAX_TOP_LOGPROBS) {
+            return Err(Refusal::invalid(format!(
+                "`top_logprobs` must be at most {MAX_TOP_LOGPROBS}"
+            )));
+        }
         Ok(request)
     }
 
@@ -504,11 +515,17 @@ impl Shared {
             latency,
             fault: attempt.fault,
         };
+        let logprobs = request.logprobs().map(|k| LogprobRequest {
+            splitter: &self.splitter,
+            k,
+            seed: settings.seed ^ prompt_hash,
+        });
         if request.streams() {
             let usage = (request.include_usage() && self.stream_usage).then_some(&usage);
-            self.streamed(envelope, &samples, usage, delivery, open)
+            self.streamed(envelope, &samples, usage, delivery, open, logprobs)
         } else {
-            self.whole(envelope, &samples, &usage, delivery, open).await
+            self.whole(envelope, &samples, &usage, delivery, open, logprobs)
+                .await
         }
     }
 
@@ -520,6 +537,7 @@ impl Shared {
         usage: Option<&Usage>,
         delivery: Delivery,
         open: Option<crate::pacing::OpenRequest>,
+        logprobs: Option<LogprobRequest<'_>>,
     ) -> Response {
         let malformed = delivery.fault == Some(Fault::Malformed);
         let events = wire::completion_events(
@@ -528,6 +546,7 @@ impl Shared {
             self.settings.reasoning_style,
             usage,
             malformed,
+            logprobs,
         );
         let paced = !delivery.latency.is_zero()
             || matches!(delivery.fault, Some(Fault::Reset | Fault::Stall));
@@ -562,6 +581,7 @@ impl Shared {
         usage: &Usage,
         delivery: Delivery,
         mut open: Option<crate::pacing::OpenRequest>,
+        logprobs: Option<LogprobRequest<'_>>,
     ) -> Response {
         let mut wait = delivery.latency;
         if delivery.fault == Some(Fault::Stall) {
@@ -594,8 +614,13 @@ impl Shared {
                 }
             }
         }
-        let mut body =
-            wire::completion_json(envelope, samples, self.settings.reasoning_style, usage);
+        let mut body = wire::completion_json(
+            envelope,
+            samples,
+            self.settings.reasoning_style,
+            usage,
+            logprobs,
+        );
         match delivery.fault {
             Some(Fault::Malformed) => {
                 // Any proper prefix of a JSON object is invalid JSON.

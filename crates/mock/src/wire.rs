@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use distillery_spec::mock::ReasoningStyle;
 use serde::{Deserialize, Serialize};
 
+use crate::logprobs::{Splitter, TokenEntry};
 use crate::trace::{Sample, approx_tokens};
 
 /// `owned_by` of the served model: clients and people can tell they talk to a simulator.
@@ -26,6 +27,8 @@ pub(crate) struct ChatRequest {
     pub(crate) stream: Option<bool>,
     pub(crate) stream_options: Option<StreamOptions>,
     pub(crate) seed: Option<i64>,
+    pub(crate) logprobs: Option<bool>,
+    pub(crate) top_logprobs: Option<u8>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +70,11 @@ impl ChatRequest {
     /// `max_completion_tokens`, or the older `max_tokens`.
     pub(crate) fn max_tokens(&self) -> Option<u64> {
         self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    /// Alternatives per token when log-probabilities are asked for (`logprobs: true`).
+    pub(crate) fn logprobs(&self) -> Option<u8> {
+        (self.logprobs == Some(true)).then(|| self.top_logprobs.unwrap_or(0))
     }
 
     pub(crate) fn streams(&self) -> bool {
@@ -161,7 +169,7 @@ struct ChatCompletion<'a> {
 struct Choice<'a> {
     index: u32,
     message: AssistantMessage<'a>,
-    logprobs: Option<()>,
+    logprobs: Option<ChoiceLogprobs>,
     finish_reason: &'static str,
 }
 
@@ -194,6 +202,61 @@ impl<'a> AssistantMessage<'a> {
     }
 }
 
+/// `choices[].logprobs`: every generated token, reasoning first, as vLLM sends them.
+#[derive(Serialize)]
+struct ChoiceLogprobs {
+    content: Vec<TokenEntry>,
+}
+
+/// What a request asked for when it set `logprobs: true`.
+#[derive(Clone, Copy)]
+pub(crate) struct LogprobRequest<'a> {
+    pub(crate) splitter: &'a Splitter,
+    pub(crate) k: u8,
+    pub(crate) seed: u64,
+}
+
+impl LogprobRequest<'_> {
+    /// Every token the sample generates, in order, and the response field each goes in.
+    fn tokens(
+        &self,
+        index: u32,
+        sample: &Sample,
+        style: ReasoningStyle,
+    ) -> Vec<(Field, TokenEntry)> {
+        let seed = self.seed ^ u64::from(index).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut out = Vec::new();
+        let mut add = |field: Field, text: &str, salt: u64| {
+            out.extend(
+                self.splitter
+                    .entries(text, self.k, seed ^ salt)
+                    .into_iter()
+                    .map(|entry| (field, entry)),
+            );
+        };
+        match style {
+            ReasoningStyle::ReasoningContent => {
+                add(Field::ReasoningContent, &sample.reasoning, 1);
+                add(Field::Content, &sample.content, 2);
+            }
+            ReasoningStyle::Reasoning => {
+                add(Field::Reasoning, &sample.reasoning, 1);
+                add(Field::Content, &sample.content, 2);
+            }
+            ReasoningStyle::ThinkTags => add(Field::Content, &think_tagged(sample), 2),
+        }
+        out
+    }
+}
+
+/// The response field a streamed token's text goes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Content,
+    ReasoningContent,
+    Reasoning,
+}
+
 /// Raw R1 output: the reasoning inside `<think>` tags, then the answer. A reasoning cut short
 /// has no closing tag, as a real model's would not.
 fn think_tagged(sample: &Sample) -> String {
@@ -213,6 +276,7 @@ pub(crate) fn completion_json(
     samples: &[Sample],
     style: ReasoningStyle,
     usage: &Usage,
+    logprobs: Option<LogprobRequest<'_>>,
 ) -> Vec<u8> {
     let completion = ChatCompletion {
         id: envelope.id,
@@ -225,7 +289,13 @@ pub(crate) fn completion_json(
             .map(|(sample, index)| Choice {
                 index,
                 message: AssistantMessage::new(sample, style),
-                logprobs: None,
+                logprobs: logprobs.map(|request| ChoiceLogprobs {
+                    content: request
+                        .tokens(index, sample, style)
+                        .into_iter()
+                        .map(|(_, entry)| entry)
+                        .collect(),
+                }),
                 finish_reason: sample.finish.as_str(),
             })
             .collect(),
@@ -249,8 +319,13 @@ struct Chunk<'a> {
 struct ChunkChoice<'a> {
     index: u32,
     delta: Delta<'a>,
-    logprobs: Option<()>,
+    logprobs: Option<ChunkLogprobs<'a>>,
     finish_reason: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct ChunkLogprobs<'a> {
+    content: &'a [TokenEntry],
 }
 
 #[derive(Default, Serialize)]
@@ -316,8 +391,48 @@ impl SseWriter<'_> {
         self.body.event_ends.push(self.body.bytes.len());
     }
 
-    /// One choice, start to finish: role, reasoning, content, finish reason.
-    fn sample(&mut self, index: u32, sample: &Sample, style: ReasoningStyle) {
+    /// One choice with log-probabilities: one chunk per token, as vLLM streams them. A token
+    /// that ends inside a UTF-8 character sends no text; the character goes with the token
+    /// that completes it.
+    fn sample_tokens(
+        &mut self,
+        index: u32,
+        sample: &Sample,
+        style: ReasoningStyle,
+        request: LogprobRequest<'_>,
+    ) {
+        self.role(index);
+        let mut pending: Vec<u8> = Vec::new();
+        for (field, entry) in request.tokens(index, sample, style) {
+            pending.extend_from_slice(&entry.entry.bytes);
+            let valid = match std::str::from_utf8(&pending) {
+                Ok(_) => pending.len(),
+                Err(e) => e.valid_up_to(),
+            };
+            let text: Vec<u8> = pending.drain(..valid).collect();
+            let text = String::from_utf8(text).unwrap_or_default();
+            let mut delta = Delta::default();
+            match field {
+                Field::Content => delta.content = Some(&text),
+                Field::ReasoningContent => delta.reasoning_content = Some(&text),
+                Field::Reasoning => delta.reasoning = Some(&text),
+            }
+            self.chunk(
+                Some(ChunkChoice {
+                    index,
+                    delta,
+                    logprobs: Some(ChunkLogprobs {
+                        content: std::slice::from_ref(&entry),
+                    }),
+                    finish_reason: None,
+                }),
+                None,
+            );
+        }
+        self.finish(index, sample);
+    }
+
+    fn role(&mut self, index: u32) {
         self.delta(
             index,
             Delta {
@@ -326,6 +441,23 @@ impl SseWriter<'_> {
                 ..Delta::default()
             },
         );
+    }
+
+    fn finish(&mut self, index: u32, sample: &Sample) {
+        self.chunk(
+            Some(ChunkChoice {
+                index,
+                delta: Delta::default(),
+                logprobs: None,
+                finish_reason: Some(sample.finish.as_str()),
+            }),
+            None,
+        );
+    }
+
+    /// One choice, start to finish: role, reasoning, content, finish reason.
+    fn sample(&mut self, index: u32, sample: &Sample, style: ReasoningStyle) {
+        self.role(index);
         let content = |text| Delta {
             content: Some(text),
             ..Delta::default()
@@ -362,15 +494,7 @@ impl SseWriter<'_> {
         for piece in word_pieces(&sample.content) {
             self.delta(index, content(piece));
         }
-        self.chunk(
-            Some(ChunkChoice {
-                index,
-                delta: Delta::default(),
-                logprobs: None,
-                finish_reason: Some(sample.finish.as_str()),
-            }),
-            None,
-        );
+        self.finish(index, sample);
     }
 }
 
@@ -382,6 +506,7 @@ pub(crate) fn completion_events(
     style: ReasoningStyle,
     usage: Option<&Usage>,
     malformed: bool,
+    logprobs: Option<LogprobRequest<'_>>,
 ) -> SseBody {
     let text_len: usize = samples
         .iter()
@@ -396,7 +521,10 @@ pub(crate) fn completion_events(
         },
     };
     for (sample, index) in samples.iter().zip(0..) {
-        writer.sample(index, sample, style);
+        match logprobs {
+            Some(request) => writer.sample_tokens(index, sample, style, request),
+            None => writer.sample(index, sample, style),
+        }
     }
     if malformed {
         // An object cut off inside a string: no JSON parser accepts it.
@@ -623,6 +751,7 @@ mod tests {
                 std::slice::from_ref(&sample),
                 style,
                 &usage,
+                None,
             ))
             .expect("valid JSON");
             json["choices"][0]["message"].clone()
@@ -667,7 +796,7 @@ mod tests {
             ReasoningStyle::Reasoning,
             ReasoningStyle::ThinkTags,
         ] {
-            let body = completion_events(ENVELOPE, &samples, style, Some(&usage), false);
+            let body = completion_events(ENVELOPE, &samples, style, Some(&usage), false, None);
             let chunks = events(&body);
             let mut content = [String::new(), String::new()];
             let mut reasoning = [String::new(), String::new()];
@@ -709,6 +838,7 @@ mod tests {
             ReasoningStyle::ReasoningContent,
             None,
             true,
+            None,
         );
         let text = std::str::from_utf8(&body.bytes).expect("utf-8");
         let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();

@@ -25,6 +25,7 @@ mod gguf;
 mod memory;
 mod model;
 mod tiny;
+mod token_bytes;
 
 pub use chat_template::{CHATML_FALLBACK_TEMPLATE, ChatTemplate, ChatTurn, TemplateError};
 pub use checkpoint::{Checkpoint, save_checkpoint};
@@ -40,3 +41,4 @@ pub use tiny::{
     TINY_SPECIAL_TOKENS, TINY_VOCAB_SIZE, chatml_tokenizer_config, init_tiny, init_tiny_with,
     learn_merges, tiny_tokenizer,
 };
+pub use token_bytes::TokenBytes;

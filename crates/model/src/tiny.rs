@@ -47,7 +47,7 @@ const MERGES_ASSET: &str = include_str!("../assets/tiny_merges.txt");
 pub const CHATML_TEMPLATE: &str = crate::chat_template::CHATML_FALLBACK_TEMPLATE;
 
 /// GPT-2's byte → printable char map (the ByteLevel alphabet), indexed by byte.
-fn byte_chars() -> Vec<char> {
+pub(crate) fn byte_chars() -> Vec<char> {
     let mut printable: Vec<u32> = ('!' as u32..='~' as u32)
         .chain('¡' as u32..='¬' as u32)
         .chain('®' as u32..='ÿ' as u32)

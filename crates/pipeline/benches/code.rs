@@ -80,6 +80,7 @@ fn problems() -> Vec<(PromptJob, String)> {
 fn completion(answer: &str) -> Completion {
     Completion {
         samples: vec![Sample {
+            logprobs: None,
             index: 0,
             reasoning: Some("Let me write the function carefully and check it.".into()),
             content: answer.to_owned(),

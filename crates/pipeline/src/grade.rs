@@ -2,10 +2,11 @@
 //! Pure apart from the optional code sandbox, so it is tested without actors or servers.
 
 use distillery_spec::{AssistantFormat, KeepPolicy, Verify};
+use distillery_store::TeacherLogprobs;
 use distillery_store::record::{
     ChatMessage, CheckResult, Generation, Provenance, assistant_turn_as, first_failure,
 };
-use distillery_teacher::{Completion, FinishReason, ReasoningSource, Sample};
+use distillery_teacher::{Completion, FinishReason, ReasoningSource, Sample, TokenLogprob};
 use distillery_verify::code::{HumanEvalTask, Sandbox, SandboxLimits, mbpp_program};
 use distillery_verify::{
     Check, LanguagePolicy, LengthLimits, Reason, RepetitionLimits, Verdict, format, language,
@@ -257,6 +258,12 @@ impl Grader {
                         source_row: job.row_number,
                         created_at_ms,
                     },
+                    // Only accepted rows are trained on, so only they pay for the column.
+                    teacher_logprobs: if accepted {
+                        sample.logprobs.as_deref().map(compact_logprobs)
+                    } else {
+                        None
+                    },
                 }
             })
             .collect()
@@ -420,6 +427,21 @@ fn apportion(total: u64, weights: &[u64]) -> Vec<u64> {
     parts
 }
 
+/// A sample's token log-probabilities in the shards' compact form, keeping as many
+/// alternatives per position as the server sent (its `top_logprobs`).
+fn compact_logprobs(tokens: &[TokenLogprob]) -> TeacherLogprobs {
+    let k = tokens.iter().map(|t| t.top.len()).max().unwrap_or(0);
+    let mut out = TeacherLogprobs::new(u8::try_from(k).unwrap_or(u8::MAX));
+    for t in tokens {
+        out.push(
+            &t.token,
+            t.logprob,
+            t.top.iter().map(|(token, lp)| (token.as_slice(), *lp)),
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -453,6 +475,7 @@ mod tests {
 
     fn sample(index: u32, reasoning: &str, content: &str, finish: FinishReason) -> Sample {
         Sample {
+            logprobs: None,
             index,
             reasoning: Some(reasoning.into()),
             content: content.into(),

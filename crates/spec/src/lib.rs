@@ -14,7 +14,7 @@ mod template;
 mod validate;
 
 use std::fmt;
-use std::num::{NonZeroU32, NonZeroU64};
+use std::num::{NonZeroU8, NonZeroU32, NonZeroU64};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -154,8 +154,15 @@ pub struct Teacher {
     /// Retries after the first attempt on 429, 5xx, timeouts and dropped connections.
     pub retries: u32,
     pub stream: bool,
+    /// Ask for the top-k log-probabilities of every generated token (`top_logprobs = k`), to
+    /// store beside accepted rows for logit distillation later.
+    pub top_logprobs: Option<NonZeroU8>,
     pub pricing: Option<Pricing>,
 }
+
+/// The most alternatives per token `top_logprobs` may ask for (vLLM's default limit, and
+/// OpenAI's).
+pub const MAX_TOP_LOGPROBS: u8 = 20;
 
 impl Teacher {
     pub fn kind(&self) -> TeacherKind {

@@ -107,6 +107,10 @@ pub struct MockSettings {
     pub assistant_format: Option<crate::AssistantFormat>,
     pub seed: u64,
     pub faults: FaultRates,
+    /// A `tokenizer.json` the simulator splits its text with when asked for log-probabilities
+    /// (`top_logprobs`), so its tokens are a real vocabulary's (a student's, in the demo).
+    /// Without one it splits text into words, digits and single characters.
+    pub tokenizer: Option<PathBuf>,
 }
 
 impl Default for MockSettings {
@@ -125,6 +129,7 @@ impl Default for MockSettings {
             assistant_format: None,
             seed: 0,
             faults: FaultRates::default(),
+            tokenizer: None,
         }
     }
 }

@@ -59,6 +59,7 @@ pub(crate) struct RawTeacher {
     pub timeout_secs: Option<f64>,
     pub retries: Option<i64>,
     pub stream: Option<bool>,
+    pub top_logprobs: Option<i64>,
     pub input_cost_per_mtok: Option<f64>,
     pub output_cost_per_mtok: Option<f64>,
     pub local: Option<RawLocal>,

@@ -1,6 +1,6 @@
 //! From the raw definition to a typed [`Pipeline`], collecting every problem with its place.
 
-use std::num::{NonZeroU32, NonZeroU64};
+use std::num::{NonZeroU8, NonZeroU32, NonZeroU64};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -8,8 +8,8 @@ use crate::locate::{FieldPath, Locator, Position};
 use crate::raw::{RawCode, RawEndpoint, RawPipeline, RawSource, RawTeacher, RawVerify};
 use crate::{
     AnswerExtract, AssistantFormat, Backend, CodeCheck, Diagnostic, Endpoint, Limits, LocalModel,
-    MockTask, Output, Pipeline, Pricing, Prompt, R1_TEMPERATURE, R1_TOP_P, Sampling, Source,
-    SourceFormat, Teacher, TeacherKind, Template, Verify,
+    MAX_TOP_LOGPROBS, MockTask, Output, Pipeline, Pricing, Prompt, R1_TEMPERATURE, R1_TOP_P,
+    Sampling, Source, SourceFormat, Teacher, TeacherKind, Template, Verify,
 };
 
 const DEFAULT_MAX_TOKENS: u32 = 32_768;
@@ -453,6 +453,7 @@ impl Checker<'_> {
                     Some(dataset) => Some(base_dir.join(dataset)),
                     None => source.map(|source| source.path.clone()),
                 };
+                settings.tokenizer = settings.tokenizer.take().map(|t| base_dir.join(t));
                 Some(Backend::Mock {
                     model: raw.model.unwrap_or_else(|| DEFAULT_MOCK_MODEL.to_owned()),
                     limits,
@@ -491,6 +492,22 @@ impl Checker<'_> {
                 DEFAULT_RETRIES
             }
         };
+        let top_logprobs = match raw.top_logprobs {
+            None => None,
+            Some(k) => match u8::try_from(k).ok().and_then(NonZeroU8::new) {
+                Some(k) if k.get() <= MAX_TOP_LOGPROBS => Some(k),
+                _ => {
+                    self.error(
+                        at.key("top_logprobs"),
+                        format!(
+                            "must be a whole number from 1 to {MAX_TOP_LOGPROBS} (alternatives \
+                             per generated token), got {k}"
+                        ),
+                    );
+                    None
+                }
+            },
+        };
         let timeout = self.seconds(
             raw.timeout_secs,
             DEFAULT_TIMEOUT_SECS,
@@ -527,6 +544,7 @@ impl Checker<'_> {
             timeout,
             retries,
             stream: raw.stream.unwrap_or(true),
+            top_logprobs,
             pricing,
         })
     }
@@ -816,6 +834,44 @@ model = "m"
         };
         assert_eq!(endpoints.len(), 1);
         assert_eq!(endpoints[0].limits.concurrency.get(), DEFAULT_CONCURRENCY);
+    }
+
+    #[test]
+    fn top_logprobs_is_validated_and_named() {
+        let parse = |k: &str| {
+            crate::Pipeline::parse(
+                &MINIMAL.replace(
+                    "model = \"m\"",
+                    &format!("model = \"m\"\ntop_logprobs = {k}"),
+                ),
+                Path::new("p.toml"),
+                Path::new("/base"),
+            )
+        };
+        assert_eq!(
+            parse("8").unwrap().teacher.top_logprobs.map(|k| k.get()),
+            Some(8)
+        );
+        assert_eq!(
+            crate::Pipeline::parse(MINIMAL, Path::new("p.toml"), Path::new("/base"))
+                .unwrap()
+                .teacher
+                .top_logprobs,
+            None
+        );
+        for bad in ["0", "21", "-1"] {
+            let text = MINIMAL.replace(
+                "model = \"m\"",
+                &format!("model = \"m\"\ntop_logprobs = {bad}"),
+            );
+            let errors = errors(&text);
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(
+                errors[0]
+                    .starts_with("10:16 teacher.top_logprobs: must be a whole number from 1 to 20"),
+                "{errors:?}"
+            );
+        }
     }
 
     #[test]

@@ -105,7 +105,21 @@ fn row_pairs(batch: &arrow::array::RecordBatch, row: usize) -> Result<Pairs> {
         .fields()
         .iter()
         .zip(batch.columns())
-        .map(|(f, c)| Ok((f.name().clone(), array_value_to_json(c, row)?)))
+        .map(|(f, c)| {
+            // Thousands of tokens per row: a sample shows what they amount to, not each one.
+            let value = if f.name() == crate::logprobs::COLUMN {
+                match crate::logprobs::Reader::new(batch)
+                    .and_then(|r| r.get(row))
+                    .map_err(StoreError::Schema)?
+                {
+                    Some(r) => format!("{} tokens, top {} each", r.len(), r.k).into(),
+                    None => Value::Null,
+                }
+            } else {
+                array_value_to_json(c, row)?
+            };
+            Ok((f.name().clone(), value))
+        })
         .collect()
 }
 
@@ -323,6 +337,10 @@ fn inspect_run(path: &Path, options: &InspectOptions, out: &mut String) -> Resul
     for (reason, n) in &reasons {
         let _ = writeln!(out, "  rejected {reason}: {n}");
     }
+    let files: Vec<PathBuf> = shard_files.iter().map(|(_, _, p)| p.clone()).collect();
+    out.push_str(&crate::logprobs::describe(crate::logprobs::footprint(
+        &files,
+    )?));
     out.push('\n');
     let schema = match shard_files.first() {
         Some((_, _, file)) => {
@@ -392,6 +410,10 @@ fn inspect_parquet(
         render_schema(out, schema);
     }
     render_samples(out, first_rows(&files, options.samples)?, options);
+    out.push('\n');
+    out.push_str(&crate::logprobs::describe(crate::logprobs::footprint(
+        &files,
+    )?));
     match reasoning_tokens(&files)? {
         Some(tokens) => {
             out.push_str("\nreasoning tokens:\n");

@@ -16,6 +16,7 @@ pub mod error;
 pub mod export;
 pub mod fsck;
 pub mod inspect;
+pub mod logprobs;
 pub mod open_r1;
 
 pub mod read;
@@ -28,6 +29,7 @@ pub mod source;
 pub mod wal;
 
 pub use error::{Result, StoreError};
+pub use logprobs::TeacherLogprobs;
 pub use read::{GenerationReader, Which, read_generations, read_shards};
 pub use record::{
     ChatMessage, CheckResult, FailureEntry, Generation, Provenance, QuarantineEntry, SourceFields,

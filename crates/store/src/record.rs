@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::logprobs::TeacherLogprobs;
+
 /// A chat turn, as in the SFT-ready `messages` column.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
@@ -111,6 +113,10 @@ pub struct Generation {
     /// HTTP attempts the request took, retries included.
     pub attempts: u32,
     pub provenance: Provenance,
+    /// The teacher's top-k log-probabilities of every generated token, when the definition
+    /// asked for them (`[teacher] top_logprobs`) and the row was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_logprobs: Option<TeacherLogprobs>,
 }
 
 /// Why a row with these checks is rejected: the first failing check's reason code.

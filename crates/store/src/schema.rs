@@ -28,7 +28,8 @@ use crate::record::{ChatMessage, CheckResult, Generation, Provenance, SourceFiel
 
 /// Version of the row layout, written to every shard's footer (`distillery.schema_version`).
 /// 2 added the source's own fields (`source_problem`, `source_solution`, `problem_type`,
-/// `level`, `origin`); files of version 1 read with those null.
+/// `level`, `origin`) and the teacher's top-k log-probabilities (`teacher_logprobs`); files of
+/// version 1 read with those null.
 pub const SCHEMA_VERSION: &str = "2";
 
 /// Footer key of the schema version.
@@ -98,6 +99,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         s("source_path", false),
         i64f("source_row"),
         i64f("created_at_ms"),
+        crate::logprobs::field(),
     ]))
 });
 
@@ -236,6 +238,7 @@ pub fn to_record_batch(rows: &[Generation]) -> Result<RecordBatch> {
                 .map(|g| g.provenance.created_at_ms)
                 .collect::<Vec<_>>(),
         )),
+        crate::logprobs::to_array(rows.iter().map(|g| g.teacher_logprobs.as_ref())),
     ];
     Ok(RecordBatch::try_new(generation_schema(), columns)?)
 }
@@ -467,6 +470,8 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<Generation>> {
     let source_path = Str::new(batch, "source_path", true)?;
     let source_row = Int::new(batch, "source_row")?;
     let created_at_ms = Int::new(batch, "created_at_ms")?;
+    // Files written before the column existed read as rows without log-probabilities.
+    let teacher_logprobs = crate::logprobs::Reader::new(batch).map_err(StoreError::Schema)?;
 
     let mut out = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
@@ -536,6 +541,9 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<Generation>> {
                 source_row: source_row.u64(row)?,
                 created_at_ms: created_at_ms.i64(row)?,
             },
+            teacher_logprobs: teacher_logprobs
+                .get(row)
+                .map_err(|message| row_error(row, message))?,
         });
     }
     Ok(out)
@@ -677,6 +685,7 @@ pub(crate) mod tests {
                 source_row: 7,
                 created_at_ms: 1_700_000_000_000,
             },
+            teacher_logprobs: None,
         }
     }
 
@@ -693,9 +702,24 @@ pub(crate) mod tests {
         rows[2]
             .messages
             .insert(0, ChatMessage::new("system", "You are terse."));
+        let mut logprobs = crate::TeacherLogprobs::new(2);
+        logprobs.push(b"4", -0.1, [(&b"4"[..], -0.1), (&b"5"[..], -2.5)]);
+        logprobs.push(b"\xe4", -3.0, [(&b"x"[..], -0.2)]);
+        rows[0].teacher_logprobs = Some(logprobs);
         let batch = to_record_batch(&rows).unwrap();
         assert_eq!(batch.num_rows(), 3);
         assert_eq!(batch.schema(), generation_schema());
+        assert_eq!(from_record_batch(&batch).unwrap(), rows);
+    }
+
+    /// Files written before the `teacher_logprobs` column existed read as rows without it.
+    #[test]
+    fn shards_without_the_logprobs_column_still_read() {
+        let rows = vec![sample("a", 0, true)];
+        let batch = to_record_batch(&rows).unwrap();
+        let index = batch.schema().index_of(crate::logprobs::COLUMN).unwrap();
+        let mut batch = batch;
+        batch.remove_column(index);
         assert_eq!(from_record_batch(&batch).unwrap(), rows);
     }
 

@@ -103,7 +103,7 @@ impl fmt::Display for FinishReason {
 }
 
 /// One answer of the teacher.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// 0-based, unique within a completion.
     pub index: u32,
@@ -111,6 +111,21 @@ pub struct Sample {
     pub content: String,
     pub reasoning_source: ReasoningSource,
     pub finish_reason: FinishReason,
+    /// Every generated token (reasoning and content, in order) with its log-probability and
+    /// the most likely alternatives, when `top_logprobs` was asked for and the server sent
+    /// them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<TokenLogprob>>,
+}
+
+/// One generated token, its log-probability, and the teacher's most likely tokens at its
+/// position (most likely first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token's bytes (a byte-level token may be part of a UTF-8 character).
+    pub token: Vec<u8>,
+    pub logprob: f32,
+    pub top: Vec<(Vec<u8>, f32)>,
 }
 
 /// Token accounting as reported by the server.

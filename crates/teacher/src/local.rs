@@ -357,6 +357,7 @@ impl LocalTeacher {
             content: split.content,
             reasoning_source: split.source,
             finish_reason,
+            logprobs: None,
         };
         (sample, completion_tokens, reasoning_tokens)
     }

@@ -18,8 +18,10 @@ use crate::backoff::Backoff;
 use crate::http::{HttpStatusError, StatusCheckingService};
 use crate::limits::TokenBucket;
 use crate::reasoning;
-use crate::wire::{ChatChunk, ChatRequest, ChatResponse, StreamOptions, WireUsage};
-use crate::{Completion, FinishReason, Sample, Teacher, TeacherError, TeacherRequest, Usage};
+use crate::wire::{ChatChunk, ChatRequest, ChatResponse, StreamOptions, WireLogprobs, WireUsage};
+use crate::{
+    Completion, FinishReason, Sample, Teacher, TeacherError, TeacherRequest, TokenLogprob, Usage,
+};
 
 /// How requests are made, common to every endpoint.
 #[derive(Debug, Clone)]
@@ -30,6 +32,8 @@ pub struct TeacherOptions {
     pub retries: u32,
     pub stream: bool,
     pub backoff: Backoff,
+    /// Ask for the top-k log-probabilities of every generated token.
+    pub top_logprobs: Option<u8>,
 }
 
 impl TeacherOptions {
@@ -40,6 +44,7 @@ impl TeacherOptions {
             retries: teacher.retries,
             stream: teacher.stream,
             backoff: Backoff::default(),
+            top_logprobs: teacher.top_logprobs.map(|k| k.get()),
         }
     }
 }
@@ -100,6 +105,8 @@ struct EndpointState {
     /// The server sent a response without `usage` (llama.cpp's Python server ignores
     /// `stream_options.include_usage`): said once, since token counts will read 0.
     warned_no_usage: AtomicBool,
+    /// The server sent no log-probabilities although they were asked for: said once.
+    warned_no_logprobs: AtomicBool,
 }
 
 /// A teacher behind one or several OpenAI-compatible endpoints that share the load.
@@ -201,6 +208,7 @@ impl OpenAiTeacher {
                     .map(|tpm| TokenBucket::per_minute(tpm.get() as f64, 1.0)),
                 paused_until: Mutex::new(None),
                 warned_no_usage: AtomicBool::new(false),
+                warned_no_logprobs: AtomicBool::new(false),
             });
         }
         if states.is_empty() {
@@ -376,6 +384,8 @@ impl OpenAiTeacher {
             stream_options: options.stream.then_some(StreamOptions {
                 include_usage: true,
             }),
+            logprobs: options.top_logprobs.map(|_| true),
+            top_logprobs: options.top_logprobs,
         };
         let chat = endpoint.client.chat();
         let mut choices: BTreeMap<u32, ChoiceText> = BTreeMap::new();
@@ -408,6 +418,9 @@ impl OpenAiTeacher {
                     if let Some(c) = delta.content {
                         text.content.push_str(&c);
                     }
+                    if let Some(logprobs) = choice.logprobs {
+                        text.add_logprobs(logprobs);
+                    }
                     if choice.finish_reason.is_some() {
                         text.finish_reason = choice.finish_reason;
                     }
@@ -428,6 +441,9 @@ impl OpenAiTeacher {
                 let message = choice.message;
                 text.reasoning = message.reasoning_content.or(message.reasoning);
                 text.content = message.content.unwrap_or_default();
+                if let Some(logprobs) = choice.logprobs {
+                    text.add_logprobs(logprobs);
+                }
                 text.finish_reason = Some(choice.finish_reason.unwrap_or_else(|| "stop".into()));
             }
         }
@@ -442,12 +458,27 @@ impl OpenAiTeacher {
                 });
             };
             let split = reasoning::split(text.reasoning.as_deref(), &text.content);
+            let logprobs = match (options.top_logprobs, text.logprobs) {
+                (Some(_), None) => {
+                    if !endpoint.warned_no_logprobs.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "{} sent no log-probabilities although top_logprobs was asked for; \
+                             its rows carry none (vLLM, SGLang and llama.cpp's server send them)",
+                            endpoint.base_url
+                        );
+                    }
+                    None
+                }
+                (Some(_), logprobs) => logprobs,
+                (None, _) => None,
+            };
             out.push(Sample {
                 index,
                 reasoning: split.reasoning,
                 content: split.content,
                 reasoning_source: split.source,
                 finish_reason: FinishReason::from(finish_reason),
+                logprobs,
             });
         }
         if usage.is_none() && !endpoint.warned_no_usage.swap(true, Ordering::Relaxed) {
@@ -734,6 +765,28 @@ struct ChoiceText {
     reasoning: Option<String>,
     content: String,
     finish_reason: Option<String>,
+    /// `None` until the server sends a `logprobs` object for this choice.
+    logprobs: Option<Vec<TokenLogprob>>,
+}
+
+impl ChoiceText {
+    /// Appends a response's or a chunk's token log-probabilities, in generation order.
+    fn add_logprobs(&mut self, logprobs: WireLogprobs) {
+        let tokens = self.logprobs.get_or_insert_with(Vec::new);
+        let bytes =
+            |token: String, bytes: Option<Vec<u8>>| bytes.unwrap_or_else(|| token.into_bytes());
+        for entry in logprobs.into_tokens() {
+            tokens.push(TokenLogprob {
+                token: bytes(entry.token, entry.bytes),
+                logprob: entry.logprob as f32,
+                top: entry
+                    .top_logprobs
+                    .into_iter()
+                    .map(|t| (bytes(t.token, t.bytes), t.logprob as f32))
+                    .collect(),
+            });
+        }
+    }
 }
 
 impl From<WireUsage> for Usage {

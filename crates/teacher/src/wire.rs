@@ -16,6 +16,10 @@ pub(crate) struct ChatRequest<'a> {
     pub stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u8>,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,7 +57,52 @@ pub(crate) struct Choice {
     pub index: u32,
     pub message: ResponseMessage,
     #[serde(default)]
+    pub logprobs: Option<WireLogprobs>,
+    #[serde(default)]
     pub finish_reason: Option<String>,
+}
+
+/// `choices[].logprobs`: one entry per generated token. vLLM and llama.cpp put every token in
+/// `content`; a server that separates reasoning tokens may send them in `reasoning_content`
+/// or `reasoning`, which come first.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct WireLogprobs {
+    #[serde(default)]
+    pub content: Option<Vec<WireTokenLogprob>>,
+    #[serde(default)]
+    pub reasoning_content: Option<Vec<WireTokenLogprob>>,
+    #[serde(default)]
+    pub reasoning: Option<Vec<WireTokenLogprob>>,
+}
+
+impl WireLogprobs {
+    /// The entries in generation order: reasoning tokens, then content tokens.
+    pub fn into_tokens(self) -> impl Iterator<Item = WireTokenLogprob> {
+        self.reasoning_content
+            .or(self.reasoning)
+            .into_iter()
+            .flatten()
+            .chain(self.content.into_iter().flatten())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct WireTokenLogprob {
+    pub token: String,
+    pub logprob: f64,
+    /// The token's UTF-8 bytes; a token that is part of a character has no string of its own.
+    #[serde(default)]
+    pub bytes: Option<Vec<u8>>,
+    #[serde(default)]
+    pub top_logprobs: Vec<WireTopLogprob>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct WireTopLogprob {
+    pub token: String,
+    pub logprob: f64,
+    #[serde(default)]
+    pub bytes: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +130,8 @@ pub(crate) struct ChunkChoice {
     pub index: u32,
     #[serde(default)]
     pub delta: Delta,
+    #[serde(default)]
+    pub logprobs: Option<WireLogprobs>,
     #[serde(default)]
     pub finish_reason: Option<String>,
 }

@@ -76,6 +76,7 @@ fn options(stream: bool, retries: u32, timeout: Duration) -> TeacherOptions {
             base: Duration::from_millis(2),
             max: Duration::from_millis(20),
         },
+        top_logprobs: None,
     }
 }
 
@@ -95,6 +96,51 @@ fn settings(style: ReasoningStyle) -> MockSettings {
 fn assert_whole(completion: &Completion, samples: u32) {
     let indexes: BTreeSet<u32> = completion.samples.iter().map(|s| s.index).collect();
     assert_eq!(indexes, (0..samples).collect(), "every sample exactly once");
+}
+
+/// `top_logprobs = 8`: every sample comes back with one entry per generated token, whose
+/// bytes spell exactly what the sample says (reasoning, then content), chosen token first,
+/// streamed or not, whatever the reasoning style.
+#[tokio::test]
+async fn top_logprobs_come_back_consistent_with_the_text() {
+    for style in [
+        ReasoningStyle::ReasoningContent,
+        ReasoningStyle::Reasoning,
+        ReasoningStyle::ThinkTags,
+    ] {
+        let server = start(settings(style), 5).await;
+        for stream in [false, true] {
+            let mut options = options(stream, 0, Duration::from_secs(5));
+            options.top_logprobs = Some(8);
+            let teacher = OpenAiTeacher::new(&[endpoint(&server, 4)], options).unwrap();
+            let completion = teacher.complete(&request(2, 2)).await.unwrap();
+            for sample in &completion.samples {
+                let tokens = sample.logprobs.as_ref().expect("log-probabilities");
+                let spelled =
+                    String::from_utf8(tokens.iter().flat_map(|t| t.token.clone()).collect())
+                        .unwrap();
+                let reasoning = sample.reasoning.as_deref().unwrap();
+                let expected = match style {
+                    ReasoningStyle::ThinkTags => {
+                        format!("<think>\n{reasoning}\n</think>\n\n{}", sample.content)
+                    }
+                    _ => format!("{reasoning}{}", sample.content),
+                };
+                assert_eq!(spelled, expected, "{style:?} stream={stream}");
+                for t in tokens {
+                    assert_eq!(t.top.len(), 8);
+                    assert_eq!(t.top[0].0, t.token);
+                    assert!(t.logprob < 0.0 && t.logprob > -0.7);
+                }
+            }
+        }
+        // Without the option nothing is asked and nothing comes back.
+        let completion = teacher(&[endpoint(&server, 4)], true, 0)
+            .complete(&request(2, 1))
+            .await
+            .unwrap();
+        assert!(completion.samples[0].logprobs.is_none());
+    }
 }
 
 #[tokio::test]

@@ -66,6 +66,7 @@ fn batch(cfg: &Config) -> MicroBatch {
         targets: t(targets),
         mask: Tensor::from_vec(mask, (ROWS, LEN), &Device::Cpu).unwrap(),
         segments: t(vec![1; n]),
+        sparse: Vec::new(),
     }
 }
 

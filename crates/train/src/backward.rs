@@ -21,7 +21,7 @@ use candle_core::{DType, Tensor, Var};
 use distillery_model::Model;
 
 use crate::error::{Result, TrainError};
-use crate::loss::{kd_loss_sum, masked_cross_entropy_sum};
+use crate::loss::{SparseTarget, kd_loss_sum, masked_cross_entropy_sum, sparse_kd_loss_sum};
 
 /// Logit elements (rows × vocabulary) per chunk of the loss: 16 MiB of f32 logits, under
 /// the size glibc serves from the heap (see `keep_freed_tensor_memory`), so chunks reuse memory.
@@ -34,11 +34,23 @@ pub struct MicroBatch {
     /// f32 0/1: 1 where the position's target counts (assistant tokens).
     pub mask: Tensor,
     pub segments: Tensor,
+    /// With distillation from stored log-probabilities: the teacher's distribution predicting
+    /// each position's target (flat, `[b·t]`; `None` where there is none). Empty otherwise.
+    pub sparse: Vec<Option<SparseTarget>>,
 }
 
-/// Logit distillation from a teacher sharing the student's tokenizer, at one temperature.
+/// Where the teacher's distribution comes from.
+pub enum KdTeacher<'a> {
+    /// A local model sharing the student's tokenizer, run beside it.
+    Model(&'a Model),
+    /// The top-k log-probabilities stored with the data ([`MicroBatch::sparse`]): no teacher
+    /// pass at all.
+    Logprobs,
+}
+
+/// Logit distillation at one temperature.
 pub struct Distill<'a> {
-    pub teacher: &'a Model,
+    pub teacher: KdTeacher<'a>,
     pub alpha: f64,
     pub temperature: f64,
 }
@@ -56,18 +68,34 @@ fn model_err(e: distillery_model::Error) -> TrainError {
     TrainError::Model(e.to_string())
 }
 
-/// The loss positions of `batch`: their flat indices into `[b·t]` and their targets.
-fn loss_rows(batch: &MicroBatch) -> Result<Option<(Tensor, Tensor)>> {
+/// The loss positions of `batch`: their flat indices into `[b·t]` (as a tensor and on the
+/// host) and their targets.
+fn loss_rows(batch: &MicroBatch) -> Result<Option<(Tensor, Vec<u32>, Tensor)>> {
     let mask = batch.mask.flatten_all()?.to_vec1::<f32>()?;
-    let rows: Vec<u32> = (0..mask.len() as u32)
+    let host: Vec<u32> = (0..mask.len() as u32)
         .filter(|&i| mask[i as usize] > 0.0)
         .collect();
-    if rows.is_empty() {
+    if host.is_empty() {
         return Ok(None);
     }
-    let rows = Tensor::from_vec(rows.clone(), rows.len(), batch.inputs.device())?;
+    let rows = Tensor::from_vec(host.clone(), host.len(), batch.inputs.device())?;
     let targets = batch.targets.flatten_all()?.index_select(&rows, 0)?;
-    Ok(Some((rows, targets)))
+    Ok(Some((rows, host, targets)))
+}
+
+/// The stored teacher distributions of the loss rows, in their order.
+fn sparse_rows<'b>(batch: &'b MicroBatch, rows: &[u32]) -> Result<Vec<Option<&'b SparseTarget>>> {
+    if batch.sparse.len() != batch.mask.elem_count() {
+        return Err(TrainError::Model(format!(
+            "distillation from stored log-probabilities needs one entry per position: {} for {}",
+            batch.sparse.len(),
+            batch.mask.elem_count()
+        )));
+    }
+    Ok(rows
+        .iter()
+        .map(|&r| batch.sparse[r as usize].as_ref())
+        .collect())
 }
 
 /// Hidden states `[b, t, h]` at the loss rows: `[n, h]`.
@@ -83,10 +111,12 @@ fn chunk_rows(model: &Model, chunk_logits: usize) -> usize {
 
 /// Loss of the logits of `hidden_rows` (`[n, h]`, the student's) against `targets`, chunk by
 /// chunk. `on_chunk` gets each chunk's differentiable total and may run its backward.
+#[allow(clippy::too_many_arguments)]
 fn chunked_loss(
     student: &Model,
     hidden_rows: &Tensor,
     teacher_rows: Option<&Tensor>,
+    sparse: &[Option<&SparseTarget>],
     targets: &Tensor,
     distill: Option<&Distill>,
     chunk_logits: usize,
@@ -102,25 +132,39 @@ fn chunked_loss(
             .map_err(model_err)?;
         let chunk_targets = targets.narrow(0, start, len)?;
         let ones = Tensor::ones(len, DType::F32, logits.device())?;
-        let total = match (distill, teacher_rows) {
-            (Some(d), Some(t_rows)) => {
-                let t_logits = d
-                    .teacher
+        let kd = match distill.map(|d| (d, &d.teacher)) {
+            Some((d, KdTeacher::Model(teacher))) => {
+                let t_rows = teacher_rows.ok_or_else(|| {
+                    TrainError::Model("distillation without the teacher's hidden states".into())
+                })?;
+                let t_logits = teacher
                     .lm_head(&t_rows.narrow(0, start, len)?)
                     .map_err(model_err)?;
-                let kd = kd_loss_sum(
+                Some(kd_loss_sum(
                     &logits,
                     &t_logits,
                     &chunk_targets,
                     &ones,
                     d.alpha,
                     d.temperature,
-                )?;
+                )?)
+            }
+            Some((d, KdTeacher::Logprobs)) => Some(sparse_kd_loss_sum(
+                &logits,
+                &chunk_targets,
+                &sparse[start..start + len],
+                d.alpha,
+                d.temperature,
+            )?),
+            None => None,
+        };
+        let total = match kd {
+            Some(kd) => {
                 sums.ce += f64::from(kd.ce.to_scalar::<f32>()?);
                 sums.kl += f64::from(kd.kl.to_scalar::<f32>()?);
                 kd.total
             }
-            _ => {
+            None => {
                 let ce = masked_cross_entropy_sum(&logits, &chunk_targets, &ones)?;
                 sums.ce += f64::from(ce.to_scalar::<f32>()?);
                 ce
@@ -187,8 +231,12 @@ pub fn accumulate_gradients(
     vars: &[Var],
     acc: &mut [Option<Tensor>],
 ) -> Result<LossSums> {
-    let Some((rows, targets)) = loss_rows(batch)? else {
+    let Some((rows, host_rows, targets)) = loss_rows(batch)? else {
         return Ok(LossSums::default());
+    };
+    let sparse = match distill.map(|d| &d.teacher) {
+        Some(KdTeacher::Logprobs) => sparse_rows(batch, &host_rows)?,
+        _ => Vec::new(),
     };
     let context = student
         .batch_context(&batch.inputs, Some(&batch.segments))
@@ -222,21 +270,22 @@ pub fn accumulate_gradients(
     // Stage 2: the head and the loss, chunk by chunk, from a leaf copy of the hidden states.
     let hidden_leaf = leaf(&hidden)?;
     let student_rows = select_rows(hidden_leaf.as_tensor(), &rows)?;
-    let teacher_rows = match distill {
-        Some(d) => Some(select_rows(
-            &d.teacher
+    let teacher_rows = match distill.map(|d| &d.teacher) {
+        Some(KdTeacher::Model(teacher)) => Some(select_rows(
+            &teacher
                 .forward_hidden(&batch.inputs, Some(&batch.segments))
                 .map_err(model_err)?
                 .detach(),
             &rows,
         )?),
-        None => None,
+        _ => None,
     };
     let mut upstream: Option<Tensor> = None;
     let sums = chunked_loss(
         student,
         &student_rows,
         teacher_rows.as_ref(),
+        &sparse,
         &targets,
         distill,
         staging.chunk_logits,
@@ -281,7 +330,7 @@ pub fn summed_cross_entropy(
     batch: &MicroBatch,
     chunk_logits: usize,
 ) -> Result<f64> {
-    let Some((rows, targets)) = loss_rows(batch)? else {
+    let Some((rows, _, targets)) = loss_rows(batch)? else {
         return Ok(0.0);
     };
     let hidden = student
@@ -289,12 +338,17 @@ pub fn summed_cross_entropy(
         .map_err(model_err)?
         .detach();
     let rows = select_rows(&hidden, &rows)?;
-    Ok(
-        chunked_loss(student, &rows, None, &targets, None, chunk_logits, |_| {
-            Ok(())
-        })?
-        .ce,
-    )
+    Ok(chunked_loss(
+        student,
+        &rows,
+        None,
+        &[],
+        &targets,
+        None,
+        chunk_logits,
+        |_| Ok(()),
+    )?
+    .ce)
 }
 
 #[cfg(test)]
@@ -304,7 +358,6 @@ mod tests {
     use candle_nn::VarBuilder;
     use distillery_model::{Arch, Config, random_varmap};
 
-    use crate::loss::kd_loss_sum;
     use crate::optim::sorted_vars;
 
     fn batch(device: &Device) -> MicroBatch {
@@ -327,6 +380,7 @@ mod tests {
             targets,
             mask,
             segments,
+            sparse: Vec::new(),
         }
     }
 
@@ -354,7 +408,7 @@ mod tests {
             .collect();
         let b = batch(&device);
         let distill = Distill {
-            teacher: &teacher,
+            teacher: KdTeacher::Model(&teacher),
             alpha: 0.4,
             temperature: 2.0,
         };
@@ -416,6 +470,116 @@ mod tests {
                 }
             }
         }
+        let no_grad = summed_cross_entropy(&student, &b, 3 * 768).unwrap();
+        let logits = student.forward(&b.inputs, Some(&b.segments)).unwrap();
+        let whole = masked_cross_entropy_sum(&logits, &b.targets, &b.mask)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((no_grad - f64::from(whole)).abs() < 1e-4);
+    }
+
+    /// Distillation from stored top-k: the staged, chunked backward gives the loss and the
+    /// gradients of one backward over the sparse loss of the whole batch.
+    #[test]
+    fn staged_sparse_kd_matches_one_backward_over_the_whole_loss() {
+        let device = Device::Cpu;
+        let cfg = Config::tiny(Arch::Llama);
+        let vm = random_varmap(&cfg, 3, 0.1, &device, DType::F32).unwrap();
+        let student = Model::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &device)).unwrap();
+        let vars: Vec<Var> = sorted_vars(&vm).into_iter().map(|(_, v)| v).collect();
+        let mut b = batch(&device);
+        let mask = b.mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // Every other loss position carries a top-3 (with a tail); the rest get CE alone.
+        b.sparse = (0..mask.len())
+            .map(|i| {
+                (mask[i] > 0.0 && i % 2 == 0).then(|| SparseTarget {
+                    ids: vec![i as u32, 7, 100 + i as u32],
+                    logprobs: vec![-0.2, -2.5, -3.0],
+                })
+            })
+            .collect();
+        let rows: Vec<usize> = (0..mask.len()).filter(|&i| mask[i] > 0.0).collect();
+        let logits = student.forward(&b.inputs, Some(&b.segments)).unwrap();
+        let v = logits.dim(D::Minus1).unwrap();
+        let idx = Tensor::from_vec(
+            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            rows.len(),
+            &device,
+        )
+        .unwrap();
+        let flat = logits
+            .reshape(((), v))
+            .unwrap()
+            .index_select(&idx, 0)
+            .unwrap();
+        let targets = b
+            .targets
+            .flatten_all()
+            .unwrap()
+            .index_select(&idx, 0)
+            .unwrap();
+        let sparse: Vec<Option<&SparseTarget>> =
+            rows.iter().map(|&r| b.sparse[r].as_ref()).collect();
+        let whole = sparse_kd_loss_sum(&flat, &targets, &sparse, 0.6, 3.0)
+            .unwrap()
+            .total;
+        let scale = 0.5;
+        let reference = (&whole * scale).unwrap().backward().unwrap();
+        let whole = f64::from(whole.to_scalar::<f32>().unwrap());
+        let distill = Distill {
+            teacher: KdTeacher::Logprobs,
+            alpha: 0.6,
+            temperature: 3.0,
+        };
+        for (checkpoint, chunk_logits) in [(false, CHUNK_LOGITS), (true, 2 * 768)] {
+            let mut acc = vec![None; vars.len()];
+            let staging = Staging {
+                checkpoint_activations: checkpoint,
+                chunk_logits,
+            };
+            let sums = accumulate_gradients(
+                &student,
+                &b,
+                Some(&distill),
+                staging,
+                scale,
+                &vars,
+                &mut acc,
+            )
+            .unwrap();
+            assert!(
+                (sums.total - whole).abs() < 1e-4 * whole.abs().max(1.0),
+                "{sums:?} vs {whole}"
+            );
+            assert!(sums.kl > 0.0);
+            for (var, got) in vars.iter().zip(&acc) {
+                let want = reference.get(var.as_tensor()).unwrap();
+                let diff = (want - got.as_ref().unwrap())
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    diff < 1e-5,
+                    "checkpoint {checkpoint}: gradient differs by {diff}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cross_entropy_without_gradients_matches() {
+        let device = Device::Cpu;
+        let cfg = Config::tiny(Arch::Llama);
+        let vm = random_varmap(&cfg, 1, 0.1, &device, DType::F32).unwrap();
+        let student = Model::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &device)).unwrap();
+        let b = batch(&device);
         let no_grad = summed_cross_entropy(&student, &b, 3 * 768).unwrap();
         let logits = student.forward(&b.inputs, Some(&b.segments)).unwrap();
         let whole = masked_cross_entropy_sum(&logits, &b.targets, &b.mask)

@@ -12,7 +12,12 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use distillery_store::TeacherLogprobs;
+use distillery_store::logprobs;
+
+use crate::align::{Aligner, LogprobStats};
 use crate::error::{Result, TrainError, io_err};
+use crate::loss::SparseTarget;
 use crate::template::ChatTemplate;
 
 /// One chat turn.
@@ -23,10 +28,13 @@ pub struct Message {
 }
 
 /// One training conversation and where it came from (`file row N`), for error messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Conversation {
     pub messages: Vec<Message>,
     pub origin: String,
+    /// The teacher's top-k log-probabilities of the last assistant turn, when the data carries
+    /// them (run shards and exports of runs with `[teacher] top_logprobs`).
+    pub teacher_logprobs: Option<TeacherLogprobs>,
 }
 
 /// What [`load_conversations`] read.
@@ -134,9 +142,18 @@ pub fn load_conversations(paths: &[PathBuf]) -> Result<LoadedData> {
     Ok(out)
 }
 
-fn push(out: &mut LoadedData, messages: Vec<Message>, origin: String) {
+fn push(
+    out: &mut LoadedData,
+    messages: Vec<Message>,
+    origin: String,
+    teacher_logprobs: Option<TeacherLogprobs>,
+) {
     if messages.iter().any(|m| m.role == "assistant") {
-        out.conversations.push(Conversation { messages, origin });
+        out.conversations.push(Conversation {
+            messages,
+            origin,
+            teacher_logprobs,
+        });
     } else {
         out.skipped_no_assistant += 1;
     }
@@ -160,8 +177,10 @@ pub fn read_parquet(path: &Path, out: &mut LoadedData) -> Result<()> {
         .index_of("messages")
         .map_err(|_| col_err("messages", "no such column".into()))?;
     let accepted_idx = schema.index_of("accepted").ok();
+    let logprobs_idx = schema.index_of(logprobs::COLUMN).ok();
     let mut roots = vec![messages_idx];
     roots.extend(accepted_idx);
+    roots.extend(logprobs_idx);
     roots.sort();
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
     let reader = builder
@@ -200,6 +219,7 @@ fn read_batch(
                 .clone(),
         ),
     };
+    let logprobs = logprobs::Reader::new(batch).map_err(|m| col_err(logprobs::COLUMN, m))?;
     // Lists of structs; accept List and LargeList.
     let list_item = |i: usize| -> Option<std::sync::Arc<dyn Array>> {
         match messages.data_type() {
@@ -263,7 +283,12 @@ fn read_batch(
                 content: c,
             });
         }
-        push(out, msgs, origin);
+        let teacher_logprobs = logprobs.get(i).map_err(|message| TrainError::Row {
+            path: path.to_path_buf(),
+            row: this_row,
+            message,
+        })?;
+        push(out, msgs, origin, teacher_logprobs);
     }
     Ok(())
 }
@@ -313,26 +338,39 @@ pub fn read_jsonl(path: &Path, out: &mut LoadedData) -> Result<()> {
             line: i + 1,
             message: "missing field `messages`".into(),
         })?;
-        push(out, messages, format!("{} line {}", path.display(), i + 1));
+        push(
+            out,
+            messages,
+            format!("{} line {}", path.display(), i + 1),
+            None,
+        );
     }
     Ok(())
 }
 
 /// A tokenised conversation: every token of the rendered text and whether it belongs to an
 /// assistant turn (i.e. is trained on).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Encoded {
     pub tokens: Vec<u32>,
     pub assistant: Vec<bool>,
+    /// With an [`Aligner`]: the teacher's distribution predicting each token (see
+    /// [`crate::align`]). Empty otherwise.
+    pub sparse: Vec<Option<SparseTarget>>,
+    /// With an [`Aligner`]: how this conversation's log-probabilities lined up.
+    pub logprob_stats: Option<LogprobStats>,
 }
 
 /// A training example ready for packing: `inputs[i]` predicts `targets[i]`; the loss counts
 /// where `mask[i]` (the target is an assistant token).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Example {
     pub inputs: Vec<u32>,
     pub targets: Vec<u32>,
     pub mask: Vec<bool>,
+    /// The teacher's distribution predicting `targets[i]` (distillation from stored
+    /// log-probabilities); empty without it.
+    pub sparse: Vec<Option<SparseTarget>>,
 }
 
 impl Example {
@@ -353,12 +391,17 @@ pub struct EncodeStats {
     pub dropped_empty: usize,
     pub tokens: usize,
     pub loss_tokens: usize,
+    /// With distillation from stored log-probabilities: how they lined up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<LogprobStats>,
 }
 
 /// Renders conversations with a chat template and tokenises them with the assistant mask.
 pub struct Encoder<'a> {
     pub tokenizer: &'a Tokenizer,
     pub template: &'a ChatTemplate,
+    /// Lines up rows' stored teacher log-probabilities with the student's tokens.
+    pub aligner: Option<&'a Aligner>,
 }
 
 impl Encoder<'_> {
@@ -374,24 +417,94 @@ impl Encoder<'_> {
     pub fn encode(&self, conv: &Conversation) -> Result<Encoded> {
         let origin = conv.origin.as_str();
         let rendered = self.template.render_marked(&conv.messages, false, origin)?;
-        if let Some(spans) = rendered.generation_spans {
-            let enc = self.tokenize(&rendered.text, origin)?;
-            let assistant = enc
-                .get_offsets()
-                .iter()
-                .map(|&(s, e)| {
-                    // A token overlapping a block (a zero-width one: sitting inside it).
-                    spans
-                        .iter()
-                        .any(|b| (s < b.end && e > b.start) || (s == e && b.contains(&s)))
-                })
-                .collect();
-            return Ok(Encoded {
-                tokens: enc.get_ids().to_vec(),
-                assistant,
-            });
-        }
         let full = rendered.text;
+        let (enc, assistant, spans) = match rendered.generation_spans {
+            Some(blocks) => {
+                let enc = self.tokenize(&full, origin)?;
+                let assistant = enc
+                    .get_offsets()
+                    .iter()
+                    .map(|&(s, e)| {
+                        // A token overlapping a block (a zero-width one: sitting inside it).
+                        blocks
+                            .iter()
+                            .any(|b| (s < b.end && e > b.start) || (s == e && b.contains(&s)))
+                    })
+                    .collect();
+                let spans = blocks.iter().map(|b| (b.start, b.end)).collect();
+                (enc, assistant, spans)
+            }
+            None => {
+                let spans = self.assistant_spans_by_prefix(conv, &full)?;
+                let enc = self.tokenize(&full, origin)?;
+                let assistant = enc
+                    .get_offsets()
+                    .iter()
+                    .map(|&(s, e)| {
+                        // Zero-width tokens (none in practice) count with their position.
+                        spans
+                            .iter()
+                            .any(|&(a, b)| (s >= a && s < b) || (s == e && s > a && s <= b))
+                    })
+                    .collect();
+                (enc, assistant, spans)
+            }
+        };
+        let tokens = enc.get_ids().to_vec();
+        let (sparse, logprob_stats) = match self.aligner {
+            None => (Vec::new(), None),
+            Some(aligner) => {
+                let last_turn = conv
+                    .messages
+                    .iter()
+                    .rev()
+                    .find(|m| m.role == "assistant")
+                    .map(|m| m.content.as_str());
+                // The stored log-probabilities belong to the last assistant turn (the one the
+                // teacher generated); a template that rewrote it leaves nothing to line up.
+                let located = last_turn.zip(spans.last()).and_then(|(turn, &(start, _))| {
+                    full[start..].find(turn).map(|at| (start + at, turn))
+                });
+                match (&conv.teacher_logprobs, located) {
+                    (Some(logprobs), Some((at, turn))) => {
+                        let (sparse, stats) =
+                            aligner.align(&full, &tokens, enc.get_offsets(), at, turn, logprobs);
+                        (sparse, Some(stats))
+                    }
+                    (Some(logprobs), None) => (
+                        vec![None; tokens.len()],
+                        Some(LogprobStats {
+                            rows: 1,
+                            teacher_positions: logprobs.len(),
+                            ..LogprobStats::default()
+                        }),
+                    ),
+                    (None, _) => (
+                        vec![None; tokens.len()],
+                        Some(LogprobStats {
+                            rows_without: 1,
+                            ..LogprobStats::default()
+                        }),
+                    ),
+                }
+            }
+        };
+        Ok(Encoded {
+            tokens,
+            assistant,
+            sparse,
+            logprob_stats,
+        })
+    }
+
+    /// The byte spans of the assistant turns in `full`, found by rendering prefixes (see
+    /// [`Encoder::encode`]), for templates without `{% generation %}` markers.
+    fn assistant_spans_by_prefix(
+        &self,
+        conv: &Conversation,
+        full: &str,
+    ) -> Result<Vec<(usize, usize)>> {
+        let origin = conv.origin.as_str();
         let mut spans: Vec<(usize, usize)> = Vec::new();
         let mut cursor = 0usize;
         for (i, m) in conv.messages.iter().enumerate() {
@@ -435,19 +548,7 @@ impl Encoder<'_> {
             spans.push((start, start + turn.len()));
             cursor = start + turn.len();
         }
-        let enc = self.tokenize(&full, origin)?;
-        let tokens = enc.get_ids().to_vec();
-        let assistant = enc
-            .get_offsets()
-            .iter()
-            .map(|&(s, e)| {
-                // Zero-width tokens (none in practice) count with their position.
-                spans
-                    .iter()
-                    .any(|&(a, b)| (s >= a && s < b) || (s == e && s > a && s <= b))
-            })
-            .collect();
-        Ok(Encoded { tokens, assistant })
+        Ok(spans)
     }
 
     fn tokenize(&self, text: &str, origin: &str) -> Result<tokenizers::Encoding> {
@@ -474,6 +575,12 @@ impl Encoder<'_> {
         let mut out = Vec::with_capacity(convs.len());
         for conv in convs {
             let enc = self.encode(conv)?;
+            if let Some(s) = &enc.logprob_stats {
+                stats
+                    .logprobs
+                    .get_or_insert_with(LogprobStats::default)
+                    .add(s);
+            }
             match to_example(&enc, max_len) {
                 (Some(ex), truncated) => {
                     stats.truncated += usize::from(truncated);
@@ -505,6 +612,7 @@ pub fn to_example(enc: &Encoded, max_len: usize) -> (Option<Example>, bool) {
         inputs: enc.tokens[..n - 1].to_vec(),
         targets: enc.tokens[1..n].to_vec(),
         mask: enc.assistant[1..n].to_vec(),
+        sparse: enc.sparse.get(1..n).map(<[_]>::to_vec).unwrap_or_default(),
     };
     if ex.loss_tokens() == 0 {
         (None, truncated)
@@ -515,12 +623,14 @@ pub fn to_example(enc: &Encoded, max_len: usize) -> (Option<Example>, bool) {
 
 /// One row of a batch: `segments[i]` is 0 for padding, else the 1-based index of the example
 /// the position belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub inputs: Vec<u32>,
     pub targets: Vec<u32>,
     pub mask: Vec<bool>,
     pub segments: Vec<u32>,
+    /// Per position, as [`Example::sparse`]; empty when no example carries any.
+    pub sparse: Vec<Option<SparseTarget>>,
 }
 
 impl Row {
@@ -530,6 +640,7 @@ impl Row {
             targets: Vec::new(),
             mask: Vec::new(),
             segments: Vec::new(),
+            sparse: Vec::new(),
         }
     }
 
@@ -539,6 +650,12 @@ impl Row {
         self.mask.extend_from_slice(&ex.mask);
         self.segments
             .extend(std::iter::repeat_n(segment, ex.inputs.len()));
+        if !ex.sparse.is_empty() {
+            // Earlier examples without any keep their positions with `None`.
+            self.sparse
+                .resize(self.inputs.len() - ex.inputs.len(), None);
+            self.sparse.extend_from_slice(&ex.sparse);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -585,6 +702,8 @@ pub struct Batch {
     pub targets: Vec<u32>,
     pub mask: Vec<f32>,
     pub segments: Vec<u32>,
+    /// Per position, as [`Row::sparse`] (padded with `None`); empty when no row has any.
+    pub sparse: Vec<Option<SparseTarget>>,
     /// Real (non-padding) positions.
     pub tokens: usize,
     pub loss_tokens: usize,
@@ -602,9 +721,11 @@ impl Batch {
             targets: Vec::with_capacity(n),
             mask: Vec::with_capacity(n),
             segments: Vec::with_capacity(n),
+            sparse: Vec::new(),
             tokens: 0,
             loss_tokens: 0,
         };
+        let any_sparse = rows.iter().any(|r| !r.sparse.is_empty());
         for r in rows {
             let pad = len - r.len();
             b.inputs
@@ -623,6 +744,11 @@ impl Batch {
                     .copied()
                     .chain(std::iter::repeat_n(0, pad)),
             );
+            if any_sparse {
+                let start = b.sparse.len();
+                b.sparse.extend(r.sparse.iter().cloned());
+                b.sparse.resize(start + len, None);
+            }
             b.tokens += r.len();
             b.loss_tokens += r.loss_tokens();
         }
@@ -641,6 +767,7 @@ pub(crate) mod tests {
 
     pub(crate) fn conv(pairs: &[(&str, &str)]) -> Conversation {
         Conversation {
+            teacher_logprobs: None,
             messages: pairs
                 .iter()
                 .map(|(r, c)| Message {
@@ -831,6 +958,7 @@ pub(crate) mod tests {
     fn check_assistant_mask(tmpl: &ChatTemplate, after_end: &str) {
         let tok = byte_tokenizer();
         let enc = Encoder {
+            aligner: None,
             tokenizer: &tok,
             template: tmpl,
         };
@@ -894,6 +1022,7 @@ pub(crate) mod tests {
         let tmpl = ChatTemplate::new(src, vec![], None).unwrap();
         let tok = byte_tokenizer();
         let enc = Encoder {
+            aligner: None,
             tokenizer: &tok,
             template: &tmpl,
         };
@@ -912,6 +1041,7 @@ pub(crate) mod tests {
 
     fn ex(n: usize, first: u32) -> Example {
         Example {
+            sparse: Vec::new(),
             inputs: (0..n as u32).map(|i| first + i).collect(),
             targets: (0..n as u32).map(|i| first + i + 1).collect(),
             mask: (0..n).map(|i| i % 2 == 1).collect(),
@@ -943,6 +1073,8 @@ pub(crate) mod tests {
         let enc = Encoded {
             tokens: (0..10).collect(),
             assistant: (0..10).map(|i| i >= 6).collect(),
+            sparse: Vec::new(),
+            logprob_stats: None,
         };
         let (e, t) = to_example(&enc, 20);
         let e = e.unwrap();

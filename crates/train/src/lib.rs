@@ -10,6 +10,7 @@
 //! - [`optim`]: AdamW with savable state, clipping, warmup + cosine;
 //! - [`trainer`]: the loop, evaluation, checkpoints and exact resume.
 
+pub mod align;
 pub mod backward;
 pub mod data;
 pub mod error;
@@ -23,5 +24,6 @@ pub mod trainer;
 pub use data::{Conversation, Message, load_conversations};
 pub use template::ChatTemplate;
 pub use trainer::{
-    Duration, KdConfig, TrainConfig, TrainSummary, Trainer, TrainerInit, read_metrics,
+    Duration, KdConfig, KdSource, LogprobKd, TrainConfig, TrainSummary, Trainer, TrainerInit,
+    read_metrics,
 };

@@ -75,6 +75,143 @@ pub fn kd_loss_sum(
     Ok(KdLoss { total, kl, ce })
 }
 
+/// The teacher's distribution at one position, as stored while it generated: its top-k tokens
+/// (mapped to student ids, distinct) and their log-probabilities at temperature 1. The mass
+/// they leave, `1 − Σ exp(logprob)`, is the tail: every other token, as one bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparseTarget {
+    pub ids: Vec<u32>,
+    pub logprobs: Vec<f32>,
+}
+
+/// A tail below this is rounding (of the server's numbers or of their quantisation in the
+/// shards), not mass: tempering would blow it up (`1e-7` is `0.04` at T = 5), so it is dropped.
+pub const MIN_TAIL: f64 = 1e-6;
+
+/// Keeps the gradient of an empty bucket finite: the student's log-mass of a bucket with no
+/// token in it (`−1e30`, not −∞, whose products with 0 are NaN).
+const EMPTY: f32 = -1e30;
+
+/// Teacher probabilities of the `k + 1` buckets of `target` at temperature `t`, with `k` the
+/// width (pads and a dropped tail are 0); and `Σ p·log p` for the KL's constant part.
+fn teacher_buckets(target: &SparseTarget, width: usize, t: f64) -> (Vec<f32>, f64) {
+    let lps: Vec<f64> = target.logprobs.iter().map(|&lp| f64::from(lp)).collect();
+    let listed: f64 = lps.iter().map(|lp| lp.exp()).sum();
+    let tail = 1.0 - listed;
+    let mut logits: Vec<Option<f64>> = lps.iter().map(|lp| Some(lp / t)).collect();
+    logits.resize(width, None);
+    logits.push((tail > MIN_TAIL).then(|| tail.ln() / t));
+    let max = logits
+        .iter()
+        .flatten()
+        .fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+    let z: f64 = logits.iter().flatten().map(|l| (l - max).exp()).sum();
+    let mut entropy_part = 0.0;
+    let probs = logits
+        .iter()
+        .map(|l| match l {
+            Some(l) => {
+                let lp = l - max - z.ln();
+                entropy_part += lp.exp() * lp;
+                lp.exp() as f32
+            }
+            None => 0.0,
+        })
+        .collect();
+    (probs, entropy_part)
+}
+
+/// Distillation on the teacher's stored top-k: `alpha·T²·KL(p ‖ q) + (1−alpha)·CE` summed over
+/// the rows that have a target, and plain CE on the rows that have none. `p` and `q` are the
+/// teacher's and the student's distributions over `k + 1` buckets (the top-k tokens and the
+/// tail of every other token), each taken at temperature 1 and then tempered by `T`, so that
+/// with `k` = the vocabulary (no tail) this is exactly [`kd_loss_sum`].
+///
+/// `student` is `[n, v]`, `targets` `[n]` and `sparse` has `n` entries.
+pub fn sparse_kd_loss_sum(
+    student: &Tensor,
+    targets: &Tensor,
+    sparse: &[Option<&SparseTarget>],
+    alpha: f64,
+    temperature: f64,
+) -> Result<KdLoss> {
+    let student = student.to_dtype(DType::F32)?;
+    let (n, v) = student.dims2()?;
+    let device = student.device();
+    let ce_weights: Vec<f32> = sparse
+        .iter()
+        .map(|s| {
+            if s.is_some() {
+                (1.0 - alpha) as f32
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let ce_weights = Tensor::from_vec(ce_weights, n, device)?;
+    let ce_tok = token_cross_entropy(&student, targets)?;
+    let ce = ce_tok.sum_all()?;
+    let weighted_ce = (ce_tok * ce_weights)?.sum_all()?;
+    let width = sparse
+        .iter()
+        .flatten()
+        .map(|s| s.ids.len())
+        .max()
+        .unwrap_or(0);
+    if width == 0 {
+        let kl = Tensor::zeros((), DType::F32, device)?;
+        return Ok(KdLoss {
+            total: weighted_ce,
+            kl,
+            ce,
+        });
+    }
+    // Host side: the teacher's bucket probabilities, the ids to gather, and the masks that
+    // keep pads and listed tokens out of the student's buckets.
+    let mut ids = vec![0u32; n * width];
+    let mut p = vec![0f32; n * (width + 1)];
+    let mut pad = vec![0f32; n * (width + 1)];
+    let mut listed = vec![0f32; n * v];
+    let mut constant = 0f64;
+    for (r, target) in sparse.iter().enumerate() {
+        let Some(target) = target else {
+            continue;
+        };
+        let (probs, entropy_part) = teacher_buckets(target, width, temperature);
+        constant += entropy_part;
+        p[r * (width + 1)..(r + 1) * (width + 1)].copy_from_slice(&probs);
+        for (j, &id) in target.ids.iter().enumerate() {
+            ids[r * width + j] = id;
+            listed[r * v + id as usize] = EMPTY;
+        }
+        for j in target.ids.len()..width {
+            pad[r * (width + 1) + j] = EMPTY;
+        }
+    }
+    let ids = Tensor::from_vec(ids, (n, width), device)?;
+    let p = Tensor::from_vec(p, (n, width + 1), device)?;
+    let pad = Tensor::from_vec(pad, (n, width + 1), device)?;
+    let listed = Tensor::from_vec(listed, (n, v), device)?;
+    // The student's log-mass of each listed token and of the tail (everything else).
+    let lp = log_softmax(&student)?;
+    let top = lp.gather(&ids, D::Minus1)?;
+    let rest = (&lp + listed)?;
+    let max = rest.max_keepdim(D::Minus1)?.detach();
+    let tail = (rest
+        .broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        + max)?;
+    let buckets = ((Tensor::cat(&[top, tail], D::Minus1)? / temperature)? + pad)?;
+    let log_q = log_softmax(&buckets)?;
+    // KL = Σ p·log p − Σ p·log q; rows without a target have p = 0.
+    let cross = (p * log_q)?.sum_all()?;
+    let kl = (cross.neg()? + constant)?;
+    let total = ((&kl * (alpha * temperature * temperature))? + weighted_ce)?;
+    Ok(KdLoss { total, kl, ce })
+}
+
 /// A linear temperature schedule from `start` at step 0 to `end` at the last step
 /// (`total_steps − 1`).
 pub fn temperature_at(start: f64, end: f64, step: u64, total_steps: u64) -> f64 {
@@ -203,6 +340,111 @@ mod tests {
         ];
         for (g, w) in g.iter().zip(want) {
             close(*g as f64, w);
+        }
+    }
+
+    fn t2(rows: &[&[f32]]) -> Tensor {
+        let v = rows[0].len();
+        let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        Tensor::from_vec(flat, (rows.len(), v), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn sparse_kd_matches_hand_computed_values() {
+        // Vocabulary of 3; the teacher lists token 0 at p = 0.5 and token 2 at 0.25, leaving
+        // 0.25 to the tail (token 1). Student logits [0, 0, 0]: q = 1/3 each, so at T = 1 the
+        // buckets are p = (.5, .25, .25) and q = (1/3, 1/3, 1/3):
+        // KL = .5 ln 1.5 + .25 ln .75 + .25 ln .75 = 0.05889151782819172.
+        let student = t2(&[&[0.0, 0.0, 0.0]]);
+        let targets = Tensor::new(&[2u32], &Device::Cpu).unwrap();
+        let target = SparseTarget {
+            ids: vec![0, 2],
+            logprobs: vec![0.5f32.ln(), 0.25f32.ln()],
+        };
+        let kd = sparse_kd_loss_sum(&student, &targets, &[Some(&target)], 0.5, 1.0).unwrap();
+        close(
+            kd.kl.to_scalar::<f32>().unwrap() as f64,
+            0.05889151782819172,
+        );
+        close(kd.ce.to_scalar::<f32>().unwrap() as f64, 3f64.ln());
+        close(
+            kd.total.to_scalar::<f32>().unwrap() as f64,
+            0.5 * 0.05889151782819172 + 0.5 * 3f64.ln(),
+        );
+        // T = 2: p ∝ (.5^.5, .25^.5, .25^.5) = (.7071, .5, .5) / 1.7071; q stays uniform.
+        // KL = Σ p ln(3p) = 0.014220592822894965; the total carries T² = 4.
+        let kd = sparse_kd_loss_sum(&student, &targets, &[Some(&target)], 1.0, 2.0).unwrap();
+        close(
+            kd.kl.to_scalar::<f32>().unwrap() as f64,
+            0.014220592822894965,
+        );
+        close(
+            kd.total.to_scalar::<f32>().unwrap() as f64,
+            4.0 * 0.014220592822894965,
+        );
+        // A row without a target is plain CE (weight 1), whatever alpha.
+        let kd = sparse_kd_loss_sum(&student, &targets, &[None], 0.7, 2.0).unwrap();
+        close(kd.kl.to_scalar::<f32>().unwrap() as f64, 0.0);
+        close(kd.total.to_scalar::<f32>().unwrap() as f64, 3f64.ln());
+    }
+
+    /// With k = the vocabulary (no tail) the sparse loss is the dense one, value and gradient.
+    #[test]
+    fn sparse_kd_equals_dense_kd_when_k_is_the_vocabulary() {
+        let s_rows: [&[f32]; 2] = [&[1.0, 2.0, 3.0, -1.0, 0.5], &[0.3, -0.2, 0.0, 2.0, 1.0]];
+        let t_rows: [&[f32]; 2] = [&[3.0, 2.0, 1.0, 0.0, -2.0], &[0.0, 1.5, -1.0, 0.2, 0.9]];
+        let targets = Tensor::new(&[2u32, 3], &Device::Cpu).unwrap();
+        let teacher = t2(&t_rows);
+        let t_lp: Vec<Vec<f32>> = log_softmax(&teacher).unwrap().to_vec2().unwrap();
+        // Listed in a shuffled order: the buckets need not follow the vocabulary.
+        let order = [3u32, 0, 4, 1, 2];
+        let sparse: Vec<SparseTarget> = t_lp
+            .iter()
+            .map(|row| SparseTarget {
+                ids: order.to_vec(),
+                logprobs: order.iter().map(|&i| row[i as usize]).collect(),
+            })
+            .collect();
+        let refs: Vec<Option<&SparseTarget>> = sparse.iter().map(Some).collect();
+        for (alpha, t) in [(0.5, 2.0), (1.0, 5.0), (0.3, 1.0)] {
+            let sv = Var::from_tensor(&t2(&s_rows)).unwrap();
+            let sparse_kd = sparse_kd_loss_sum(sv.as_tensor(), &targets, &refs, alpha, t).unwrap();
+            let dv = Var::from_tensor(&t2(&s_rows)).unwrap();
+            let ones = Tensor::ones(2, DType::F32, &Device::Cpu).unwrap();
+            let dense = kd_loss_sum(dv.as_tensor(), &teacher, &targets, &ones, alpha, t).unwrap();
+            for (a, b) in [
+                (&sparse_kd.kl, &dense.kl),
+                (&sparse_kd.ce, &dense.ce),
+                (&sparse_kd.total, &dense.total),
+            ] {
+                close(
+                    a.to_scalar::<f32>().unwrap() as f64,
+                    b.to_scalar::<f32>().unwrap() as f64,
+                );
+            }
+            let gs: Vec<f32> = sparse_kd
+                .total
+                .backward()
+                .unwrap()
+                .get(sv.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let gd: Vec<f32> = dense
+                .total
+                .backward()
+                .unwrap()
+                .get(dv.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            for (a, b) in gs.iter().zip(&gd) {
+                close(f64::from(*a), f64::from(*b));
+            }
         }
     }
 

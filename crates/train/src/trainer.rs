@@ -24,25 +24,48 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use distillery_model::{
-    Checkpoint, DeviceSpec, Model, OpenDevice, Precision, PrecisionDType, save_checkpoint,
+    Checkpoint, DeviceSpec, Model, OpenDevice, Precision, PrecisionDType, TokenBytes,
+    save_checkpoint,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use crate::align::{Aligner, LogprobStats};
 use crate::backward::{
-    CHUNK_LOGITS, Distill, MicroBatch, Staging, accumulate_gradients, summed_cross_entropy,
+    CHUNK_LOGITS, Distill, KdTeacher, MicroBatch, Staging, accumulate_gradients,
+    summed_cross_entropy,
 };
 use crate::data::{Batch, Conversation, EncodeStats, Encoder, Example, pack};
 use crate::error::{Result, TrainError, io_err};
 use crate::loss::temperature_at;
 use crate::optim::{AdamW, AdamWConfig, LrSchedule, clip_grad_norm, sorted_vars};
 
-/// Logit distillation from a local teacher that shares the student's tokenizer.
+/// Where a distillation teacher's distribution comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum KdSource {
+    /// A local teacher checkpoint sharing the student's tokenizer, run beside the student.
+    Checkpoint { teacher_checkpoint: PathBuf },
+    /// The teacher's top-k log-probabilities stored with the data while it generated
+    /// (`[teacher] top_logprobs`): no teacher in memory, no second teacher pass.
+    Logprobs { from_logprobs: LogprobKd },
+}
+
+/// Distillation from stored log-probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogprobKd {
+    /// Train on the positions whose teacher tokens the student's vocabulary covers, and on
+    /// cross-entropy alone elsewhere, instead of refusing data the student cannot represent.
+    pub aligned_only: bool,
+}
+
+/// Logit distillation: `alpha·T²·KL + (1−alpha)·CE`, T following a schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KdConfig {
-    pub teacher_checkpoint: PathBuf,
+    #[serde(flatten)]
+    pub source: KdSource,
     /// Weight of the KL term (the CE term gets `1 − alpha`).
     pub alpha: f64,
     pub temperature_start: f64,
@@ -313,6 +336,66 @@ fn fingerprint(examples: &[Example]) -> String {
     format!("{h:016x}")
 }
 
+/// Refuses to distil from stored log-probabilities the student cannot use: rows that carry
+/// none at all, or teacher tokens the student's vocabulary lacks (unless `aligned_only`).
+fn check_logprob_coverage(stats: Option<&LogprobStats>, options: LogprobKd) -> Result<()> {
+    let field = "kd.from_logprobs".to_string();
+    let Some(stats) = stats.filter(|s| s.rows > 0) else {
+        return Err(TrainError::Config {
+            field,
+            message: "no training row carries the teacher's log-probabilities (the \
+                      `teacher_logprobs` column); run the pipeline with `[teacher] top_logprobs \
+                      = k` to capture them"
+                .into(),
+        });
+    };
+    if stats.unmapped_positions > 0 && !options.aligned_only {
+        return Err(TrainError::Config {
+            field,
+            message: format!(
+                "the student's tokenizer does not cover the teacher's tokens: {} of {} teacher \
+                 positions ({:.1}%) list a token the student's vocabulary lacks, first {}; \
+                 use a student that shares the teacher's tokenizer, or --kd-aligned-only to \
+                 distil on the other positions and train the rest on cross-entropy alone",
+                stats.unmapped_positions,
+                stats.teacher_positions,
+                100.0 * stats.unmapped_share(),
+                stats
+                    .first_unmapped
+                    .iter()
+                    .map(|t| format!("{t:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    if stats.aligned_positions == 0 {
+        return Err(TrainError::Config {
+            field,
+            message: format!(
+                "none of the {} teacher positions lines up with a student token (tokenizers \
+                 that split the text differently); nothing to distil",
+                stats.teacher_positions
+            ),
+        });
+    }
+    tracing::info!(
+        rows = stats.rows,
+        rows_without = stats.rows_without,
+        teacher_positions = stats.teacher_positions,
+        aligned = stats.aligned_positions,
+        unmapped = stats.unmapped_positions,
+        "distilling from stored top-k log-probabilities"
+    );
+    if stats.rows_without > 0 {
+        tracing::warn!(
+            rows_without = stats.rows_without,
+            "rows without the teacher's log-probabilities are trained on cross-entropy alone"
+        );
+    }
+    Ok(())
+}
+
 /// Splits conversations into (train, eval) with a seeded shuffle; eval keeps the source
 /// order among its members.
 pub fn split_eval(
@@ -492,12 +575,26 @@ impl Trainer {
         }
 
         let (train_convs, eval_convs) = split_eval(init.conversations, cfg.eval_fraction, cfg.seed);
+        let logprob_kd = match cfg.kd.as_ref().map(|kd| &kd.source) {
+            Some(KdSource::Logprobs { from_logprobs }) => Some(*from_logprobs),
+            _ => None,
+        };
+        let aligner = logprob_kd.map(|_| Aligner::new(TokenBytes::new(&student.tokenizer)));
         let encoder = Encoder {
             tokenizer: &student.tokenizer,
             template: &template,
+            aligner: aligner.as_ref(),
         };
         let (train, train_stats) = encoder.encode_all(&train_convs, cfg.max_len)?;
-        let (eval, eval_stats) = encoder.encode_all(&eval_convs, cfg.max_len)?;
+        if let Some(options) = logprob_kd {
+            check_logprob_coverage(train_stats.logprobs.as_ref(), options)?;
+        }
+        // The held-out loss is cross-entropy: it needs no teacher.
+        let eval_encoder = Encoder {
+            aligner: None,
+            ..encoder
+        };
+        let (eval, eval_stats) = eval_encoder.encode_all(&eval_convs, cfg.max_len)?;
         if train.is_empty() {
             return Err(TrainError::NoData {
                 paths: format!(
@@ -520,10 +617,10 @@ impl Trainer {
             .map(Batch::from_rows)
             .collect();
 
-        let teacher = match &cfg.kd {
-            None => None,
-            Some(kd) => {
-                let t = Checkpoint::load(&kd.teacher_checkpoint, &device, cfg.precision.dtype())
+        let teacher = match cfg.kd.as_ref().map(|kd| &kd.source) {
+            None | Some(KdSource::Logprobs { .. }) => None,
+            Some(KdSource::Checkpoint { teacher_checkpoint }) => {
+                let t = Checkpoint::load(teacher_checkpoint, &device, cfg.precision.dtype())
                     .map_err(model_err)?;
                 if student.tokenizer.get_vocab(true) != t.tokenizer.get_vocab(true) {
                     return Err(TrainError::Config {
@@ -531,7 +628,7 @@ impl Trainer {
                         message: format!(
                             "{}: the teacher's tokenizer differs from the student's ({} vs {} \
                              tokens); logit distillation needs a shared tokenizer",
-                            kd.teacher_checkpoint.display(),
+                            teacher_checkpoint.display(),
                             t.tokenizer.get_vocab_size(true),
                             student.tokenizer.get_vocab_size(true)
                         ),
@@ -698,6 +795,7 @@ impl Trainer {
             targets: Tensor::from_vec(b.targets.clone(), shape, &self.device)?,
             mask: Tensor::from_vec(b.mask.clone(), shape, &self.device)?,
             segments: Tensor::from_vec(b.segments.clone(), shape, &self.device)?,
+            sparse: b.sparse.clone(),
         })
     }
 
@@ -720,12 +818,24 @@ impl Trainer {
         });
         let mut acc: Vec<Option<Tensor>> = vec![None; self.opt.vars().len()];
         let (mut loss_sum, mut ce_sum, mut kl_sum) = (0f64, 0f64, 0f64);
-        let distill = match (&self.teacher, &self.cfg.kd, temperature) {
-            (Some(teacher), Some(kd), Some(t)) => Some(Distill {
-                teacher,
-                alpha: kd.alpha,
-                temperature: t,
-            }),
+        let distill = match (&self.cfg.kd, temperature) {
+            (Some(kd), Some(t)) => {
+                let teacher = match (&kd.source, &self.teacher) {
+                    (KdSource::Checkpoint { .. }, Some(teacher)) => KdTeacher::Model(teacher),
+                    (KdSource::Logprobs { .. }, _) => KdTeacher::Logprobs,
+                    (KdSource::Checkpoint { teacher_checkpoint }, None) => {
+                        return Err(TrainError::Config {
+                            field: "kd.teacher_checkpoint".into(),
+                            message: format!("{} was not loaded", teacher_checkpoint.display()),
+                        });
+                    }
+                };
+                Some(Distill {
+                    teacher,
+                    alpha: kd.alpha,
+                    temperature: t,
+                })
+            }
             _ => None,
         };
         let staging = Staging {

@@ -7,11 +7,13 @@ use distillery_model::{Arch, Checkpoint, DeviceSpec, Precision, init_tiny};
 use distillery_train::data::Encoder;
 use distillery_train::trainer::{read_eval_metrics, read_metrics};
 use distillery_train::{
-    ChatTemplate, Conversation, Duration, KdConfig, Message, TrainConfig, Trainer, TrainerInit,
+    ChatTemplate, Conversation, Duration, KdConfig, KdSource, Message, TrainConfig, Trainer,
+    TrainerInit,
 };
 
 fn conv(user: &str, assistant: &str) -> Conversation {
     Conversation {
+        teacher_logprobs: None,
         messages: vec![
             Message {
                 role: "user".into(),
@@ -348,6 +350,7 @@ fn loss_mask_with_the_tiny_models_template_covers_the_assistant_turn() {
     assert!(!tmpl.is_fallback);
     assert!(tmpl.has_generation_markers());
     let enc = Encoder {
+        aligner: None,
         tokenizer: &ck.tokenizer,
         template: &tmpl,
     };
@@ -383,7 +386,9 @@ fn distillation_uses_the_teacher_and_the_temperature_schedule() {
     let cfg = TrainConfig {
         duration: Duration::Steps(5),
         kd: Some(KdConfig {
-            teacher_checkpoint: teacher,
+            source: KdSource::Checkpoint {
+                teacher_checkpoint: teacher,
+            },
             alpha: 0.5,
             temperature_start: 5.0,
             temperature_end: 1.0,

@@ -265,6 +265,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             retries: args.retries,
             stream: !args.no_stream,
             backoff: Backoff::default(),
+            top_logprobs: None,
         };
         let teacher = OpenAiTeacher::new(&[endpoint], options)
             .with_context(|| format!("cannot set up the endpoint {base_url}"))?;

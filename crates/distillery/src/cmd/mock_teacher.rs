@@ -48,6 +48,10 @@ pub struct Args {
     assistant_format: FormatArg,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// A tokenizer.json to cut the text into tokens with when a request asks for
+    /// `logprobs` (default: words, digits and single characters).
+    #[arg(long, value_name = "TOKENIZER_JSON")]
+    tokenizer: Option<std::path::PathBuf>,
     /// Share of attempts answered 429 with Retry-After.
     #[arg(long, default_value_t = 0.0)]
     rate_limit: f64,
@@ -150,6 +154,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             malformed: args.malformed,
             max_faults_per_prompt: args.max_faults_per_prompt,
         },
+        tokenizer: args.tokenizer.clone(),
     };
     let problems = settings.problems();
     if !problems.is_empty() {

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use distillery_train::{Duration, KdConfig, TrainConfig, Trainer, TrainerInit};
+use distillery_train::{
+    Duration, KdConfig, KdSource, LogprobKd, TrainConfig, Trainer, TrainerInit,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -75,13 +77,22 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub log_every: u64,
     /// Logit distillation: a local teacher checkpoint sharing the student's tokenizer.
-    #[arg(long, value_name = "DIR_OR_GGUF")]
+    #[arg(long, value_name = "DIR_OR_GGUF", group = "kd")]
     pub kd_teacher: Option<PathBuf>,
+    /// Logit distillation from the teacher's top-k log-probabilities stored with the data
+    /// (`[teacher] top_logprobs` in the run): sparse KL over the top-k and a tail bucket, no
+    /// teacher pass.
+    #[arg(long, group = "kd")]
+    pub kd_from_logprobs: bool,
+    /// With --kd-from-logprobs: where the student's vocabulary lacks a teacher token, train on
+    /// cross-entropy alone instead of refusing the data.
+    #[arg(long, requires = "kd_from_logprobs")]
+    pub kd_aligned_only: bool,
     /// Weight of the KL term (the CE term gets 1 − alpha).
-    #[arg(long, default_value_t = 0.5, requires = "kd_teacher")]
+    #[arg(long, default_value_t = 0.5, requires = "kd")]
     pub kd_alpha: f64,
     /// Temperature schedule START:END (linear over training), or one constant value.
-    #[arg(long, default_value = "5:1", requires = "kd_teacher", value_parser = parse_temperature)]
+    #[arg(long, default_value = "5:1", requires = "kd", value_parser = parse_temperature)]
     pub kd_temperature: (f64, f64),
     /// Keep only each decoder layer's input during the forward pass and recompute the layer
     /// during the backward pass: activation memory of one layer instead of all, about a third
@@ -133,8 +144,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         checkpoint_every: args.checkpoint_every,
         keep_checkpoints: args.keep_checkpoints,
         log_every: args.log_every,
-        kd: args.kd_teacher.map(|teacher| KdConfig {
-            teacher_checkpoint: teacher,
+        kd: match (args.kd_teacher, args.kd_from_logprobs) {
+            (Some(teacher_checkpoint), _) => Some(KdSource::Checkpoint { teacher_checkpoint }),
+            (None, true) => Some(KdSource::Logprobs {
+                from_logprobs: LogprobKd {
+                    aligned_only: args.kd_aligned_only,
+                },
+            }),
+            (None, false) => None,
+        }
+        .map(|source| KdConfig {
+            source,
             alpha: args.kd_alpha,
             temperature_start: args.kd_temperature.0,
             temperature_end: args.kd_temperature.1,

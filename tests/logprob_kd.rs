@@ -1,0 +1,216 @@
+//! Logit distillation from a served teacher: `[teacher] top_logprobs = k` captures the
+//! teacher's top-k log-probabilities while it writes the traces, the shards keep them for
+//! every accepted row, and `train --kd-from-logprobs` distils on them without asking the
+//! teacher again. A student whose tokenizer does not cover the teacher's tokens is refused
+//! before training, naming the tokens and their share.
+
+mod common;
+
+use std::path::Path;
+
+use common::{MockProcess, distillery, rows, run_ok, served_definition};
+
+/// A tiny student (its tokenizer is the one the mock teacher tokenises with) in `dir/student`.
+fn student(dir: &Path) -> std::path::PathBuf {
+    let student = dir.join("student");
+    run_ok(&[
+        "init-model",
+        "--arch",
+        "qwen2",
+        "--tiny",
+        student.to_str().unwrap(),
+    ]);
+    student
+}
+
+fn total_requests(mock: &MockProcess) -> u64 {
+    mock.requests().values().sum()
+}
+
+#[test]
+fn captured_top_logprobs_train_a_student_with_no_second_teacher_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let student = student(dir.path());
+    let tokenizer = student.join("tokenizer.json");
+    let mock = MockProcess::start(&["--tokenizer", tokenizer.to_str().unwrap()]);
+    let definition = dir.path().join("pipeline.toml");
+    served_definition(
+        &definition,
+        "kd",
+        12,
+        &mock.base_url,
+        "n = 2\ntop_logprobs = 8\nstream = true\ntimeout_secs = 5",
+    );
+    let run = dir.path().join("run");
+    run_ok(&[
+        "run",
+        definition.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+    ]);
+    let rows = rows(&run);
+    let accepted: Vec<_> = rows.iter().filter(|r| r.accepted).collect();
+    assert!(accepted.len() >= 8, "{} accepted", accepted.len());
+    for row in &accepted {
+        let logprobs = row.teacher_logprobs.as_ref().unwrap_or_else(|| {
+            panic!(
+                "row {} {} has no log-probabilities",
+                row.id, row.sample_index
+            )
+        });
+        assert_eq!(logprobs.k, 8);
+        // The tokens spell what the teacher generated: its reasoning, then its answer.
+        let spelled = String::from_utf8(logprobs.text_bytes()).unwrap();
+        assert_eq!(
+            spelled,
+            format!("{}{}", row.reasoning.as_deref().unwrap(), row.content)
+        );
+    }
+    // Rejected rows are not trained on, so they do not pay for the column.
+    assert!(
+        rows.iter()
+            .filter(|r| !r.accepted)
+            .all(|r| r.teacher_logprobs.is_none())
+    );
+    let inspect = run_ok(&["inspect", run.to_str().unwrap()]);
+    let inspect = String::from_utf8_lossy(&inspect.stdout);
+    assert!(inspect.contains("bytes per generated token"), "{inspect}");
+
+    let requests = total_requests(&mock);
+    let out = dir.path().join("kd-student");
+    run_ok(&[
+        "train",
+        "--model",
+        student.to_str().unwrap(),
+        "--data",
+        run.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--lr",
+        "1e-3",
+        "--kd-from-logprobs",
+        "--kd-alpha",
+        "0.5",
+        "--kd-temperature",
+        "2:1",
+    ]);
+    assert_eq!(
+        total_requests(&mock),
+        requests,
+        "training asked the teacher again"
+    );
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let steps: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v.get("loss").is_some())
+        .collect();
+    assert_eq!(steps.len(), 3);
+    for step in &steps {
+        let kl = step["kl"].as_f64().expect("the KD term is logged");
+        assert!(kl.is_finite() && kl > 0.0, "{step}");
+        assert!(step["temperature"].as_f64().is_some());
+    }
+    assert_eq!(steps[0]["temperature"].as_f64(), Some(2.0));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let stats = &summary["train"]["logprobs"];
+    assert_eq!(stats["unmapped_positions"], 0, "{stats}");
+    assert!(stats["aligned_positions"].as_u64().unwrap() > 0, "{stats}");
+}
+
+/// The mock splitting its text into words the tiny student's vocabulary mostly lacks: a
+/// clear error before training, then `--kd-aligned-only` trains on what lines up.
+#[test]
+fn a_student_that_does_not_cover_the_teachers_tokens_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let student = student(dir.path());
+    let mock = MockProcess::start(&[]);
+    let definition = dir.path().join("pipeline.toml");
+    served_definition(
+        &definition,
+        "kd-words",
+        4,
+        &mock.base_url,
+        "n = 1\ntop_logprobs = 4\nstream = false\ntimeout_secs = 5",
+    );
+    let run = dir.path().join("run");
+    run_ok(&[
+        "run",
+        definition.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+    ]);
+    let train = |extra: &[&str], out: &str| {
+        distillery()
+            .args([
+                "train",
+                "--model",
+                student.to_str().unwrap(),
+                "--data",
+                run.to_str().unwrap(),
+                "--out",
+                dir.path().join(out).to_str().unwrap(),
+                "--steps",
+                "1",
+                "--kd-from-logprobs",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = train(&[], "refused");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("does not cover the teacher's tokens")
+            && stderr.contains("teacher positions (")
+            && stderr.contains("%)")
+            && stderr.contains("first \"")
+            && stderr.contains("--kd-aligned-only"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("refused/model.safetensors").exists());
+    let aligned = train(&["--kd-aligned-only"], "aligned");
+    assert!(
+        aligned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&aligned.stderr)
+    );
+}
+
+/// `--kd-from-logprobs` on data captured without `top_logprobs` says how to capture them.
+#[test]
+fn distilling_from_data_without_logprobs_says_how_to_capture_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let student = student(dir.path());
+    let definition =
+        common::mock_definition(dir.path(), "plain", 3, "", "accuracy = 1.0\nseed = 3");
+    let run = dir.path().join("run");
+    run_ok(&[
+        "run",
+        definition.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+    ]);
+    let output = distillery()
+        .args([
+            "train",
+            "--model",
+            student.to_str().unwrap(),
+            "--data",
+            run.to_str().unwrap(),
+            "--out",
+            dir.path().join("out").to_str().unwrap(),
+            "--steps",
+            "1",
+            "--kd-from-logprobs",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("top_logprobs = k"), "{stderr}");
+}
