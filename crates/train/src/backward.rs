@@ -360,6 +360,30 @@ mod tests {
 
     use crate::optim::sorted_vars;
 
+    /// Every variable's accumulated gradient equals the one backward pass's, to 1e-5.
+    fn assert_same_gradients(
+        reference: &GradStore,
+        vars: &[Var],
+        acc: &[Option<Tensor>],
+        what: &str,
+    ) {
+        for (var, got) in vars.iter().zip(acc) {
+            let want = reference.get(var.as_tensor()).unwrap();
+            let got = got.as_ref().expect("every variable gets a gradient");
+            let diff = (want - got)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "{what}: gradient differs by {diff}");
+        }
+    }
+
     fn batch(device: &Device) -> MicroBatch {
         let inputs =
             Tensor::new(&[[5u32, 9, 3, 44, 2, 8, 7], [1, 2, 3, 4, 5, 6, 0]], device).unwrap();
@@ -448,26 +472,12 @@ mod tests {
                     (sums.total - whole).abs() < 1e-4 * whole.abs().max(1.0),
                     "{sums:?} vs {whole}"
                 );
-                for (var, got) in vars.iter().zip(&acc) {
-                    let want = reference.get(var.as_tensor()).unwrap();
-                    let got = got.as_ref().expect("every variable gets a gradient");
-                    let diff = (want - got)
-                        .unwrap()
-                        .abs()
-                        .unwrap()
-                        .max_keepdim(D::Minus1)
-                        .unwrap()
-                        .flatten_all()
-                        .unwrap()
-                        .max(0)
-                        .unwrap()
-                        .to_scalar::<f32>()
-                        .unwrap();
-                    assert!(
-                        diff < 1e-5,
-                        "kd {kd}, checkpoint {checkpoint}: gradient differs by {diff}"
-                    );
-                }
+                assert_same_gradients(
+                    &reference,
+                    &vars,
+                    &acc,
+                    &format!("kd {kd}, checkpoint {checkpoint}"),
+                );
             }
         }
         let no_grad = summed_cross_entropy(&student, &b, 3 * 768).unwrap();
@@ -553,23 +563,7 @@ mod tests {
                 "{sums:?} vs {whole}"
             );
             assert!(sums.kl > 0.0);
-            for (var, got) in vars.iter().zip(&acc) {
-                let want = reference.get(var.as_tensor()).unwrap();
-                let diff = (want - got.as_ref().unwrap())
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                assert!(
-                    diff < 1e-5,
-                    "checkpoint {checkpoint}: gradient differs by {diff}"
-                );
-            }
+            assert_same_gradients(&reference, &vars, &acc, &format!("checkpoint {checkpoint}"));
         }
     }
 
