@@ -160,25 +160,73 @@ fn parent() {
         )),
     );
 
+    // What storing the teacher's top-8 log-probabilities costs per generated token (issue 20's
+    // target: at most 32 bytes). The mock tokenizes by words here (no tokenizer.json).
+    let run = measure_with(
+        dir.path(),
+        &source,
+        LOGPROB_PROMPTS,
+        0.0,
+        "logprobs",
+        "top_logprobs = 8",
+    );
+    let footprint = run.logprobs.expect("the shards hold the column");
+    assert!(
+        footprint.rows > 0,
+        "no accepted row kept its log-probabilities"
+    );
+    figures.push(
+        Figure::new(
+            "pipeline",
+            "logprob_bytes_per_token_k8",
+            footprint.bytes_per_token(),
+            "bytes/token",
+            Better::Lower,
+        )
+        .baseline(32.0)
+        .note(format!(
+            "top_logprobs = 8, {LOGPROB_PROMPTS} prompts: {} accepted rows, {} generated \
+             tokens, compressed column bytes in the shards; baseline: issue 20's target",
+            footprint.rows, footprint.tokens
+        )),
+    );
+
     report::report(&figures);
 }
+
+/// Prompts of the log-probability footprint run.
+const LOGPROB_PROMPTS: usize = 2_000;
 
 /// What one pipeline run measured.
 struct Run {
     wall_secs: f64,
     peak_rss_mib: f64,
     manifest: distillery_store::Manifest,
+    /// The stored log-probabilities' footprint, when the run captured them.
+    logprobs: Option<distillery_store::logprobs::Footprint>,
 }
 
 /// Starts a mock teacher, runs the pipeline on the first `prompts` rows of `source` against it,
 /// and stops the mock.
 fn measure(dir: &Path, source: &Path, prompts: usize, latency_ms: f64, label: &str) -> Run {
+    measure_with(dir, source, prompts, latency_ms, label, "")
+}
+
+/// [`measure`] with extra `[teacher]` lines in the definition.
+fn measure_with(
+    dir: &Path,
+    source: &Path,
+    prompts: usize,
+    latency_ms: f64,
+    label: &str,
+    teacher_extra: &str,
+) -> Run {
     let mut mock = Mock::start(source, latency_ms);
     let run_dir = dir.join(format!("run-{label}"));
     let definition = dir.join(format!("{label}.toml"));
     std::fs::write(
         &definition,
-        definition_text(source, prompts, &mock.base_url),
+        definition_text(source, prompts, &mock.base_url, teacher_extra),
     )
     .expect("write the definition");
     let log = dir.join(format!("{label}.log"));
@@ -216,12 +264,21 @@ fn measure(dir: &Path, source: &Path, prompts: usize, latency_ms: f64, label: &s
     let manifest = distillery_store::RunDir::open(&run_dir)
         .and_then(|run| run.manifest())
         .expect("read the manifest");
+    let shards: Vec<std::path::PathBuf> = std::fs::read_dir(run_dir.join("shards"))
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let logprobs = if teacher_extra.contains("top_logprobs") {
+        distillery_store::logprobs::footprint(&shards).expect("read the shards")
+    } else {
+        None
+    };
     // The shards of the big run are a few hundred MB of temp space; free them now.
     let _ = std::fs::remove_dir_all(&run_dir);
     Run {
         wall_secs,
         peak_rss_mib,
         manifest,
+        logprobs,
     }
 }
 
@@ -254,7 +311,7 @@ fn wait_with_rusage(child: Child, timeout: Duration) -> (Option<i32>, f64) {
     }
 }
 
-fn definition_text(source: &Path, prompts: usize, base_url: &str) -> String {
+fn definition_text(source: &Path, prompts: usize, base_url: &str, teacher_extra: &str) -> String {
     format!(
         r#"name = "bench"
 
@@ -273,6 +330,7 @@ n = {SAMPLES}
 concurrency = {CONCURRENCY}
 timeout_secs = 30
 retries = 2
+{teacher_extra}
 
 [verify]
 math = true
