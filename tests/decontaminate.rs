@@ -140,13 +140,7 @@ language_mix_rate = 0.0
     )
     .unwrap();
     let run = dir.path().join("run");
-    run_ok(&[
-        "run",
-        definition.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-        "--plain",
-    ]);
+    common::run_definition(&definition, &run);
 
     let out = dir.path().join("dataset");
     let output = run_ok(&[

@@ -42,12 +42,7 @@ fn captured_top_logprobs_train_a_student_with_no_second_teacher_pass() {
         "n = 2\ntop_logprobs = 8\nstream = true\ntimeout_secs = 5",
     );
     let run = dir.path().join("run");
-    run_ok(&[
-        "run",
-        definition.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-    ]);
+    common::run_definition(&definition, &run);
     let rows = rows(&run);
     let accepted: Vec<_> = rows.iter().filter(|r| r.accepted).collect();
     assert!(accepted.len() >= 8, "{} accepted", accepted.len());
@@ -137,12 +132,7 @@ fn a_student_that_does_not_cover_the_teachers_tokens_is_refused_by_name() {
         "n = 1\ntop_logprobs = 4\nstream = false\ntimeout_secs = 5",
     );
     let run = dir.path().join("run");
-    run_ok(&[
-        "run",
-        definition.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-    ]);
+    common::run_definition(&definition, &run);
     let train = |extra: &[&str], out: &str| {
         distillery()
             .args([
@@ -189,12 +179,7 @@ fn distilling_from_data_without_logprobs_says_how_to_capture_them() {
     let definition =
         common::mock_definition(dir.path(), "plain", 3, "", "accuracy = 1.0\nseed = 3");
     let run = dir.path().join("run");
-    run_ok(&[
-        "run",
-        definition.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-    ]);
+    common::run_definition(&definition, &run);
     let output = distillery()
         .args([
             "train",

@@ -43,13 +43,7 @@ format = true
     )
     .unwrap();
     let run = dir.join("run");
-    run_ok(&[
-        "run",
-        definition.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-        "--plain",
-    ]);
+    common::run_definition(&definition, &run);
     run
 }
 

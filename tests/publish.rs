@@ -11,13 +11,7 @@ fn exports_carry_no_local_paths_or_urls_unless_asked() {
     let definition = dir.path().join("pipeline.toml");
     common::served_definition(&definition, "publish", 6, &mock.base_url, "");
     let run = dir.path().join("run");
-    run_ok(&[
-        "run",
-        definition.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-        "--plain",
-    ]);
+    common::run_definition(&definition, &run);
 
     let out = dir.path().join("dataset");
     run_ok(&[

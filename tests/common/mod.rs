@@ -81,6 +81,17 @@ pub fn run_ok(args: &[&str]) -> Output {
     output
 }
 
+/// `distillery run DEFINITION --run-dir RUN --plain`, which must succeed.
+pub fn run_definition(definition: &Path, run: &Path) -> Output {
+    run_ok(&[
+        "run",
+        definition.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+        "--plain",
+    ])
+}
+
 pub fn manifest(run: &Path) -> Manifest {
     RunDir::open(run).unwrap().manifest().unwrap()
 }
