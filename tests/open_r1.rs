@@ -6,8 +6,6 @@
 mod common;
 use common::{repo_root, run_ok};
 
-use std::process::Command;
-
 /// `dir/pipeline.toml`: the first 12 MATH-500 problems, 3 samples each, half of them wrong.
 fn math500_run(dir: &std::path::Path) -> std::path::PathBuf {
     let definition = dir.join("pipeline.toml");
@@ -97,14 +95,7 @@ fn open_r1_layout_is_one_row_per_problem_and_reads_in_pyarrow() {
     assert_eq!(accepted.len(), stored.iter().filter(|g| g.accepted).count());
     assert!(accepted.iter().all(|g| g.source.solution.is_some()));
 
-    let probe = Command::new("python3")
-        .args(["-c", "import pyarrow, yaml"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!(
-            "NOTICE: skipping the pyarrow check: python3 with pyarrow and PyYAML is not available \
-             (pip install pyarrow pyyaml)"
-        );
+    if !common::pyarrow_available() {
         return;
     }
     // What the run stored, per problem, for the script to compare with.
@@ -164,21 +155,5 @@ else:
     assert ds["train"].num_rows == 12 and "generations" in ds["train"].column_names
     print("datasets ok")
 "#;
-    let output = Command::new("python3")
-        .args(["-c", script])
-        .arg(&out)
-        .arg(&expected_path)
-        .env("HF_HOME", dir.path().join("hf"))
-        .env("HF_DATASETS_OFFLINE", "1")
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "python check failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("pyarrow ok"), "{stdout}");
-    println!("{stdout}");
+    common::python_reads(script, &[&out, &expected_path], dir.path());
 }

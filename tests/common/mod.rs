@@ -81,6 +81,44 @@ pub fn run_ok(args: &[&str]) -> Output {
     output
 }
 
+/// Whether python3 imports pyarrow and PyYAML; when not, says that the check is skipped and
+/// how to install them (CI's `.ci/run` does).
+pub fn pyarrow_available() -> bool {
+    let probe = Command::new("python3")
+        .args(["-c", "import pyarrow, yaml"])
+        .output();
+    let available = probe.is_ok_and(|o| o.status.success());
+    if !available {
+        eprintln!(
+            "NOTICE: skipping the pyarrow check: python3 with pyarrow and PyYAML is not available \
+             (pip install pyarrow pyyaml)"
+        );
+    }
+    available
+}
+
+/// Runs the Python `script` with `args`, the Hugging Face libraries offline and their caches
+/// under `scratch`. It must succeed and print `pyarrow ok`; returns what it printed.
+pub fn python_reads(script: &str, args: &[&Path], scratch: &Path) -> String {
+    let output = Command::new("python3")
+        .args(["-c", script])
+        .args(args)
+        .env("HF_HOME", scratch.join("hf"))
+        .env("HF_DATASETS_OFFLINE", "1")
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "python check failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("pyarrow ok"), "{stdout}");
+    println!("{stdout}");
+    stdout
+}
+
 /// `distillery run DEFINITION --run-dir RUN --plain`, which must succeed.
 pub fn run_definition(definition: &Path, run: &Path) -> Output {
     run_ok(&[

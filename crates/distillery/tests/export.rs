@@ -5,6 +5,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "../../../tests/common/mod.rs"]
+mod common;
+
 use distillery_store::inspect::type_name;
 use distillery_store::shard::{file_schema, footer_metadata};
 use distillery_store::{
@@ -401,14 +404,7 @@ fn clear_errors() {
 /// pyarrow (and DuckDB where installed) read the export unchanged; the card's YAML parses.
 #[test]
 fn pyarrow_reads_the_export_and_the_card_yaml_parses() {
-    let probe = Command::new("python3")
-        .args(["-c", "import pyarrow, yaml"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!(
-            "NOTICE: skipping the pyarrow check: python3 with pyarrow and PyYAML is not available \
-             (pip install pyarrow pyyaml)"
-        );
+    if !common::pyarrow_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -481,19 +477,5 @@ else:
     assert row["messages"][0]["role"] == "user" and "content" in row["messages"][1], row
     print("datasets ok")
 "#;
-    let output = Command::new("python3")
-        .args(["-c", script, s(&out)])
-        .env("HF_HOME", dir.path().join("hf"))
-        .env("HF_DATASETS_OFFLINE", "1")
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "python check failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("pyarrow ok"), "{stdout}");
-    println!("{stdout}");
+    common::python_reads(script, &[&out], dir.path());
 }
