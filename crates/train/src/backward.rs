@@ -360,6 +360,15 @@ mod tests {
 
     use crate::optim::sorted_vars;
 
+    /// A model over random weights (std 0.1) and its variables in the optimiser's order.
+    fn tiny_model(cfg: &Config, seed: u64) -> (Model, Vec<Var>) {
+        let vm = random_varmap(cfg, seed, 0.1, &Device::Cpu, DType::F32).unwrap();
+        let model =
+            Model::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let vars = sorted_vars(&vm).into_iter().map(|(_, v)| v).collect();
+        (model, vars)
+    }
+
     /// Every variable's accumulated gradient equals the one backward pass's, to 1e-5.
     fn assert_same_gradients(
         reference: &GradStore,
@@ -414,22 +423,8 @@ mod tests {
     fn staged_backward_matches_one_backward_over_the_whole_loss() {
         let device = Device::Cpu;
         let cfg = Config::tiny(Arch::Llama);
-        let student_vm = random_varmap(&cfg, 1, 0.1, &device, DType::F32).unwrap();
-        let teacher_vm = random_varmap(&cfg, 2, 0.1, &device, DType::F32).unwrap();
-        let student = Model::new(
-            &cfg,
-            VarBuilder::from_varmap(&student_vm, DType::F32, &device),
-        )
-        .unwrap();
-        let teacher = Model::new(
-            &cfg,
-            VarBuilder::from_varmap(&teacher_vm, DType::F32, &device),
-        )
-        .unwrap();
-        let vars: Vec<Var> = sorted_vars(&student_vm)
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect();
+        let (student, vars) = tiny_model(&cfg, 1);
+        let (teacher, _) = tiny_model(&cfg, 2);
         let b = batch(&device);
         let distill = Distill {
             teacher: KdTeacher::Model(&teacher),
@@ -495,9 +490,7 @@ mod tests {
     fn staged_sparse_kd_matches_one_backward_over_the_whole_loss() {
         let device = Device::Cpu;
         let cfg = Config::tiny(Arch::Llama);
-        let vm = random_varmap(&cfg, 3, 0.1, &device, DType::F32).unwrap();
-        let student = Model::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &device)).unwrap();
-        let vars: Vec<Var> = sorted_vars(&vm).into_iter().map(|(_, v)| v).collect();
+        let (student, vars) = tiny_model(&cfg, 3);
         let mut b = batch(&device);
         let mask = b.mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         // Every other loss position carries a top-3 (with a tail); the rest get CE alone.
@@ -571,8 +564,7 @@ mod tests {
     fn cross_entropy_without_gradients_matches() {
         let device = Device::Cpu;
         let cfg = Config::tiny(Arch::Llama);
-        let vm = random_varmap(&cfg, 1, 0.1, &device, DType::F32).unwrap();
-        let student = Model::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &device)).unwrap();
+        let (student, _) = tiny_model(&cfg, 1);
         let b = batch(&device);
         let no_grad = summed_cross_entropy(&student, &b, 3 * 768).unwrap();
         let logits = student.forward(&b.inputs, Some(&b.segments)).unwrap();
