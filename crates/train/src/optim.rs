@@ -285,11 +285,12 @@ fn fused_cpu_update(
     {
         return Ok(None);
     }
-    let all = all
-        .map(|t| t.contiguous())
-        .map(|t| t.map_err(TrainError::from));
-    let [theta, g, m, v] = all;
-    let (theta, g, m, v) = (theta?, g?, m?, v?);
+    let (theta, g, m, v) = (
+        theta.contiguous()?,
+        g.contiguous()?,
+        m.contiguous()?,
+        v.contiguous()?,
+    );
     let guards = [&theta, &g, &m, &v].map(|t| t.storage_and_layout());
     let mut slices: Vec<&[f32]> = Vec::with_capacity(4);
     for (storage, layout) in &guards {
