@@ -9,7 +9,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Teacher(#[from] TeacherError),
     #[error("cannot start the mock teacher: {0}")]
-    Mock(String),
+    Mock(#[source] crate::teacher::MockLaunchError),
     #[error("{0}")]
     Unsupported(String),
     #[error("{}", .0)]

@@ -16,4 +16,4 @@ pub use actors::RunEnd;
 pub use error::PipelineError;
 pub use progress::Display;
 pub use run::{Existing, RunOptions, resume, start, unsafe_changes};
-pub use teacher::RunTeacher;
+pub use teacher::{MockLaunchError, MockLauncher, RunTeacher, ServedMock};

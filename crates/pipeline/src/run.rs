@@ -17,7 +17,7 @@ use crate::PipelineError;
 use crate::actors::{Dispatcher, Interrupt, RunEnd, StopSignal, TeacherWorker, Verifier, Writer};
 use crate::grade::{Grader, RunContext};
 use crate::progress::{Display, Progress, Reporter};
-use crate::teacher::RunTeacher;
+use crate::teacher::{MockLauncher, RunTeacher};
 
 /// How a run is carried out (not what it computes: that is the definition).
 #[derive(Debug, Clone)]
@@ -34,6 +34,9 @@ pub struct RunOptions {
     /// Fault injection for tests: WAL writes fail with "No space left on device" once a
     /// segment would exceed this many bytes.
     pub simulate_disk_full_after: Option<u64>,
+    /// Starts the built-in mock teacher for definitions that ask for it; without one, such a
+    /// definition is refused.
+    pub mock: Option<Arc<dyn MockLauncher>>,
 }
 
 impl Default for RunOptions {
@@ -45,6 +48,7 @@ impl Default for RunOptions {
             verifier_threads: 0,
             stop_after: None,
             simulate_disk_full_after: None,
+            mock: None,
         }
     }
 }
@@ -133,7 +137,7 @@ pub fn start(
     }
     // Everything that can fail before the first request fails here, before the run directory
     // exists: a missing API key or an unreadable source leaves nothing behind.
-    let prepared = Prepared::new(&pipeline, shard)?;
+    let prepared = Prepared::new(&pipeline, shard, options)?;
     let now = distillery_store::now_ms();
     // Shards started in the same millisecond must not share a run id: rows name their run.
     let run_id = match shard {
@@ -182,8 +186,12 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new(pipeline: &Pipeline, shard: Option<Shard>) -> Result<Self, PipelineError> {
-        let teacher = RunTeacher::build(pipeline, shard)?;
+    fn new(
+        pipeline: &Pipeline,
+        shard: Option<Shard>,
+        options: &RunOptions,
+    ) -> Result<Self, PipelineError> {
+        let teacher = RunTeacher::build(pipeline, shard, options.mock.as_deref())?;
         let total = count_rows(pipeline, shard)?;
         let source = SourceReader::open(&pipeline.source)?.shard(shard);
         Ok(Self {
@@ -240,7 +248,7 @@ pub fn resume(
                     source,
                 }
             })?;
-            prepared_early = Some(Prepared::new(&changed, shard)?);
+            prepared_early = Some(Prepared::new(&changed, shard, options)?);
             run_dir.refreeze(&text)?;
             manifest.config_hash = distillery_store::config_hash(&text);
             let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
@@ -251,7 +259,7 @@ pub fn resume(
     // Fails (missing key, unreadable source) before the run is touched.
     let prepared = match prepared_early {
         Some(prepared) => prepared,
-        None => Prepared::new(&pipeline, shard)?,
+        None => Prepared::new(&pipeline, shard, options)?,
     };
     // Every shard the run cut must still be there, whole and unchanged: a resume over a lost
     // or changed shard would call the run complete with rows missing or wrong.

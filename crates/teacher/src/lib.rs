@@ -7,9 +7,11 @@
 //! [`Completion`] is only returned whole: every requested sample, or an error — so a caller
 //! that records completions never records half of one.
 
+mod backend;
 mod backoff;
 mod http;
 mod limits;
+#[cfg(feature = "local")]
 mod local;
 mod openai;
 pub mod reasoning;
@@ -22,7 +24,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use backend::AnyTeacher;
 pub use backoff::{Backoff, parse_retry_after};
+#[cfg(feature = "local")]
 pub use local::{LocalOptions, LocalTeacher};
 pub use openai::{EndpointLimit, OpenAiTeacher, TeacherOptions, TeacherStats};
 pub use reasoning::ReasoningSource;
@@ -237,6 +241,17 @@ pub enum TeacherError {
     /// The local model's generation thread is gone (it panicked or was shut down).
     #[error("{teacher}: the generation thread has stopped")]
     Stopped { teacher: String },
+    /// The definition names a local model, but this build has no local backend.
+    #[error(
+        "cannot run the local teacher {}: this build has no local backend (build with the `local` feature of distillery-teacher, as the `distillery` binary does)",
+        path.display()
+    )]
+    LocalNotBuilt { path: std::path::PathBuf },
+    /// The definition asks for the built-in mock teacher, but nothing started it.
+    #[error(
+        "the definition asks for the built-in mock teacher, but it was not started: only the `distillery` command line starts it"
+    )]
+    NotServed,
 }
 
 impl TeacherError {
@@ -249,6 +264,8 @@ impl TeacherError {
                 | Self::Client(_)
                 | Self::Load { .. }
                 | Self::Stopped { .. }
+                | Self::LocalNotBuilt { .. }
+                | Self::NotServed
         )
     }
 

@@ -84,6 +84,7 @@ impl LocalOptions {
             device: local.device,
             precision: local.dtype,
             quantized: local.quantized,
+            seed: local.seed,
             ..Self::new(local.batch_size.get() as usize)
         }
     }

@@ -18,14 +18,14 @@ use distillery_eval::{
     Benchmark, BenchmarkConfig, EvalOptions, EvalSettings, Overrides, PROBLEMS_FILE, Problem,
     ProblemResult, REPORT_FILE, Report, SandboxLimits, Scorer, TaskKind,
 };
-use distillery_spec::{AnswerExtract, Endpoint, Limits, R1_TEMPERATURE, R1_TOP_P, Sampling};
-use distillery_teacher::{
-    Backoff, LocalOptions, LocalTeacher, OpenAiTeacher, Teacher, TeacherOptions,
+use distillery_spec::{
+    AnswerExtract, Backend, Endpoint, Limits, LocalModel, R1_TEMPERATURE, R1_TOP_P, Sampling,
 };
+use distillery_teacher::{AnyTeacher, Teacher};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Sequences a local model generates together unless told otherwise.
-const LOCAL_BATCH: usize = 32;
+const LOCAL_BATCH: NonZeroU32 = NonZeroU32::new(32).expect("non-zero");
 /// Requests in flight to an endpoint unless told otherwise (a pipeline's default).
 const ENDPOINT_CONCURRENCY: usize = 16;
 /// New tokens per sample unless told otherwise: the R1 recipe's budget for an endpoint, less
@@ -69,7 +69,7 @@ pub struct Args {
     seed: u64,
     /// Local model: sequences generated together.
     #[arg(long, value_name = "B", default_value_t = LOCAL_BATCH)]
-    batch_size: usize,
+    batch_size: NonZeroU32,
     /// An OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) serving MODEL.
     #[arg(long, value_name = "URL")]
     base_url: Option<String>,
@@ -162,7 +162,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         top_p > 0.0 && top_p <= 1.0,
         "--top-p must be in (0, 1], got {top_p}"
     );
-    anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
     anyhow::ensure!(
         args.timeout_secs.is_finite() && args.timeout_secs > 0.0,
         "--timeout-secs must be a positive number of seconds, got {}",
@@ -245,68 +244,69 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         distillery_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
 
-    let (results, elapsed) = if let Some(base_url) = &args.base_url {
-        let concurrency = args
-            .concurrency
-            .unwrap_or(NonZeroUsize::new(ENDPOINT_CONCURRENCY).expect("non-zero"));
-        let endpoint = Endpoint {
-            base_url: base_url.clone(),
-            model: args.model.clone(),
-            api_key_env: args.api_key_env.clone(),
-            limits: Limits {
-                concurrency: NonZeroU32::try_from(concurrency).unwrap_or(NonZeroU32::MAX),
-                requests_per_minute: None,
-                tokens_per_minute: None,
-            },
-        };
-        let options = TeacherOptions {
-            sampling,
-            timeout: Duration::from_secs_f64(args.timeout_secs),
-            retries: args.retries,
-            stream: !args.no_stream,
-            backoff: Backoff::default(),
-            top_logprobs: None,
-        };
-        let teacher = OpenAiTeacher::new(&[endpoint], options)
-            .with_context(|| format!("cannot set up the endpoint {base_url}"))?;
-        ask_all(
-            &teacher,
-            &problems,
-            scorer,
-            samples,
-            concurrency,
-            args.plain,
-        )?
-    } else {
-        let path = Path::new(&args.model);
-        let options = LocalOptions {
+    // The flags, written as the `[teacher]` of a definition: one way to build a teacher for
+    // `run` and `eval` alike.
+    let endpoint_concurrency = args
+        .concurrency
+        .unwrap_or(NonZeroUsize::new(ENDPOINT_CONCURRENCY).expect("non-zero"));
+    let backend = match &args.base_url {
+        Some(base_url) => Backend::Openai {
+            endpoints: vec![Endpoint {
+                base_url: base_url.clone(),
+                model: args.model.clone(),
+                api_key_env: args.api_key_env.clone(),
+                limits: Limits {
+                    concurrency: NonZeroU32::try_from(endpoint_concurrency)
+                        .unwrap_or(NonZeroU32::MAX),
+                    requests_per_minute: None,
+                    tokens_per_minute: None,
+                },
+            }],
+        },
+        None => Backend::Local(LocalModel {
+            checkpoint: PathBuf::from(&args.model),
             batch_size: args.batch_size,
-            sampling,
             seed: args.seed,
             device: args.placement.device,
-            precision: args.placement.dtype,
+            dtype: args.placement.dtype,
             quantized: args.quantized,
-            ..LocalOptions::new(args.batch_size)
-        };
-        tracing::info!("loading {}", path.display());
-        // Loading blocks; it happens before the runtime starts.
-        let teacher = LocalTeacher::with_options(path, options)
-            .with_context(|| format!("cannot load the model {}", path.display()))?;
-        settings.model = teacher.model_name().to_owned();
-        settings.endpoint = Some(format!("local:{}", path.display()));
-        let concurrency = args
-            .concurrency
-            .or(NonZeroUsize::new(teacher.capacity()))
-            .unwrap_or(NonZeroUsize::MIN);
-        ask_all(
-            &teacher,
-            &problems,
-            scorer,
-            samples,
-            concurrency,
-            args.plain,
-        )?
+        }),
     };
+    let spec = distillery_spec::Teacher {
+        backend,
+        sampling,
+        samples_per_prompt: NonZeroU32::MIN,
+        timeout: Duration::from_secs_f64(args.timeout_secs),
+        retries: args.retries,
+        stream: !args.no_stream,
+        top_logprobs: None,
+        pricing: None,
+    };
+    if local {
+        tracing::info!("loading {}", args.model);
+    }
+    // A local model loads here, before the runtime starts.
+    let teacher = AnyTeacher::from_spec(&spec, None).with_context(|| match &args.base_url {
+        Some(base_url) => format!("cannot set up the endpoint {base_url}"),
+        None => format!("cannot load the model {}", args.model),
+    })?;
+    let concurrency = if let Some(name) = teacher.local_model_name() {
+        settings.model = name.to_owned();
+        settings.endpoint = Some(format!("local:{}", args.model));
+        args.concurrency
+            .or(NonZeroUsize::new(teacher.capacity()))
+            .unwrap_or(NonZeroUsize::MIN)
+    } else {
+        endpoint_concurrency
+    };
+    let (results, elapsed) = ask_all(
+        &teacher,
+        &problems,
+        scorer,
+        samples,
+        concurrency,
+        args.plain,
+    )?;
 
     let out = args
         .out

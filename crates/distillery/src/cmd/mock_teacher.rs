@@ -4,7 +4,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use distillery_mock::{MockDataset, MockServer};
-use distillery_spec::{AssistantFormat, FaultRates, MockSettings, MockTask, ReasoningStyle};
+use distillery_pipeline::{MockLaunchError, MockLauncher, ServedMock};
+use distillery_spec::{
+    AssistantFormat, Backend, Endpoint, FaultRates, MockSettings, MockTask, Pipeline,
+    ReasoningStyle,
+};
+use distillery_store::SourceReader;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -210,5 +215,99 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await
             .context("mock teacher stopped")?;
         anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Starts the mock teacher for runs whose definition says `kind = "mock"`: the pipeline asks
+/// it through [`MockLauncher`] and speaks to the simulator over HTTP like any endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct BuiltInMock;
+
+impl MockLauncher for BuiltInMock {
+    fn launch(&self, pipeline: &Pipeline) -> Result<ServedMock, MockLaunchError> {
+        let Backend::Mock {
+            model,
+            limits,
+            settings,
+        } = &pipeline.teacher.backend
+        else {
+            return Err("the definition does not ask for the mock teacher".into());
+        };
+        let dataset = match &settings.dataset {
+            Some(path) if *path == pipeline.source.path => dataset_from_source(pipeline)?,
+            Some(path) => MockDataset::load_as(
+                path,
+                &settings.question_field,
+                &settings.answer_field,
+                settings.task,
+            )?,
+            None => MockDataset::empty(),
+        };
+        // Its own threads, so that the simulator never competes with the pipeline's actors for
+        // their event loops.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("mock-teacher")
+            .enable_all()
+            .build()?;
+        let any_port: SocketAddr = ([127, 0, 0, 1], 0).into();
+        // Unless told otherwise, the simulator answers in the format the prompt asks for.
+        let mut settings = settings.clone();
+        settings
+            .assistant_format
+            .get_or_insert(pipeline.prompt.assistant_format);
+        let server = runtime.block_on(MockServer::start_with_dataset(
+            settings,
+            model.clone(),
+            dataset,
+            any_port,
+        ))?;
+        tracing::info!(
+            "mock teacher (a simulator) at {} answers as `{model}`",
+            server.base_url()
+        );
+        let endpoint = Endpoint {
+            base_url: server.base_url(),
+            model: model.clone(),
+            api_key_env: None,
+            limits: *limits,
+        };
+        Ok(ServedMock {
+            endpoint,
+            guard: Box::new((runtime, server)),
+        })
+    }
+}
+
+/// The mock's reference solutions read from the run's own source, through the same reader as
+/// the run: any format it reads works, and rows it quarantines are left out here rather than
+/// stopping the simulator.
+fn dataset_from_source(pipeline: &Pipeline) -> Result<MockDataset, MockLaunchError> {
+    let source = &pipeline.source;
+    let mut rows = Vec::new();
+    for item in SourceReader::open(source)? {
+        let Ok(row) = item? else {
+            continue;
+        };
+        let answer = source
+            .answer_field
+            .as_ref()
+            .and_then(|field| row.fields.get(field))
+            .map(|value| match value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            });
+        if let (Some(question), Some(answer)) = (row.prompt(source), answer) {
+            rows.push((question.into_owned(), answer));
+        }
+    }
+    let code = matches!(
+        &pipeline.teacher.backend,
+        Backend::Mock { settings, .. } if settings.task == Some(MockTask::Code)
+    );
+    Ok(if code {
+        MockDataset::from_code_rows(rows)
+    } else {
+        MockDataset::from_rows(rows)
     })
 }

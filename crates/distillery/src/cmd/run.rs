@@ -51,6 +51,7 @@ impl Common {
             verifier_threads: self.verifier_threads,
             stop_after: self.stop_after,
             simulate_disk_full_after: self.simulate_disk_full_after,
+            mock: Some(std::sync::Arc::new(super::mock_teacher::BuiltInMock)),
         })
     }
 }
