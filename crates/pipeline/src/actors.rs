@@ -29,9 +29,42 @@ use crate::teacher::RunTeacher;
 pub struct RunEnd {
     pub manifest: Manifest,
     /// Why the run stopped early, when it did not complete.
-    pub stopped: Option<String>,
-    /// The signal that interrupted it, if one did.
-    pub signal: Option<StopSignal>,
+    pub stopped: Option<StopReason>,
+}
+
+impl RunEnd {
+    /// The signal that interrupted the run, if one did.
+    pub fn signal(&self) -> Option<StopSignal> {
+        match self.stopped {
+            Some(StopReason::Interrupted(signal)) => Some(signal),
+            _ => None,
+        }
+    }
+}
+
+/// Why a run stopped before every prompt was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StopReason {
+    #[error("interrupted by {}", .0.name())]
+    Interrupted(StopSignal),
+    #[error("cannot read the source: {0}")]
+    Source(#[source] distillery_store::StoreError),
+    /// An error every later request would get too (a refused key, an unknown model).
+    #[error(transparent)]
+    Teacher(TeacherError),
+    #[error("{0}; the run is resumable once the problem is fixed")]
+    Writer(#[source] WriterError),
+}
+
+/// Why the writer could not make rows durable or finish the run.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    #[error(transparent)]
+    Store(#[from] distillery_store::StoreError),
+    #[error("the writer is closed")]
+    Closed,
+    #[error("the writer stopped: {0}")]
+    Gone(#[from] actix::MailboxError),
 }
 
 /// A signal that drains the run: no new prompts, in-flight ones get the grace period.
@@ -107,10 +140,10 @@ struct Durable(usize);
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct WriterFailed(String);
+struct WriterFailed(WriterError);
 
 #[derive(Message)]
-#[rtype(result = "Result<Manifest, String>")]
+#[rtype(result = "Result<Manifest, WriterError>")]
 struct Finish {
     status: RunStatus,
 }
@@ -138,7 +171,7 @@ pub struct Dispatcher {
     pub max_outstanding: usize,
     pub grace: Duration,
     pub progress: Arc<Progress>,
-    pub done: Option<oneshot::Sender<RunEnd>>,
+    pub done: Option<oneshot::Sender<Result<RunEnd, WriterError>>>,
     pub next_worker: usize,
     /// Prompts sent to the teacher in this session.
     pub dispatched: u64,
@@ -146,13 +179,7 @@ pub struct Dispatcher {
     pub stop_after: Option<u64>,
     pub in_teacher: usize,
     pub outstanding: usize,
-    pub stopping: Option<Stop>,
-}
-
-#[derive(Debug, Clone)]
-pub enum Stop {
-    Interrupted(StopSignal),
-    Failed(String),
+    pub stopping: Option<StopReason>,
 }
 
 impl Actor for Dispatcher {
@@ -165,7 +192,9 @@ impl Actor for Dispatcher {
 
 impl Dispatcher {
     fn fill(&mut self, ctx: &mut Context<Self>) {
+        // `done` is gone once the run is finishing (and `stopping` handed to its end).
         while self.stopping.is_none()
+            && self.done.is_some()
             && self.in_teacher < self.window
             && self.outstanding < self.max_outstanding
         {
@@ -178,10 +207,7 @@ impl Dispatcher {
                     break;
                 }
                 Some(Err(error)) => {
-                    self.stop(
-                        ctx,
-                        Stop::Failed(format!("cannot read the source: {error}")),
-                    );
+                    self.stop(ctx, StopReason::Source(error));
                     return;
                 }
                 Some(Ok(item)) => item,
@@ -205,7 +231,7 @@ impl Dispatcher {
                             .stop_after
                             .is_some_and(|limit| self.dispatched >= limit)
                         {
-                            self.stop(ctx, Stop::Interrupted(StopSignal::Interrupt));
+                            self.stop(ctx, StopReason::Interrupted(StopSignal::Interrupt));
                         }
                     }
                     Err(entry) => self.quarantine(*entry),
@@ -229,12 +255,12 @@ impl Dispatcher {
         self.writer.do_send(Quarantine(entry));
     }
 
-    fn stop(&mut self, ctx: &mut Context<Self>, stop: Stop) {
-        if self.stopping.is_some() {
+    fn stop(&mut self, ctx: &mut Context<Self>, stop: StopReason) {
+        if self.stopping.is_some() || self.done.is_none() {
             return;
         }
         let grace = match &stop {
-            Stop::Interrupted(signal) => {
+            StopReason::Interrupted(signal) => {
                 tracing::warn!(
                     "{}: no new prompts; waiting up to {:?} for {} in flight",
                     signal.name(),
@@ -243,7 +269,7 @@ impl Dispatcher {
                 );
                 self.grace
             }
-            Stop::Failed(reason) => {
+            reason => {
                 tracing::error!("stopping: {reason}");
                 Duration::ZERO
             }
@@ -266,42 +292,21 @@ impl Dispatcher {
         let Some(done) = self.done.take() else {
             return;
         };
-        let stopped = match &self.stopping {
-            None => None,
-            Some(Stop::Interrupted(_)) => Some("interrupted".to_owned()),
-            Some(Stop::Failed(reason)) => Some(reason.clone()),
-        };
-        let signal = match &self.stopping {
-            Some(Stop::Interrupted(signal)) => Some(*signal),
-            _ => None,
-        };
-        let status = match &self.stopping {
+        let stopped = self.stopping.take();
+        let status = match &stopped {
             None => RunStatus::Completed,
-            Some(Stop::Interrupted(_)) => RunStatus::Interrupted,
-            Some(Stop::Failed(_)) => RunStatus::Failed,
+            Some(StopReason::Interrupted(_)) => RunStatus::Interrupted,
+            Some(_) => RunStatus::Failed,
         };
         self.writer
             .send(Finish { status })
             .into_actor(self)
             .map(move |result, _act, ctx| {
-                let outcome = match result {
-                    Ok(Ok(manifest)) => Ok(manifest),
-                    Ok(Err(error)) => Err(error),
-                    Err(mailbox) => Err(format!("the writer stopped: {mailbox}")),
-                };
-                match outcome {
-                    Ok(manifest) => {
-                        let _ = done.send(RunEnd {
-                            manifest,
-                            stopped,
-                            signal,
-                        });
-                    }
-                    Err(error) => {
-                        tracing::error!("could not finish the run cleanly: {error}");
-                        drop(done);
-                    }
-                }
+                let end = result
+                    .map_err(WriterError::from)
+                    .and_then(|finished| finished)
+                    .map(|manifest| RunEnd { manifest, stopped });
+                let _ = done.send(end);
                 ctx.stop();
             })
             .wait(ctx);
@@ -332,7 +337,7 @@ impl Handler<TeacherFailed> for Dispatcher {
         match error {
             error if error.is_fatal() => {
                 self.outstanding -= 1;
-                self.stop(ctx, Stop::Failed(error.to_string()));
+                self.stop(ctx, StopReason::Teacher(error));
             }
             error if error.is_rejection() => {
                 // The teacher will never answer this prompt (e.g. longer than its context):
@@ -384,12 +389,7 @@ impl Handler<WriterFailed> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, WriterFailed(error): WriterFailed, ctx: &mut Context<Self>) {
-        self.stop(
-            ctx,
-            Stop::Failed(format!(
-                "{error}; the run is resumable once the problem is fixed"
-            )),
-        );
+        self.stop(ctx, StopReason::Writer(error));
     }
 }
 
@@ -397,7 +397,7 @@ impl Handler<Interrupt> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, Interrupt(signal): Interrupt, ctx: &mut Context<Self>) {
-        self.stop(ctx, Stop::Interrupted(signal));
+        self.stop(ctx, StopReason::Interrupted(signal));
     }
 }
 
@@ -563,20 +563,17 @@ impl Writer {
         self.dispatcher.do_send(Durable(prompts));
     }
 
-    fn try_commit(&mut self) -> Result<(), String> {
-        let shards = self.shards.as_mut().ok_or("the writer is closed")?;
+    fn try_commit(&mut self) -> Result<(), WriterError> {
+        let shards = self.shards.as_mut().ok_or(WriterError::Closed)?;
         if !self.pending_rows.is_empty() {
             shards
                 .append(&self.pending_rows)
-                .and_then(|()| shards.commit())
-                .map_err(|e| e.to_string())?;
+                .and_then(|()| shards.commit())?;
         }
         if !self.pending_quarantine.is_empty() {
-            self.run_dir
-                .quarantine_many(&self.pending_quarantine)
-                .map_err(|e| e.to_string())?;
+            self.run_dir.quarantine_many(&self.pending_quarantine)?;
         }
-        if let Some(cut) = shards.cut_if_due().map_err(|e| e.to_string())? {
+        if let Some(cut) = shards.cut_if_due()? {
             tracing::debug!("cut shard {} ({} accepted)", cut.index, cut.accepted_rows);
             self.manifest.shards.push(cut);
         }
@@ -658,7 +655,7 @@ impl Handler<Failure> for Writer {
         }
         if let Err(error) = self.run_dir.record_failures(std::slice::from_ref(&entry)) {
             self.failed = true;
-            self.dispatcher.do_send(WriterFailed(error.to_string()));
+            self.dispatcher.do_send(WriterFailed(error.into()));
             return;
         }
         self.unfinished.insert(entry.id.clone(), entry);
@@ -666,11 +663,11 @@ impl Handler<Failure> for Writer {
 }
 
 impl Handler<Finish> for Writer {
-    type Result = Result<Manifest, String>;
+    type Result = Result<Manifest, WriterError>;
 
     fn handle(&mut self, Finish { status }: Finish, _ctx: &mut Context<Self>) -> Self::Result {
         self.commit();
-        let shards = self.shards.take().ok_or("the run was already finished")?;
+        let shards = self.shards.take().ok_or(WriterError::Closed)?;
         if self.failed {
             // The WAL holds everything committed; a resume cuts it into shards.
             drop(shards);
@@ -700,14 +697,10 @@ impl Handler<Finish> for Writer {
             // failures.jsonl now holds exactly the failures not made good.
             let mut left: Vec<FailureEntry> = self.unfinished.values().cloned().collect();
             left.sort_by_key(|f| f.source_row);
-            self.run_dir
-                .rewrite_failures(&left)
-                .map_err(|e| e.to_string())?;
+            self.run_dir.rewrite_failures(&left)?;
         }
         self.progress.publish(&self.manifest);
-        self.run_dir
-            .write_manifest(&self.manifest)
-            .map_err(|e| e.to_string())?;
+        self.run_dir.write_manifest(&self.manifest)?;
         Ok(self.manifest.clone())
     }
 }

@@ -12,8 +12,8 @@ pub mod run;
 pub mod status;
 mod teacher;
 
-pub use actors::RunEnd;
-pub use error::PipelineError;
+pub use actors::{RunEnd, StopReason, StopSignal, WriterError};
+pub use error::{PipelineError, RunDirConflict};
 pub use progress::Display;
 pub use run::{Existing, RunOptions, resume, start, unsafe_changes};
 pub use teacher::{MockLaunchError, MockLauncher, RunTeacher, ServedMock};

@@ -14,7 +14,10 @@ use distillery_store::{Manifest, RunDir, RunStatus, SourceReader, WriterOptions}
 use tokio::sync::oneshot;
 
 use crate::PipelineError;
-use crate::actors::{Dispatcher, Interrupt, RunEnd, StopSignal, TeacherWorker, Verifier, Writer};
+use crate::actors::{
+    Dispatcher, Interrupt, RunEnd, StopSignal, TeacherWorker, Verifier, Writer, WriterError,
+};
+use crate::error::RunDirConflict;
 use crate::grade::{Grader, RunContext};
 use crate::progress::{Display, Progress, Reporter};
 use crate::teacher::{MockLauncher, RunTeacher};
@@ -83,23 +86,19 @@ pub fn start(
     let base = run_dir.unwrap_or_else(|| pipeline.output.dir.join(&pipeline.name));
     let run_path = match shard {
         Some(shard) if RunDir::is_run_dir(&base) => {
-            return Err(PipelineError::RunExists(format!(
-                "{} is a run directory itself; with --shard, --run-dir names the directory that holds the shards' directories (shard-{}-of-{} and its siblings)",
-                base.display(),
-                shard.index(),
-                shard.count()
-            )));
+            return Err(PipelineError::RunExists(RunDirConflict::ShardInRunDir {
+                dir: base,
+                shard,
+            }));
         }
         Some(shard) => base.join(shard.dir_name()),
         None if !RunDir::is_run_dir(&base)
             && distillery_store::shard_set::expand(std::slice::from_ref(&base))?
                 != [base.clone()] =>
         {
-            return Err(PipelineError::RunExists(format!(
-                "{} holds the shards of a run split with --shard (`distillery status {}` shows them); run a shard with --shard I/N or choose another --run-dir",
-                base.display(),
-                base.display()
-            )));
+            return Err(PipelineError::RunExists(RunDirConflict::HoldsShards {
+                dir: base,
+            }));
         }
         None => base,
     };
@@ -112,26 +111,20 @@ pub fn start(
         if existing_run.holds_data()? {
             let recorded = existing_run.manifest()?.shard;
             if recorded != shard {
-                let show = |s: Option<Shard>| {
-                    s.map_or_else(|| "all prompts".to_owned(), |s| format!("shard {s}"))
-                };
-                return Err(PipelineError::RunExists(format!(
-                    "{} holds a run of {}, not {}; choose another --run-dir",
-                    run_path.display(),
-                    show(recorded),
-                    show(shard)
-                )));
+                return Err(PipelineError::RunExists(RunDirConflict::OtherShard {
+                    dir: run_path,
+                    recorded,
+                    requested: shard,
+                }));
             }
             if existing == Existing::Resume {
                 drop(lock);
                 tracing::info!("{} holds this run already: resuming it", run_path.display());
                 return resume(&run_path, Some(definition), false, options);
             }
-            return Err(PipelineError::RunExists(format!(
-                "{} already holds a run; continue it with `distillery resume {}` (or `run --resume`) or choose another --run-dir",
-                run_path.display(),
-                run_path.display()
-            )));
+            return Err(PipelineError::RunExists(RunDirConflict::HoldsRun {
+                dir: run_path,
+            }));
         }
         existing_run.clear_empty_run()?;
     }
@@ -521,7 +514,10 @@ fn execute_locked(
         options.display,
         options.metrics,
     )
-    .map_err(|e| PipelineError::Unsupported(format!("cannot serve metrics: {e}")))?;
+    .map_err(|source| PipelineError::Metrics {
+        address: options.metrics,
+        source,
+    })?;
 
     let context = Arc::new(RunContext {
         run_id: manifest.run_id.clone(),
@@ -642,9 +638,9 @@ fn execute_locked(
         }
         end
     });
-    end.map_err(|_| {
-        PipelineError::Stopped("the writer could not finish the run; see the log above".into())
-    })
+    // A dropped sender means the dispatcher died without finishing: the writer never heard.
+    end.unwrap_or(Err(WriterError::Closed))
+        .map_err(PipelineError::Writer)
 }
 
 /// Ctrl-C and SIGTERM, as they arrive.

@@ -262,7 +262,7 @@ fn conclude(end: &RunEnd) -> ExitCode {
     match end.manifest.status {
         RunStatus::Completed => ExitCode::SUCCESS,
         RunStatus::Interrupted => ExitCode::from(
-            end.signal
+            end.signal()
                 .map_or(130, |signal| signal.exit_code())
                 .clamp(0, 255) as u8,
         ),
@@ -288,10 +288,10 @@ fn conclude(end: &RunEnd) -> ExitCode {
             ExitCode::from(EXIT_INCOMPLETE)
         }
         RunStatus::Failed | RunStatus::Running => {
-            eprintln!(
-                "error: {}",
-                end.stopped.as_deref().unwrap_or("the run failed")
-            );
+            match &end.stopped {
+                Some(reason) => eprintln!("error: {reason}"),
+                None => eprintln!("error: the run failed"),
+            }
             ExitCode::FAILURE
         }
     }
