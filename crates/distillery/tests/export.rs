@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 #[path = "../../../tests/common/mod.rs"]
 mod common;
 
-use distillery_store::inspect::type_name;
+use distillery_dataset::inspect::type_name;
 use distillery_store::shard::{file_schema, footer_metadata};
 use distillery_store::{
     ChatMessage, CheckResult, Generation, Manifest, Provenance, RunDir, RunStatus, Which,

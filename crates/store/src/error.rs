@@ -105,12 +105,12 @@ fn file_prefix(path: &Path) -> String {
 }
 
 impl StoreError {
-    pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
+    pub fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.to_owned();
         move |source| StoreError::Io { op, path, source }
     }
 
-    pub(crate) fn parquet(path: &Path) -> impl FnOnce(parquet::errors::ParquetError) -> Self {
+    pub fn parquet(path: &Path) -> impl FnOnce(parquet::errors::ParquetError) -> Self {
         let path = path.to_owned();
         move |source| StoreError::Parquet { path, source }
     }

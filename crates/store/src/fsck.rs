@@ -214,7 +214,7 @@ pub fn fsck(path: &Path) -> Result<FsckReport> {
 mod tests {
     use super::*;
     use crate::run_dir::{Manifest, WriterOptions};
-    use crate::schema::tests::sample;
+    use crate::testing::sample;
 
     #[test]
     fn a_clean_run_passes_and_damage_is_named() {

@@ -7,17 +7,16 @@
 //! - [`shard`]: atomic, durable Parquet files.
 //! - [`run_dir`]: the run directory, manifest, shard writer and recovery (its module doc has
 //!   the durability argument).
-//! - [`read`]: streaming readers over runs, datasets and files.
-//! - [`export`]: Hugging Face-ready datasets from runs; [`inspect`]: describe a run or dataset;
-//!   [`fsck`]: verify a run without changing it; [`shard_set`]: the shards of a run split
+//! - [`read`]: streaming readers over runs, datasets and files: the one way any crate reads
+//!   rows back (shards and WAL records not yet cut alike).
+//! - [`fsck`]: verify a run without changing it; [`shard_set`]: the shards of a run split
 //!   across machines, checked as one.
+//!
+//! Datasets made from runs (export, the dataset card, inspection) are `distillery-dataset`'s.
 
 pub mod error;
-pub mod export;
 pub mod fsck;
-pub mod inspect;
 pub mod logprobs;
-pub mod open_r1;
 
 pub mod read;
 pub mod record;
@@ -27,6 +26,9 @@ pub mod shard;
 pub mod shard_set;
 pub mod source;
 pub mod wal;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use error::{Result, StoreError};
 pub use logprobs::TeacherLogprobs;

@@ -32,7 +32,7 @@ impl Which {
         }
     }
 
-    pub(crate) fn wants(self, generation: &Generation) -> bool {
+    pub fn wants(self, generation: &Generation) -> bool {
         match self {
             Which::All => true,
             Which::Accepted => generation.accepted,
@@ -281,7 +281,7 @@ pub fn scan_summaries(path: &Path, mut on_row: impl FnMut(RowSummary)) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::tests::sample;
+    use crate::testing::sample;
 
     #[test]
     fn reads_a_directory_of_parquet_files_and_reports_bad_rows() {

@@ -1251,7 +1251,7 @@ fn append_jsonl<T: serde::Serialize>(path: &Path, entries: &[T]) -> Result<()> {
 mod tests {
     use super::*;
     use crate::read::Which;
-    use crate::schema::tests::sample;
+    use crate::testing::sample;
 
     const DEFINITION: &str = "name = \"t\"\n[source]\npath = \"x.jsonl\"\n";
 

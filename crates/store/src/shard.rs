@@ -228,7 +228,7 @@ pub fn footer_metadata(path: &Path) -> Result<Vec<(String, String)>> {
 }
 
 /// Makes a rename or removal in `dir` durable.
-pub(crate) fn durable_rename(from: &Path, to: &Path) -> Result<()> {
+pub fn durable_rename(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(from, to).map_err(StoreError::io("rename into place", to))?;
     sync_dir(to.parent().unwrap_or(Path::new(".")))
 }

@@ -303,7 +303,7 @@ pub(crate) fn truncate_torn_tail(path: &Path) -> Result<Option<TornTail>> {
 }
 
 /// Makes the entries of a directory (creations, renames, removals) durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+pub fn sync_dir(dir: &Path) -> Result<()> {
     let dir = if dir.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -317,7 +317,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::tests::sample;
+    use crate::testing::sample;
 
     #[test]
     fn group_commit_round_trip() {

@@ -1,14 +1,14 @@
 //! `distillery export`: runs → a Hugging Face-ready dataset. The logic lives in
-//! `distillery_store::export`; this is the command line around it.
+//! `distillery_dataset::export`; this is the command line around it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use distillery_store::Which;
-use distillery_store::export::{
+use distillery_dataset::export::{
     Dedup, ExportFormat, ExportOptions, Layout, MixSource, ShardSize, export, parse_splits,
 };
+use distillery_store::Which;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

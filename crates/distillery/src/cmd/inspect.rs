@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use distillery_store::inspect::{InspectOptions, inspect};
+use distillery_dataset::inspect::{InspectOptions, inspect};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -37,16 +37,16 @@ use distillery_spec::SourceFormat;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::error::{Result, StoreError};
-use crate::read::{Which, parquet_files, read_generations};
-use crate::record::{ChatMessage, Generation, Provenance};
-use crate::run_dir::RunDir;
-use crate::schema::{
+use distillery_store::read::{Which, parquet_files, read_generations};
+use distillery_store::record::{ChatMessage, Generation, Provenance};
+use distillery_store::run_dir::RunDir;
+use distillery_store::schema::{
     META_SCHEMA_VERSION, SCHEMA_VERSION, generation_schema, row_to_json, to_record_batch,
 };
-use crate::shard::AtomicParquet;
-use crate::shard_set;
-use crate::source::{RawRows, canonical_json, row_hash};
+use distillery_store::shard::AtomicParquet;
+use distillery_store::shard_set;
+use distillery_store::source::{RawRows, canonical_json, row_hash};
+use distillery_store::{Result, StoreError};
 
 /// File format of the exported data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -418,7 +418,7 @@ fn check_finished(path: &Path, allow: bool, warnings: &mut Vec<String>) -> Resul
         return Ok(());
     }
     let manifest = RunDir::open(path)?.manifest()?;
-    if manifest.status == crate::RunStatus::Completed {
+    if manifest.status == distillery_store::RunStatus::Completed {
         return Ok(());
     }
     let counts = &manifest.counts;
@@ -760,13 +760,13 @@ fn row_text_bytes(g: &Generation) -> u64 {
 
 fn write_atomic_text(path: &Path, text: &[u8]) -> Result<u64> {
     use std::io::Write;
-    let tmp = crate::shard::tmp_path(path);
+    let tmp = distillery_store::shard::tmp_path(path);
     let mut file = std::fs::File::create(&tmp).map_err(StoreError::io("create", &tmp))?;
     file.write_all(text)
         .map_err(StoreError::io("write", &tmp))?;
     file.sync_all().map_err(StoreError::io("fsync", &tmp))?;
     drop(file);
-    crate::shard::durable_rename(&tmp, path)?;
+    distillery_store::shard::durable_rename(&tmp, path)?;
     Ok(text.len() as u64)
 }
 
@@ -783,18 +783,20 @@ fn file_batches<'a>(
         })
     };
     match rows {
-        FileRows::Samples(rows) => {
-            Box::new(rows.chunks(crate::shard::BATCH_ROWS).map(move |chunk| {
+        FileRows::Samples(rows) => Box::new(rows.chunks(distillery_store::shard::BATCH_ROWS).map(
+            move |chunk| {
                 let owned: Vec<Generation> = chunk.iter().map(|g| (*g).clone()).collect();
                 project(to_record_batch(&owned)?)
-            }))
-        }
-        FileRows::Problems(problems) => {
-            Box::new(problems.chunks(crate::shard::BATCH_ROWS).map(move |chunk| {
-                let refs: Vec<&[&Generation]> = chunk.iter().map(Vec::as_slice).collect();
-                project(crate::open_r1::to_record_batch(&refs)?)
-            }))
-        }
+            },
+        )),
+        FileRows::Problems(problems) => Box::new(
+            problems
+                .chunks(distillery_store::shard::BATCH_ROWS)
+                .map(move |chunk| {
+                    let refs: Vec<&[&Generation]> = chunk.iter().map(Vec::as_slice).collect();
+                    project(crate::open_r1::to_record_batch(&refs)?)
+                }),
+        ),
     }
 }
 
@@ -974,7 +976,7 @@ impl Staging {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    crate::wal::sync_dir(dir)
+    distillery_store::wal::sync_dir(dir)
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -1839,8 +1841,8 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run_dir::{Manifest, WriterOptions};
-    use crate::schema::tests::sample;
+    use distillery_store::run_dir::{Manifest, WriterOptions};
+    use distillery_store::testing::sample;
 
     fn make_run(dir: &Path, name: &str, prompts: usize, run_id: &str) -> PathBuf {
         let definition = format!("name = \"{name}\"\n");
@@ -1865,7 +1867,7 @@ mod tests {
             writer.cut_if_due().unwrap();
         }
         writer.finish().unwrap();
-        manifest.status = crate::RunStatus::Completed;
+        manifest.status = distillery_store::RunStatus::Completed;
         run.write_manifest(&manifest).unwrap();
         path
     }
@@ -1876,7 +1878,7 @@ mod tests {
         let run = make_run(dir.path(), "gsm", 4, "r1");
         let run_dir = RunDir::open(&run).unwrap();
         let mut manifest = run_dir.manifest().unwrap();
-        manifest.status = crate::RunStatus::Incomplete;
+        manifest.status = distillery_store::RunStatus::Incomplete;
         manifest.counts.prompts_total = Some(6);
         manifest.counts.prompts_done = 4;
         manifest.counts.prompts_unfinished = 2;

@@ -13,11 +13,11 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 
-use crate::error::{Result, StoreError};
 use crate::export::human_bytes;
-use crate::read::{Which, parquet_files, scan_summaries};
-use crate::run_dir::RunDir;
-use crate::schema::{array_value_to_json, generation_schema, to_record_batch};
+use distillery_store::read::{Which, parquet_files, scan_summaries};
+use distillery_store::run_dir::RunDir;
+use distillery_store::schema::{array_value_to_json, generation_schema, to_record_batch};
+use distillery_store::{Result, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct InspectOptions {
@@ -107,8 +107,8 @@ fn row_pairs(batch: &arrow::array::RecordBatch, row: usize) -> Result<Pairs> {
         .zip(batch.columns())
         .map(|(f, c)| {
             // Thousands of tokens per row: a sample shows what they amount to, not each one.
-            let value = if f.name() == crate::logprobs::COLUMN {
-                match crate::logprobs::Reader::new(batch)
+            let value = if f.name() == distillery_store::logprobs::COLUMN {
+                match distillery_store::logprobs::Reader::new(batch)
                     .and_then(|r| r.get(row))
                     .map_err(StoreError::Schema)?
                 {
@@ -317,7 +317,7 @@ fn inspect_run(path: &Path, options: &InspectOptions, out: &mut String) -> Resul
     }
     for index in &segments {
         let segment = run.wal_dir().join(format!("{index:05}.jsonl"));
-        for g in crate::wal::read_segment(&segment)?.generations {
+        for g in distillery_store::wal::read_segment(&segment)?.generations {
             tally(g.accepted, g.reject_reason, g.reasoning_tokens);
         }
     }
@@ -338,9 +338,9 @@ fn inspect_run(path: &Path, options: &InspectOptions, out: &mut String) -> Resul
         let _ = writeln!(out, "  rejected {reason}: {n}");
     }
     let files: Vec<PathBuf> = shard_files.iter().map(|(_, _, p)| p.clone()).collect();
-    out.push_str(&crate::logprobs::describe(crate::logprobs::footprint(
-        &files,
-    )?));
+    out.push_str(&distillery_store::logprobs::describe(
+        distillery_store::logprobs::footprint(&files)?,
+    ));
     out.push('\n');
     let schema = match shard_files.first() {
         Some((_, _, file)) => {
@@ -411,9 +411,9 @@ fn inspect_parquet(
     }
     render_samples(out, first_rows(&files, options.samples)?, options);
     out.push('\n');
-    out.push_str(&crate::logprobs::describe(crate::logprobs::footprint(
-        &files,
-    )?));
+    out.push_str(&distillery_store::logprobs::describe(
+        distillery_store::logprobs::footprint(&files)?,
+    ));
     match reasoning_tokens(&files)? {
         Some(tokens) => {
             out.push_str("\nreasoning tokens:\n");
@@ -579,8 +579,8 @@ pub fn inspect(path: &Path, options: &InspectOptions) -> Result<String> {
 mod tests {
     use super::*;
     use crate::export::{ExportFormat, ExportOptions, export};
-    use crate::run_dir::{Manifest, WriterOptions};
-    use crate::schema::tests::sample;
+    use distillery_store::run_dir::{Manifest, WriterOptions};
+    use distillery_store::testing::sample;
 
     fn run(dir: &Path) -> PathBuf {
         let manifest = Manifest::new("run-9", "demo", "name = \"demo\"\n", "0.1.0");

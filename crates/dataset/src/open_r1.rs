@@ -29,8 +29,8 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use sha2::{Digest, Sha256};
 
-use crate::error::Result;
-use crate::record::{ChatMessage, Generation};
+use distillery_store::Result;
+use distillery_store::record::{ChatMessage, Generation};
 
 /// The samples of one problem, in sample order; never empty.
 pub type Problem<'a> = [&'a Generation];
@@ -100,7 +100,7 @@ fn first_accepted<'a>(problem: &Problem<'a>) -> &'a [ChatMessage] {
 fn assistant_text(g: &Generation) -> String {
     match g.messages.last() {
         Some(m) if m.role == "assistant" => m.content.clone(),
-        _ => crate::record::assistant_turn(g.reasoning.as_deref(), &g.content),
+        _ => distillery_store::record::assistant_turn(g.reasoning.as_deref(), &g.content),
     }
 }
 
@@ -247,8 +247,8 @@ pub fn to_record_batch(problems: &[&Problem]) -> Result<RecordBatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::row_to_json;
-    use crate::schema::tests::sample;
+    use distillery_store::schema::row_to_json;
+    use distillery_store::testing::sample;
 
     #[test]
     fn one_row_per_problem_with_every_sample_in_order() {

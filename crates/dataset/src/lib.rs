@@ -1,0 +1,14 @@
+//! Datasets made from runs, and descriptions of runs and datasets.
+//!
+//! - [`export`]: a Hugging Face-ready dataset from one run or the shards of one (Parquet or
+//!   JSONL, splits, the dataset card, publish-safe provenance, decontamination against the
+//!   shipped benchmarks).
+//! - [`open_r1`]: open-r1's one-row-per-problem layout.
+//! - [`inspect`]: what a run or a dataset holds, its schema and its first rows.
+//!
+//! Runs are read through `distillery-store`, which owns their files; this crate never writes
+//! inside a run directory.
+
+pub mod export;
+pub mod inspect;
+pub mod open_r1;
