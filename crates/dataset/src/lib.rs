@@ -5,10 +5,13 @@
 //!   shipped benchmarks).
 //! - [`open_r1`]: open-r1's one-row-per-problem layout.
 //! - [`inspect`]: what a run or a dataset holds, its schema and its first rows.
+//! - [`conversations`]: the training conversations of runs, exports and files written by
+//!   other tools, for `train` and `eval`.
 //!
 //! Runs are read through `distillery-store`, which owns their files; this crate never writes
 //! inside a run directory.
 
+pub mod conversations;
 pub mod export;
 pub mod inspect;
 pub mod open_r1;

@@ -22,6 +22,15 @@ pub trait ChatTurn {
     fn content(&self) -> &str;
 }
 
+impl ChatTurn for distillery_spec::ChatMessage {
+    fn role(&self) -> &str {
+        &self.role
+    }
+    fn content(&self) -> &str {
+        &self.content
+    }
+}
+
 impl ChatTurn for (&str, &str) {
     fn role(&self) -> &str {
         self.0

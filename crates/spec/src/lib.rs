@@ -5,6 +5,7 @@
 //! states validation rules out: an OpenAI teacher always has at least one endpoint, rates are
 //! in range, counts are non-zero.
 
+mod chat;
 mod locate;
 pub mod mock;
 mod placement;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use chat::ChatMessage;
 pub use locate::{FieldPath, Position};
 pub use mock::{FaultRates, MockSettings, MockTask, ReasoningStyle};
 pub use placement::{DeviceSpec, Precision};

@@ -5,22 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::logprobs::TeacherLogprobs;
 
-/// A chat turn, as in the SFT-ready `messages` column.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    /// `system`, `user` or `assistant`.
-    pub role: String,
-    pub content: String,
-}
-
-impl ChatMessage {
-    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-        }
-    }
-}
+pub use distillery_spec::ChatMessage;
 
 /// The outcome of one check on one sample.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

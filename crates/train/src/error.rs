@@ -11,32 +11,17 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: cannot read Parquet: {message}")]
-    Parquet { path: PathBuf, message: String },
-    #[error("{path}: column `{column}`: {message}")]
-    Column {
-        path: PathBuf,
-        column: String,
-        message: String,
-    },
-    #[error("{path}, row {row}: {message}")]
-    Row {
-        path: PathBuf,
-        row: usize,
-        message: String,
-    },
     #[error("{path}, line {line}: {message}")]
     JsonLine {
         path: PathBuf,
         line: usize,
         message: String,
     },
-    #[error(
-        "{path}: not a run directory (shards/accepted-*.parquet), an exported dataset (data/train-*.parquet|jsonl) or a .parquet/.jsonl file"
-    )]
-    UnknownData { path: PathBuf },
     #[error("no training conversations found in {paths}")]
     NoData { paths: String },
+    /// The training data could not be read.
+    #[error(transparent)]
+    Data(#[from] distillery_dataset::conversations::DataError),
     #[error("chat template{}: {message}", source_name.as_ref().map(|p| format!(" from {}", p.display())).unwrap_or_default())]
     Template {
         source_name: Option<PathBuf>,

@@ -5,17 +5,7 @@ pub use distillery_model::{
     CHATML_FALLBACK_TEMPLATE as CHATML_TEMPLATE, ChatTemplate, ChatTurn, TemplateError,
 };
 
-use crate::data::Message;
 use crate::error::TrainError;
-
-impl ChatTurn for Message {
-    fn role(&self) -> &str {
-        &self.role
-    }
-    fn content(&self) -> &str {
-        &self.content
-    }
-}
 
 impl From<TemplateError> for TrainError {
     fn from(e: TemplateError) -> Self {
