@@ -199,3 +199,108 @@ fn distilling_from_data_without_logprobs_says_how_to_capture_them() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("top_logprobs = k"), "{stderr}");
 }
+
+/// kill -9 at random moments with `top_logprobs = 8`, then resume: every accepted sample has
+/// its log-probabilities exactly once, equal to what an uninterrupted run stores.
+#[test]
+fn kill_9_then_resume_stores_each_samples_logprobs_once_as_an_uninterrupted_run_does() {
+    use std::collections::BTreeMap;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    const PROMPTS: u64 = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let student = student(dir.path());
+    let tokenizer = student.join("tokenizer.json");
+    let settings = [
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+        "--latency-ms",
+        "40",
+    ];
+    let teacher = "n = 2\ntop_logprobs = 8\nconcurrency = 4\n[output]\nshard_rows = 30";
+
+    let by_sample = |run: &Path| {
+        rows(run)
+            .into_iter()
+            .map(|r| {
+                (
+                    (r.id.clone(), r.sample_index),
+                    (r.accepted, r.teacher_logprobs),
+                )
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    let reference_mock = MockProcess::start(&settings);
+    let reference_def = dir.path().join("reference.toml");
+    served_definition(
+        &reference_def,
+        "kd-kill",
+        PROMPTS,
+        &reference_mock.base_url,
+        teacher,
+    );
+    let reference = dir.path().join("reference");
+    common::run_definition(&reference_def, &reference);
+    let expected = by_sample(&reference);
+    assert_eq!(expected.len() as u64, 2 * PROMPTS);
+    let accepted = expected.values().filter(|(accepted, _)| *accepted).count();
+    assert!(accepted as u64 > PROMPTS, "{accepted} accepted");
+    assert!(
+        expected
+            .values()
+            .all(|(accepted, lp)| *accepted == lp.as_ref().is_some_and(|lp| !lp.is_empty())),
+        "the reference stores log-probabilities for exactly its accepted samples"
+    );
+
+    let mock = MockProcess::start(&settings);
+    let definition = dir.path().join("killed.toml");
+    served_definition(&definition, "kd-kill", PROMPTS, &mock.base_url, teacher);
+    let run = dir.path().join("killed");
+    let mut random = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut kills = 0;
+    let started = Instant::now();
+    for attempt in 0..8 {
+        let mut command = distillery();
+        if attempt == 0 {
+            command
+                .args(["run", definition.to_str().unwrap(), "--run-dir"])
+                .arg(&run);
+        } else {
+            command.arg("resume").arg(&run);
+        }
+        let mut child = command
+            .arg("--plain")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        std::thread::sleep(Duration::from_millis(150 + random % 250));
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+        assert!(started.elapsed() < Duration::from_secs(120), "no progress");
+    }
+    assert!(
+        kills >= 4,
+        "only {kills} kills landed; the run was too short"
+    );
+    run_ok(&["resume", run.to_str().unwrap(), "--plain"]);
+    // `rows` fails on a sample written twice.
+    let resumed = by_sample(&run);
+    assert_eq!(resumed.len(), expected.len());
+    for (key, want) in &expected {
+        assert_eq!(resumed.get(key), Some(want), "sample {key:?}");
+    }
+    assert!(
+        mock.requests().values().sum::<u64>() > 0,
+        "the killed run asked the teacher"
+    );
+    println!("{kills} kills; {accepted} accepted samples, each with its log-probabilities once");
+}
