@@ -304,3 +304,135 @@ fn kill_9_then_resume_stores_each_samples_logprobs_once_as_an_uninterrupted_run_
     );
     println!("{kills} kills; {accepted} accepted samples, each with its log-probabilities once");
 }
+
+/// `export --format jsonl` writes the log-probabilities in their documented JSON form (per
+/// generated token its text, log-probability and `top_logprobs`, as OpenAI's `logprobs.content`),
+/// rows without them hold null, and `train --kd-from-logprobs` reads them back from the JSONL.
+#[test]
+fn a_jsonl_export_carries_the_logprobs_and_trains_from_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let student = student(dir.path());
+    let tokenizer = student.join("tokenizer.json");
+    let mock = MockProcess::start(&["--tokenizer", tokenizer.to_str().unwrap()]);
+    let definition = dir.path().join("pipeline.toml");
+    served_definition(
+        &definition,
+        "kd-jsonl",
+        8,
+        &mock.base_url,
+        "n = 2\ntop_logprobs = 4\nstream = false\ntimeout_secs = 5",
+    );
+    let run = dir.path().join("run");
+    common::run_definition(&definition, &run);
+    let stored = rows(&run);
+    let ds = dir.path().join("ds");
+    run_ok(&[
+        "export",
+        run.to_str().unwrap(),
+        "--out",
+        ds.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        "--all",
+    ]);
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(ds.join("data")).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(path.extension().unwrap(), "jsonl", "{}", path.display());
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            lines.push(serde_json::from_str::<serde_json::Value>(line).unwrap());
+        }
+    }
+    assert_eq!(lines.len(), stored.len());
+    let mut with = 0;
+    for line in &lines {
+        let row = stored
+            .iter()
+            .find(|r| {
+                r.id == line["id"].as_str().unwrap()
+                    && u64::from(r.sample_index) == line["sample_index"].as_u64().unwrap()
+            })
+            .unwrap();
+        let json = &line["teacher_logprobs"];
+        let Some(logprobs) = &row.teacher_logprobs else {
+            assert!(json.is_null(), "{json}");
+            continue;
+        };
+        with += 1;
+        assert_eq!(json["k"], 4);
+        let content = json["content"].as_array().unwrap();
+        assert_eq!(content.len(), logprobs.len());
+        let spelled: String = content
+            .iter()
+            .map(|t| t["token"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            spelled,
+            format!("{}{}", row.reasoning.as_deref().unwrap(), row.content)
+        );
+        for (i, token) in content.iter().enumerate() {
+            let position = logprobs.position(i);
+            assert_eq!(token["logprob"].as_f64().unwrap() as f32, position.logprob);
+            let top = token["top_logprobs"].as_array().unwrap();
+            assert_eq!(top.len(), position.top.len());
+            assert!(!top.is_empty() && top.len() <= 4);
+            let values: Vec<f64> = top.iter().map(|t| t["logprob"].as_f64().unwrap()).collect();
+            assert!(values.iter().all(|&v| v <= 0.0));
+            assert!(values.windows(2).all(|w| w[0] >= w[1]), "{values:?}");
+        }
+    }
+    assert!(with >= 8, "{with} rows with log-probabilities");
+    assert!(
+        with < lines.len(),
+        "the rejected rows are exported too, with null"
+    );
+
+    let out = dir.path().join("from-jsonl");
+    run_ok(&[
+        "train",
+        "--model",
+        student.to_str().unwrap(),
+        "--data",
+        ds.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--kd-from-logprobs",
+    ]);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let stats = &summary["train"]["logprobs"];
+    assert!(stats["aligned_positions"].as_u64().unwrap() > 0, "{stats}");
+    assert_eq!(stats["unmapped_positions"], 0, "{stats}");
+
+    // A broken entry is an error naming the file, the line and the field.
+    let broken = dir.path().join("broken.jsonl");
+    let mut first = lines
+        .iter()
+        .find(|l| !l["teacher_logprobs"].is_null())
+        .unwrap()
+        .clone();
+    first["teacher_logprobs"]["content"][0]["logprob"] = "high".into();
+    std::fs::write(&broken, format!("{first}\n")).unwrap();
+    let output = distillery()
+        .args(["train", "--model", student.to_str().unwrap(), "--data"])
+        .arg(&broken)
+        .args([
+            "--out",
+            dir.path().join("no").to_str().unwrap(),
+            "--steps",
+            "1",
+        ])
+        .arg("--kd-from-logprobs")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("broken.jsonl")
+            && stderr.contains("line 1")
+            && stderr.contains("teacher_logprobs.content[0]`.logprob"),
+        "{stderr}"
+    );
+}
