@@ -4,7 +4,8 @@
 //! ```sh
 //! make model                                   # the GGUF, into models/smollm2
 //! python3 -m venv .venv-llama && .venv-llama/bin/pip install cmake 'llama-cpp-python[server]'
-//! DISTILLERY_LLAMA_PYTHON=.venv-llama/bin/python \
+//! # (`make test-real` does these and runs every ignored test)
+//! DISTILLERY_LLAMA_PYTHON=$PWD/.venv-llama/bin/python \
 //!     cargo test -p distillery --test llama_server -- --ignored --nocapture
 //! ```
 //!
