@@ -48,10 +48,16 @@ test:
 ## The ignored tests, which need what `make test` does not have: SmolLM2-135M (`make model`),
 ## llama.cpp's server (llama-cpp-python[server], built from PyPI) and transformers (the
 ## `{% generation %}` mask compared with transformers'). They fail, not skip, without it.
+## llama.cpp is built from source into $(LLAMA_VENV) (10-20 min on 2 cores, once); on a CPU whose
+## AMX/AVX-512 the sandbox forbids, set CMAKE_ARGS as tests/llama_server.rs's header says.
+LLAMA_VENV ?= .venv-llama
+LLAMA_PY := $(abspath $(LLAMA_VENV))/bin/python
 test-real: model
-	python3 -c 'import llama_cpp.server' 2>/dev/null || python3 -m pip install --quiet 'llama-cpp-python[server]'
+	test -x $(LLAMA_PY) || python3 -m venv $(LLAMA_VENV)
+	$(LLAMA_PY) -c 'import llama_cpp.server' 2>/dev/null || $(LLAMA_PY) -m pip install --quiet cmake 'llama-cpp-python[server]'
+	$(LLAMA_PY) -c 'import llama_cpp.server'
 	python3 -c 'import transformers' 2>/dev/null || python3 -m pip install --quiet transformers
-	$(CARGO) test --workspace -- --ignored
+	DISTILLERY_LLAMA_PYTHON=$(LLAMA_PY) $(CARGO) test --workspace -- --ignored
 
 lint:
 	$(CARGO) fmt --all --check

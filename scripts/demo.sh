@@ -121,7 +121,8 @@ if [[ "$real" != 1 ]]; then
   # How these were chosen: datasets/arith/SOURCE.md.
   student_args=(--layers 2 --hidden 128 --intermediate 512 --heads 8 --kv-heads 4
     --init-std 0.06 --seed 0)
-  train_args=(--steps 1500 --batch-size 4 --lr 3e-3 --warmup 30 --max-len 288
+  sft_steps=1500
+  train_args=(--batch-size 4 --lr 3e-3 --warmup 30 --max-len 288
     --eval-fraction 0.02 --checkpoint-every 0 --log-every 50)
   eval_args=(--benchmark datasets/arith/test.jsonl --max-tokens 256 --batch-size 50 --plain)
   # A model this small gains nothing from a second thread (measured: same speed on an idle
@@ -140,24 +141,42 @@ if [[ "$real" != 1 ]]; then
   run export "$gsm" --out "$demo/datasets/gsm8k-r1" --split train=0.95,test=0.05
   run inspect "$demo/datasets/gsm8k-r1"
 
-  step "4/7 Two-digit additions against the mock teacher, exported for training"
+  step "4/7 Two-digit additions against the mock teacher, its top-8 log-probabilities captured, exported"
+  # The student's tokenizer (every `init-model --tiny` has the same one) is the mock's, so the
+  # captured log-probabilities are over the student's vocabulary: `[teacher] top_logprobs = 8`.
+  run init-model --tiny "$demo/models/student-init" "${student_args[@]}" | tee "$demo/init-model.txt"
   arith="$demo/runs/arith-mock"
-  run run pipelines/arith-mock.toml --run-dir "$arith"
+  arith_def="$demo/arith-mock.toml"
+  sed -e "s|^path = \"../datasets/arith/train.jsonl\"|path = \"$root/datasets/arith/train.jsonl\"|" \
+    -e "s|^retries = 8|retries = 8\ntop_logprobs = 8|" \
+    -e "s|^seed = 11|seed = 11\ntokenizer = \"$demo/models/student-init/tokenizer.json\"|" \
+    pipelines/arith-mock.toml >"$arith_def"
+  run run "$arith_def" --run-dir "$arith"
+  run inspect "$arith"
   run export "$arith" --out "$demo/datasets/arith-r1"
 
   step "5/7 40 code problems against the mock teacher writing Python with bugs, run in the sandbox"
   code="$demo/runs/pycode-mock"
   code_run "$code" 40
 
-  step "6/7 A tiny random student, evaluated on the 200 held-out additions"
+  step "6/7 The tiny random student, evaluated on the 200 held-out additions"
   student="$demo/models/student"
-  run init-model --tiny "$demo/models/student-init" "${student_args[@]}" | tee "$demo/init-model.txt"
   run eval "$demo/models/student-init" "${eval_args[@]}" --out "$demo/evals/before"
 
-  step "7/7 Train the student on the accepted traces, evaluate it again"
+  step "7/7 Train the student on the accepted traces (SFT, then KD from the captured log-probabilities), evaluate both"
   run train --model "$demo/models/student-init" --data "$demo/datasets/arith-r1" \
-    --out "$student" "${train_args[@]}"
+    --out "$student" --steps "$sft_steps" "${train_args[@]}"
   run eval "$student" "${eval_args[@]}" --out "$demo/evals/after"
+  # The same traces and settings with the teacher's top-8 distribution at every position:
+  # alpha·T²·KL + (1 − alpha)·CE, no second teacher pass. Half the SFT run's steps by default
+  # (each KD step costs about 8% more than an SFT step), to keep the demo's extra time to about
+  # 3½ minutes on 2 cores; DEMO_KD_STEPS=1500 compares them step for step.
+  kd_student="$demo/models/student-kd"
+  kd_steps="${DEMO_KD_STEPS:-750}"
+  run train --model "$demo/models/student-init" --data "$demo/datasets/arith-r1" \
+    --out "$kd_student" --steps "$kd_steps" "${train_args[@]}" \
+    --kd-from-logprobs --kd-alpha 0.5 --kd-temperature 2:1
+  run eval "$kd_student" "${eval_args[@]}" --out "$demo/evals/after-kd"
 
   runs=("$gsm" "$arith" "$code")
   run_titles=("GSM8K" "additions" "code")
@@ -284,39 +303,59 @@ for r in "${runs[@]}"; do
 done
 row "run time (all attempts)" "${vals[@]}"
 
-summary="$student/summary.json"
-metrics="$student/metrics.jsonl"
+# One training run's section: $1 its directory, $2 its title.
+training_section() {
+local dir="$1" title="$2"
+local summary="$dir/summary.json" metrics="$dir/metrics.jsonl"
+local steps
 steps="$(json_num "$summary" steps)"
-printf '\n%sStudent training%s' "$bold" "$off"
+printf '\n%s%s%s' "$bold" "$title" "$off"
 if [[ -s "$demo/init-model.txt" ]]; then
   printf ' (%s)' "$(sed -n 's/^wrote [^(]*(\(.*\))$/\1/p' "$demo/init-model.txt" | sed 's/, seed [0-9]*//')"
 fi
 printf '\n'
 awk -v s="$(json_num "$summary" seconds)" -v r="$(json_num "$summary" tokens_per_s)" -v n="$steps" \
   'BEGIN { printf "  %d steps, %.0f tokens in %.0f s (%.0f tokens/s)\n", n, r * s, s, r }'
-echo "  loss (training batches; the bar is logarithmic):"
-sed -n 's/.*"step":\([0-9]*\),.*"loss":\([0-9.eE+-]*\),.*/\1 \2/p' "$metrics" |
+echo "  loss (training batches; the bar is logarithmic; with KD, the KL term beside it):"
+sed -n 's/.*"step":\([0-9]*\),.*"loss":\([0-9.eE+-]*\).*/\1 \2/p' "$metrics" |
+  while read -r st lo; do
+    kl="$(grep "\"step\":$st," "$metrics" | grep -o '"kl":[0-9.eE+-]*' | head -n 1 | cut -d: -f2)"
+    echo "$st $lo ${kl:--}"
+  done |
   awk -v n="$steps" '
-    { step[NR] = $1; loss[NR] = $2; if (NR == 1 || $2 > hi) hi = $2; if (NR == 1 || $2 < lo) lo = $2 }
+    { step[NR] = $1; loss[NR] = $2; kl[NR] = $3; if (NR == 1 || $2 > hi) hi = $2; if (NR == 1 || $2 < lo) lo = $2 }
     END {
       every = n >= 8 ? int(n / 8) : 1
       for (i = 1; i <= NR; i++) {
         if (step[i] != 1 && step[i] % every != 0 && i != NR) continue
         w = hi > lo ? int(1 + 40 * (log(loss[i]) - log(lo)) / (log(hi) - log(lo))) : 1
         bar = ""; for (j = 0; j < w; j++) bar = bar "#"
-        printf "    step %5d  %8.4f  %s\n", step[i], loss[i], bar
+        k = kl[i] == "-" ? "" : sprintf("  KL %.4f", kl[i])
+        printf "    step %5d  %8.4f  %-41s%s\n", step[i], loss[i], bar, k
       }
     }'
+local eval_loss
 eval_loss="$(json_num "$summary" eval_loss)"
 if [[ -n "$eval_loss" ]]; then
   printf '  loss on held-out traces at the end: %.4f\n' "$eval_loss"
 fi
+}
+training_section "$student" "Student training (SFT)"
+if [[ -n "${kd_student:-}" ]]; then
+  training_section "$kd_student" "Student training (KD from the captured top-8 log-probabilities, alpha 0.5, T 2 to 1)"
+fi
 
 printf '\n%spass@1 on %s (greedy, the prompt the pipeline sends)%s\n' "$bold" "$bench" "$off"
-for which in before after; do
+for which in before after after-kd; do
   rep="$demo/evals/$which/report.json"
+  [[ -f "$rep" ]] || continue
+  case "$which" in
+    before) label="before training" ;;
+    after) label="after SFT" ;;
+    after-kd) label="after KD" ;;
+  esac
   awk -v p="$(json_num "$rep" pass_at_1)" -v c="$(json_num "$rep" correct_samples)" \
-    -v n="$(json_num "$rep" total_samples)" -v w="$which training" \
+    -v n="$(json_num "$rep" total_samples)" -v w="$label" \
     'BEGIN { printf "  %-16s %6.1f%%  (%d/%d)\n", w, 100 * p, c, n }'
 done
 

@@ -149,6 +149,96 @@ fn a_local_teacher_run_completes_and_resumes_to_nothing_new() {
     assert_eq!(meaning(&rows(&again)), meaning(&written));
 }
 
+/// `top_logprobs = 4` with the local teacher: every accepted row stores its tokens'
+/// log-probabilities from the model's own logits, spelling the sample's text, each position's
+/// alternatives most likely first and none above 0. (Checked against a direct forward pass in
+/// crates/teacher/src/local.rs's unit tests.)
+#[test]
+fn a_local_teacher_captures_top_logprobs_for_every_accepted_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = init_model(dir.path());
+    // A random model rarely picks its one EOS, and a truncated sample is rejected: a quarter
+    // of the vocabulary ends a sample here, so samples stop after a few tokens.
+    let config_path = model.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["eos_token_id"] = (0..768u32).step_by(4).collect::<Vec<_>>().into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    // Only the checks noise passes: a random model's samples are accepted (math and format off,
+    // generous mixing and repetition limits).
+    let definition = dir.path().join("local-logprobs.toml");
+    std::fs::write(
+        &definition,
+        format!(
+            "name = \"local-logprobs\"\n\
+             [source]\npath = {source:?}\nprompt_field = \"question\"\nanswer_field = \"answer\"\n\
+             answer_extract = \"gsm8k\"\nlimit = 4\n\
+             [teacher]\nkind = \"local\"\nn = 2\nmax_tokens = 24\ntemperature = 1.0\ntop_logprobs = 4\n\
+             [teacher.local]\ncheckpoint = {checkpoint:?}\nbatch_size = 4\n\
+             [verify]\nmath = false\nformat = false\nmax_mixed_script_ratio = 1.0\n\
+             max_repetition_ratio = 1.0\nkeep = \"all\"\n",
+            source = gsm8k().display().to_string(),
+            checkpoint = model.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let run_path = dir.path().join("run");
+    run(&definition, &run_path);
+    let written = rows(&run_path);
+    assert_eq!(written.len(), 8);
+    let accepted: Vec<_> = written.iter().filter(|r| r.accepted).collect();
+    assert!(
+        accepted.len() >= 4,
+        "{} of 8 accepted: {:?}",
+        accepted.len(),
+        written.iter().map(|r| &r.reject_reason).collect::<Vec<_>>()
+    );
+    for row in &accepted {
+        let logprobs = row.teacher_logprobs.as_ref().unwrap_or_else(|| {
+            panic!(
+                "row {} {} has no log-probabilities",
+                row.id, row.sample_index
+            )
+        });
+        assert_eq!(logprobs.k, 4);
+        // The tokens spell the text (the reasoning split out of `<think>` tags, if any; the
+        // decoder replaces stray bytes as lossy UTF-8 does).
+        let spelled = String::from_utf8_lossy(&logprobs.text_bytes()).into_owned();
+        let trimmed = spelled.trim();
+        match &row.reasoning {
+            None => assert_eq!(trimmed, row.content),
+            Some(reasoning) => assert!(
+                trimmed.contains(reasoning.as_str()) && trimmed.ends_with(row.content.as_str()),
+                "{trimmed:?}"
+            ),
+        }
+        for i in 0..logprobs.len() {
+            let position = logprobs.position(i);
+            assert!(position.logprob <= 0.0, "{}", position.logprob);
+            assert_eq!(position.top.len(), 4);
+            assert!(position.top.iter().all(|(_, lp)| *lp <= 0.0));
+            assert!(
+                position.top.windows(2).all(|w| w[0].1 >= w[1].1),
+                "{:?}",
+                position.top
+            );
+            // The sampled token is no likelier than the most likely one (up to quantisation).
+            assert!(position.logprob <= position.top[0].1 + 0.05);
+        }
+    }
+    let positions: usize = accepted
+        .iter()
+        .map(|r| r.teacher_logprobs.as_ref().unwrap().len())
+        .sum();
+    assert!(positions >= accepted.len(), "{positions} positions");
+    assert!(
+        written
+            .iter()
+            .filter(|r| !r.accepted)
+            .all(|r| r.teacher_logprobs.is_none())
+    );
+}
+
 #[test]
 fn a_prompt_longer_than_the_context_is_quarantined_with_its_reason() {
     let dir = tempfile::tempdir().unwrap();
@@ -245,13 +335,11 @@ fn a_checkpoint_gone_by_resume_time_stops_with_a_load_error() {
 #[ignore = "needs models/ from `make model`"]
 fn smollm2_from_make_model_runs_the_shipped_local_pipeline() {
     let checkpoint = repo_root().join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !checkpoint.exists() {
-        eprintln!(
-            "skipping: {} is missing; run `make model`",
-            checkpoint.display()
-        );
-        return;
-    }
+    assert!(
+        checkpoint.exists(),
+        "{} is missing; run `make model`",
+        checkpoint.display()
+    );
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(repo_root().join("pipelines/gsm8k-local.toml")).unwrap();
     let absolute = |path: PathBuf| format!("{:?}", path.display().to_string());

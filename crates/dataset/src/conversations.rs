@@ -377,6 +377,10 @@ fn string_field(path: &Path, s: &StructArray, name: &str) -> Result<Vec<Option<S
 struct JsonRow {
     messages: Option<Vec<ChatMessage>>,
     accepted: Option<bool>,
+    /// `export --format jsonl`'s form of the teacher's log-probabilities (null or absent
+    /// when the row has none).
+    #[serde(default)]
+    teacher_logprobs: Option<serde_json::Value>,
 }
 
 /// Reads a JSONL file whose objects have a `messages` field (and optionally `accepted`).
@@ -401,11 +405,21 @@ pub fn read_jsonl(path: &Path, out: &mut LoadedData) -> Result<()> {
             line: i + 1,
             message: "missing field `messages`".into(),
         })?;
+        let teacher_logprobs = row
+            .teacher_logprobs
+            .filter(|v| !v.is_null())
+            .map(|v| TeacherLogprobs::from_json(&v))
+            .transpose()
+            .map_err(|message| DataError::JsonLine {
+                path: path.to_path_buf(),
+                line: i + 1,
+                message,
+            })?;
         push(
             out,
             messages,
             format!("{} line {}", path.display(), i + 1),
-            None,
+            teacher_logprobs,
         );
     }
     Ok(())

@@ -21,6 +21,11 @@ pub struct GenerateOptions {
     /// Generation of a sequence stops after it emits one of these (the stop token is kept in
     /// `Generated::tokens`). Usually the tokenizer's EOS ids.
     pub stop_token_ids: Vec<u32>,
+    /// Record, for every generated token, its log-probability and the `top_logprobs` most
+    /// likely tokens with theirs (in [`Generated::logprobs`]); 0 records nothing. They are
+    /// the model's own distribution, the log-softmax of the raw logits, whatever the sampling
+    /// temperature and top-p: what vLLM and llama.cpp's server return for `top_logprobs`.
+    pub top_logprobs: usize,
 }
 
 impl GenerateOptions {
@@ -32,6 +37,7 @@ impl GenerateOptions {
             top_p: 1.0,
             seed: 0,
             stop_token_ids: vec![],
+            top_logprobs: 0,
         }
     }
 }
@@ -44,6 +50,7 @@ impl Default for GenerateOptions {
             top_p: 1.0,
             seed: 0,
             stop_token_ids: vec![],
+            top_logprobs: 0,
         }
     }
 }
@@ -58,11 +65,53 @@ pub enum FinishReason {
 }
 
 /// One prompt's continuation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Generated {
     /// New tokens only (not the prompt), including the stop token if there was one.
     pub tokens: Vec<u32>,
     pub finish: FinishReason,
+    /// One entry per token of `tokens` when [`GenerateOptions::top_logprobs`] is set, else
+    /// empty.
+    pub logprobs: Vec<TokenLogprobs>,
+}
+
+/// A generated token's log-probability under the model, and the most likely tokens at its
+/// position, most likely first (ties by id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+impl TokenLogprobs {
+    /// The log-softmax of `logits` at `token`, and its `k` largest entries.
+    pub fn of(logits: &[f32], token: u32, k: usize) -> Self {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
+        let norm = max + sum.ln();
+        let lp = |l: f32| (l as f64 - norm) as f32;
+        let order = |a: &u32, b: &u32| {
+            logits[*b as usize]
+                .total_cmp(&logits[*a as usize])
+                .then(a.cmp(b))
+        };
+        let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
+        let k = k.min(ids.len());
+        if k > 0 && k < ids.len() {
+            ids.select_nth_unstable_by(k - 1, order);
+        }
+        ids.truncate(k);
+        ids.sort_by(order);
+        Self {
+            logprob: logits
+                .get(token as usize)
+                .map_or(f32::NEG_INFINITY, |&l| lp(l)),
+            top: ids
+                .into_iter()
+                .map(|id| (id, lp(logits[id as usize])))
+                .collect(),
+        }
+    }
 }
 
 /// Per-sequence settings for [`Model::generate_rows`].
@@ -162,6 +211,7 @@ impl Model {
             .map(|_| Generated {
                 tokens: Vec::new(),
                 finish: FinishReason::Length,
+                logprobs: Vec::new(),
             })
             .collect();
         if limits.iter().all(|&l| l == 0) {
@@ -205,7 +255,7 @@ impl Model {
             let mut next_tokens = Vec::with_capacity(active.len());
             let mut keep = Vec::with_capacity(active.len());
             let mut stopped = false;
-            for (r, &token) in tokens.iter().enumerate() {
+            for (r, (token, logprobs)) in tokens.into_iter().enumerate() {
                 let idx = active[r];
                 if limits[idx] == 0 {
                     // Prefilled with the others, but allowed no tokens.
@@ -213,6 +263,7 @@ impl Model {
                 }
                 let out = &mut results[idx];
                 out.tokens.push(token);
+                out.logprobs.extend(logprobs);
                 let finish = if opts.stop_token_ids.contains(&token) {
                     Some(FinishReason::Stop)
                 } else if out.tokens.len() >= limits[idx] {
@@ -295,20 +346,27 @@ impl Samplers {
     /// The next token of every batch row (`active[r]` is row r's prompt). A row allowed no
     /// tokens gets a placeholder and leaves a shared sampler untouched.
     ///
-    /// Greedy decoding on a GPU takes the argmax there and copies one id per row; otherwise
-    /// the logits come to the host, where rows with their own samplers are sampled in
-    /// parallel (a row's result depends only on its logits and its sampler).
+    /// Greedy decoding on a GPU without log-probabilities takes the argmax there and copies
+    /// one id per row; otherwise the logits come to the host, where rows with their own
+    /// samplers are sampled in parallel (a row's result depends only on its logits and its
+    /// sampler). With `opts.top_logprobs`, each token comes with its log-probabilities.
     fn next_tokens(
         &mut self,
         logits: &Tensor,
         active: &[usize],
         limits: &[usize],
         opts: &GenerateOptions,
-    ) -> Result<Vec<u32>> {
-        if opts.temperature <= 0.0 && !logits.device().is_cpu() {
-            return Ok(logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?);
+    ) -> Result<Vec<(u32, Option<TokenLogprobs>)>> {
+        if opts.temperature <= 0.0 && opts.top_logprobs == 0 && !logits.device().is_cpu() {
+            let ids = logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
+            return Ok(ids.into_iter().map(|id| (id, None)).collect());
         }
         let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let with_logprobs = |row: &[f32], token: u32| {
+            let logprobs =
+                (opts.top_logprobs > 0).then(|| TokenLogprobs::of(row, token, opts.top_logprobs));
+            (token, logprobs)
+        };
         if self.shared {
             let rng = &mut self.rngs[0];
             return Ok(rows
@@ -316,9 +374,9 @@ impl Samplers {
                 .zip(active)
                 .map(|(row, &idx)| {
                     if limits[idx] == 0 {
-                        0
+                        (0, None)
                     } else {
-                        sample(row, opts, rng)
+                        with_logprobs(row, sample(row, opts, rng))
                     }
                 })
                 .collect());
@@ -336,7 +394,7 @@ impl Samplers {
             .collect();
         Ok(jobs
             .into_par_iter()
-            .map(|(row, rng)| sample(row, opts, rng))
+            .map(|(row, rng)| with_logprobs(row, sample(row, opts, rng)))
             .collect())
     }
 }
@@ -590,6 +648,96 @@ mod tests {
         assert_eq!(seen, 6, "stops after the step that asked");
         assert!(out.iter().all(|g| g.tokens.len() == 3));
         assert!(out.iter().all(|g| g.finish == FinishReason::Length));
+    }
+
+    /// The log-softmax of the logits a full forward pass gives at the position before each
+    /// generated token: what `top_logprobs` must record, whatever the sampling temperature.
+    #[test]
+    fn logprobs_are_the_raw_distribution_at_each_generated_token() {
+        let cfg = test_config(Arch::Llama);
+        let (model, _) = test_model(&cfg, 7);
+        let prompts = vec![vec![1u32, 2, 3, 4], vec![9u32]];
+        let rows = [
+            RowOptions {
+                seed: 3,
+                max_new_tokens: 6,
+            },
+            RowOptions {
+                seed: 4,
+                max_new_tokens: 4,
+            },
+        ];
+        let opts = GenerateOptions {
+            temperature: 0.7,
+            top_p: 0.9,
+            top_logprobs: 5,
+            ..GenerateOptions::greedy(0)
+        };
+        let out = model
+            .generate_rows(&prompts, &rows, &opts, |_| ControlFlow::Continue(()))
+            .unwrap();
+        // Asking for log-probabilities changes no token.
+        let plain = model
+            .generate_rows(
+                &prompts,
+                &rows,
+                &GenerateOptions {
+                    top_logprobs: 0,
+                    ..opts.clone()
+                },
+                |_| ControlFlow::Continue(()),
+            )
+            .unwrap();
+        for (p, (g, plain)) in prompts.iter().zip(out.iter().zip(&plain)) {
+            assert_eq!(g.tokens, plain.tokens);
+            assert!(plain.logprobs.is_empty());
+            assert_eq!(g.logprobs.len(), g.tokens.len());
+            let mut seq = p.clone();
+            seq.extend(&g.tokens);
+            let input = Tensor::new(seq.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let logits = model.forward(&input, None).unwrap();
+            let log_probs = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1).unwrap();
+            for (i, (token, lp)) in g.tokens.iter().zip(&g.logprobs).enumerate() {
+                let expected = log_probs
+                    .i((0, p.len() - 1 + i))
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                assert!(
+                    (lp.logprob - expected[*token as usize]).abs() < 1e-4,
+                    "position {i}: {} vs {}",
+                    lp.logprob,
+                    expected[*token as usize]
+                );
+                assert_eq!(lp.top.len(), 5);
+                let mut best: Vec<u32> = (0..expected.len() as u32).collect();
+                best.sort_by(|a, b| expected[*b as usize].total_cmp(&expected[*a as usize]));
+                for (rank, &(id, value)) in lp.top.iter().enumerate() {
+                    assert!((value - expected[id as usize]).abs() < 1e-4);
+                    assert!(
+                        (value - expected[best[rank] as usize]).abs() < 1e-4,
+                        "rank {rank} at position {i}"
+                    );
+                    assert!(value <= 0.0);
+                }
+                assert!(lp.top.windows(2).all(|w| w[0].1 >= w[1].1));
+            }
+        }
+    }
+
+    #[test]
+    fn token_logprobs_of_a_small_row() {
+        let lp = TokenLogprobs::of(&[0.0, 2.0, 1.0, 2.0], 2, 3);
+        let norm = (1.0f64 + 2.0f64.exp() * 2.0 + 1.0f64.exp()).ln();
+        assert!((f64::from(lp.logprob) - (1.0 - norm)).abs() < 1e-6);
+        // Ties by id: 1 before 3.
+        assert_eq!(lp.top.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 3, 2]);
+        assert!((f64::from(lp.top[0].1) - (2.0 - norm)).abs() < 1e-6);
+        // k beyond the vocabulary keeps the whole vocabulary.
+        assert_eq!(TokenLogprobs::of(&[0.0, 1.0], 0, 8).top.len(), 2);
     }
 
     #[test]

@@ -33,7 +33,9 @@ pub use config::{Arch, Config, RopeScaling};
 pub use device::{CUDA_BUILD, OpenDevice, PrecisionDType};
 pub use distillery_spec::{DeviceSpec, Precision};
 pub use error::{Error, Result};
-pub use generate::{FinishReason, GenerateOptions, Generated, RowOptions, TokenEvent};
+pub use generate::{
+    FinishReason, GenerateOptions, Generated, RowOptions, TokenEvent, TokenLogprobs,
+};
 pub use memory::keep_freed_tensor_memory;
 pub use model::{BatchContext, Model, TensorSpec, random_varmap};
 pub use tiny::{

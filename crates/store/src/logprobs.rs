@@ -192,6 +192,116 @@ impl TeacherLogprobs {
 }
 
 // ---------------------------------------------------------------------------------------------
+// JSON (`export --format jsonl`)
+
+/// A token in JSON: its text, and its bytes when they are not UTF-8 (a byte-level token that is
+/// part of a character), as OpenAI's `logprobs.content[].bytes`.
+fn token_json(bytes: &[u8], logprob: f32) -> serde_json::Value {
+    let mut object = serde_json::Map::new();
+    match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            object.insert("token".into(), text.into());
+        }
+        Err(_) => {
+            object.insert("token".into(), String::from_utf8_lossy(bytes).into());
+            object.insert("bytes".into(), bytes.to_vec().into());
+        }
+    }
+    object.insert("logprob".into(), f64::from(logprob).into());
+    serde_json::Value::Object(object)
+}
+
+fn token_from_json(value: &serde_json::Value, at: &str) -> Result<(Vec<u8>, f32), String> {
+    let object = value
+        .as_object()
+        .ok_or_else(|| format!("{at} is not an object"))?;
+    let bytes = match object.get("bytes") {
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(|| format!("{at}.bytes is not a list of bytes (0 to 255)"))?,
+        Some(serde_json::Value::Null) | None => object
+            .get("token")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| format!("{at}.token is missing or not a string"))?
+            .as_bytes()
+            .to_vec(),
+        Some(_) => return Err(format!("{at}.bytes is not a list")),
+    };
+    let logprob = object
+        .get("logprob")
+        .and_then(serde_json::Value::as_f64)
+        .ok_or_else(|| format!("{at}.logprob is missing or not a number"))?;
+    if logprob > 0.0 {
+        return Err(format!("{at}.logprob is {logprob}, above 0"));
+    }
+    Ok((bytes, logprob as f32))
+}
+
+impl TeacherLogprobs {
+    /// The JSON form `export --format jsonl` writes, shaped like an OpenAI-compatible server's
+    /// `logprobs`: `{"k": K, "content": [{"token", "logprob", "top_logprobs": [{"token",
+    /// "logprob"}, …]}, …]}`, one entry per generated token in order, log-probabilities
+    /// dequantised, `bytes` (a list of byte values) beside `token` only where the token's bytes
+    /// are not UTF-8.
+    pub fn to_json(&self) -> serde_json::Value {
+        let content: Vec<serde_json::Value> = (0..self.len())
+            .map(|i| {
+                let position = self.position(i);
+                let mut entry = token_json(position.token, position.logprob);
+                let top: Vec<serde_json::Value> = position
+                    .top
+                    .iter()
+                    .map(|(token, lp)| token_json(token, *lp))
+                    .collect();
+                entry
+                    .as_object_mut()
+                    .expect("an object")
+                    .insert("top_logprobs".into(), top.into());
+                entry
+            })
+            .collect();
+        serde_json::json!({ "k": self.k, "content": content })
+    }
+
+    /// Reads [`Self::to_json`]'s form back (quantising again). The error names the field.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self, String> {
+        let k = value
+            .get("k")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|k| u8::try_from(k).ok())
+            .filter(|&k| k > 0)
+            .ok_or_else(|| {
+                format!("`{COLUMN}.k` is missing or not a whole number from 1 to 255")
+            })?;
+        let content = value
+            .get("content")
+            .and_then(serde_json::Value::as_array)
+            .ok_or_else(|| format!("`{COLUMN}.content` is missing or not a list"))?;
+        let mut out = Self::new(k);
+        for (i, entry) in content.iter().enumerate() {
+            let at = format!("`{COLUMN}.content[{i}]`");
+            let (token, logprob) = token_from_json(entry, &at)?;
+            let top = match entry.get("top_logprobs") {
+                None | Some(serde_json::Value::Null) => Vec::new(),
+                Some(serde_json::Value::Array(items)) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(j, t)| token_from_json(t, &format!("{at}.top_logprobs[{j}]")))
+                    .collect::<Result<Vec<_>, _>>()?,
+                Some(_) => return Err(format!("{at}.top_logprobs is not a list")),
+            };
+            out.push(
+                &token,
+                logprob,
+                top.iter().map(|(t, lp)| (t.as_slice(), *lp)),
+            );
+        }
+        Ok(out)
+    }
+}
+
 // The Parquet column
 
 /// Name of the column (nullable: rows without log-probabilities, and files written before the
@@ -485,5 +595,59 @@ mod tests {
         // All-certain positions quantise to 0 with a zero scale.
         r.push(b"u", 0.0, [(&b"u"[..], 0.0)]);
         assert_eq!(r.position(1).logprob, 0.0);
+    }
+
+    #[test]
+    fn the_json_form_round_trips_and_names_bad_fields() {
+        let mut r = TeacherLogprobs::new(3);
+        r.push(b"The", -0.02, [(&b"The"[..], -0.02), (&b"A"[..], -4.1)]);
+        // A byte-level token that is half a character.
+        r.push(
+            b"\xe4",
+            -1.5,
+            [(&b"\xe4"[..], -1.5), (&b" x"[..], -2.0), (&b"y"[..], -9.0)],
+        );
+        let json = r.to_json();
+        assert_eq!(json["k"], 3);
+        assert_eq!(json["content"][0]["token"], "The");
+        assert!(json["content"][0].get("bytes").is_none());
+        assert_eq!(
+            json["content"][0]["top_logprobs"].as_array().unwrap().len(),
+            2
+        );
+        assert_eq!(json["content"][1]["bytes"], serde_json::json!([0xe4]));
+        let lp = json["content"][0]["logprob"].as_f64().unwrap();
+        assert!((lp - -0.02).abs() < 0.002, "{lp}");
+        let back = TeacherLogprobs::from_json(&json).unwrap();
+        assert_eq!(back.text_bytes(), r.text_bytes());
+        for i in 0..r.len() {
+            let (a, b) = (r.position(i), back.position(i));
+            assert_eq!(a.token, b.token);
+            assert!((a.logprob - b.logprob).abs() < 1e-3);
+            assert_eq!(a.top.len(), b.top.len());
+            for (x, y) in a.top.iter().zip(&b.top) {
+                assert_eq!(x.0, y.0);
+                assert!((x.1 - y.1).abs() < 1e-3, "{x:?} {y:?}");
+            }
+        }
+        // Quantising what was dequantised changes nothing.
+        assert_eq!(TeacherLogprobs::from_json(&back.to_json()).unwrap(), back);
+
+        let mut bad = json.clone();
+        bad["content"][1]["top_logprobs"][2]["logprob"] = "x".into();
+        let error = TeacherLogprobs::from_json(&bad).unwrap_err();
+        assert!(
+            error.contains("`teacher_logprobs.content[1]`.top_logprobs[2].logprob"),
+            "{error}"
+        );
+        let error = TeacherLogprobs::from_json(&serde_json::json!({"content": []})).unwrap_err();
+        assert!(error.contains("teacher_logprobs.k"), "{error}");
+        let mut positive = json;
+        positive["content"][0]["logprob"] = 0.5.into();
+        assert!(
+            TeacherLogprobs::from_json(&positive)
+                .unwrap_err()
+                .contains("above 0")
+        );
     }
 }

@@ -612,10 +612,20 @@ fn list_to_json(values: &ArrayRef) -> Result<Value> {
 }
 
 /// One row of a record batch as a JSON object keyed by column name.
+/// The teacher's log-probabilities take their documented JSON form
+/// ([`crate::TeacherLogprobs::to_json`]), not their quantised bytes.
 pub fn row_to_json(batch: &RecordBatch, row: usize) -> Result<Map<String, Value>> {
     let mut object = Map::new();
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        object.insert(field.name().clone(), array_value_to_json(column, row)?);
+        let value = if field.name() == crate::logprobs::COLUMN {
+            crate::logprobs::Reader::new(batch)
+                .and_then(|reader| reader.get(row))
+                .map_err(StoreError::Schema)?
+                .map_or(Value::Null, |logprobs| logprobs.to_json())
+        } else {
+            array_value_to_json(column, row)?
+        };
+        object.insert(field.name().clone(), value);
     }
     Ok(object)
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use distillery_model::{
     ChatTemplate, ChatTurn, Checkpoint, DeviceSpec, GenerateOptions, Generated, Model, OpenDevice,
-    Precision, PrecisionDType, RowOptions,
+    Precision, PrecisionDType, RowOptions, TokenBytes,
 };
 use distillery_spec::Sampling;
 use tokenizers::Tokenizer;
@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 
 use crate::{
     Completion, FinishReason, Message, Role, Sample, Teacher, TeacherError, TeacherRequest,
-    TeacherStats, Usage, reasoning,
+    TeacherStats, TokenLogprob, Usage, reasoning,
 };
 
 /// How a [`LocalTeacher`] generates.
@@ -53,6 +53,10 @@ pub struct LocalOptions {
     /// quarter of the memory at 4 bits; faster for the types candle has SIMD kernels for
     /// (Q4_0, Q8_0, the K-quants), slower for the others (Q4_1, Q5_x).
     pub quantized: bool,
+    /// Record the top-k log-probabilities of every generated token (`[teacher] top_logprobs`),
+    /// in the form the OpenAI-compatible backend produces: the model's own distribution (the
+    /// log-softmax of its logits, not tempered), as vLLM and llama.cpp's server report it.
+    pub top_logprobs: Option<std::num::NonZeroU8>,
 }
 
 impl LocalOptions {
@@ -71,6 +75,7 @@ impl LocalOptions {
             device: DeviceSpec::Cpu,
             precision: Precision::F32,
             quantized: false,
+            top_logprobs: None,
         }
     }
 
@@ -85,6 +90,7 @@ impl LocalOptions {
             precision: local.dtype,
             quantized: local.quantized,
             seed: local.seed,
+            top_logprobs: teacher.top_logprobs,
             ..Self::new(local.batch_size.get() as usize)
         }
     }
@@ -98,6 +104,8 @@ pub struct LocalTeacher {
     name: String,
     endpoint: String,
     tokenizer: Tokenizer,
+    /// The bytes of each token, for the log-probabilities' tokens.
+    token_bytes: TokenBytes,
     template: ChatTemplate,
     context: usize,
     vocab_size: usize,
@@ -207,6 +215,7 @@ impl LocalTeacher {
             top_p,
             seed: options.seed,
             stop_token_ids: checkpoint.eos_token_ids(),
+            top_logprobs: options.top_logprobs.map_or(0, |k| usize::from(k.get())),
         };
         if generate.stop_token_ids.is_empty() {
             tracing::warn!(checkpoint = %path.display(), "no EOS token: every sample runs to max_tokens");
@@ -242,6 +251,7 @@ impl LocalTeacher {
             endpoint,
             context: checkpoint.config.max_position_embeddings,
             vocab_size: checkpoint.config.vocab_size,
+            token_bytes: TokenBytes::new(&checkpoint.tokenizer),
             tokenizer: checkpoint.tokenizer,
             template,
             options,
@@ -328,13 +338,28 @@ impl LocalTeacher {
         Ok(ids)
     }
 
+    /// The bytes token `id` stands for; a model whose vocabulary is bigger than its tokenizer's
+    /// has ids the tokenizer cannot spell, which stand for no text.
+    fn bytes_of(&self, id: u32) -> Vec<u8> {
+        self.token_bytes
+            .bytes(id)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
+    }
+
     fn sample(&self, index: u32, generated: Generated) -> (Sample, u64, u64) {
-        let Generated { mut tokens, finish } = generated;
+        let Generated {
+            mut tokens,
+            finish,
+            logprobs: mut token_logprobs,
+        } = generated;
         let completion_tokens = tokens.len() as u64;
         let finish_reason = match finish {
             distillery_model::FinishReason::Stop => {
-                // The EOS token ends the answer; it is not part of it.
+                // The EOS token ends the answer; it is not part of it (nor of its
+                // log-probabilities, which spell the text).
                 tokens.pop();
+                token_logprobs.truncate(tokens.len());
                 FinishReason::Stop
             }
             distillery_model::FinishReason::Length => FinishReason::Length,
@@ -352,13 +377,28 @@ impl LocalTeacher {
                 .map_or(0, |e| e.len() as u64)
                 .min(completion_tokens)
         });
+        let logprobs = self.options.top_logprobs.map(|_| {
+            tokens
+                .iter()
+                .zip(token_logprobs)
+                .map(|(&id, lp)| TokenLogprob {
+                    token: self.bytes_of(id),
+                    logprob: lp.logprob,
+                    top: lp
+                        .top
+                        .into_iter()
+                        .map(|(id, logprob)| (self.bytes_of(id), logprob))
+                        .collect(),
+                })
+                .collect()
+        });
         let sample = Sample {
             index,
             reasoning: split.reasoning,
             content: split.content,
             reasoning_source: split.source,
             finish_reason,
-            logprobs: None,
+            logprobs,
         };
         (sample, completion_tokens, reasoning_tokens)
     }
@@ -770,6 +810,109 @@ mod tests {
         assert_eq!(stats.completions, 4);
         assert_eq!(stats.in_flight, 0);
         assert_eq!(stats.completion_tokens, 4 * 2 * 4);
+    }
+
+    /// `top_logprobs = 4`: every generated token with its log-probability and the 4 most
+    /// likely tokens, spelling the sample's text, equal to a direct forward pass's log-softmax
+    /// (the raw distribution, although sampled at temperature 0.8).
+    #[tokio::test]
+    async fn top_logprobs_are_the_models_own_and_spell_the_text() {
+        use candle_core::{IndexOp, Tensor};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = checkpoint(dir.path(), 256, Vec::new());
+        let teacher = LocalTeacher::with_options(
+            &path,
+            LocalOptions {
+                top_logprobs: std::num::NonZeroU8::new(4),
+                ..options(4, 12, 0.8)
+            },
+        )
+        .unwrap();
+        let request = ask("Janet has 3 eggs.", 3);
+        let completion = teacher.complete(&request).await.unwrap();
+        let prompt = teacher.encode(&request.messages).unwrap();
+        let checkpoint =
+            Checkpoint::load(&path, &candle_core::Device::Cpu, candle_core::DType::F32).unwrap();
+        let model = checkpoint.model().unwrap();
+        for sample in &completion.samples {
+            let logprobs = sample
+                .logprobs
+                .as_ref()
+                .expect("log-probabilities asked for");
+            assert_eq!(logprobs.len(), 12);
+            let spelled: Vec<u8> = logprobs.iter().flat_map(|t| t.token.clone()).collect();
+            // A random model writes stray bytes; the decoder replaces them as lossy UTF-8 does.
+            let split = reasoning::split(None, &String::from_utf8_lossy(&spelled));
+            assert_eq!(
+                (&split.reasoning, &split.content),
+                (&sample.reasoning, &sample.content)
+            );
+            for t in logprobs {
+                assert!(t.logprob <= 0.0);
+                assert_eq!(t.top.len(), 4);
+                assert!(t.top.windows(2).all(|w| w[0].1 >= w[1].1), "{t:?}");
+                assert!(t.top.iter().all(|(_, lp)| *lp <= 0.0));
+                // The sampled token is no likelier than the most likely one.
+                assert!(t.logprob <= t.top[0].1 + 1e-6);
+            }
+            // By hand: a forward pass over prompt + generated tokens.
+            let generated: Vec<u32> = logprobs
+                .iter()
+                .map(|t| teacher.token_bytes.id(&t.token).unwrap())
+                .collect();
+            let mut seq = prompt.clone();
+            seq.extend(&generated);
+            let input = Tensor::new(seq.as_slice(), &candle_core::Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let logits = model.forward(&input, None).unwrap();
+            for position in [0, 5, 11] {
+                let row = logits
+                    .i((0, prompt.len() - 1 + position))
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let norm = max + row.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+                let row: Vec<f32> = row.iter().map(|l| l - norm).collect();
+                let t = &logprobs[position];
+                let id = generated[position] as usize;
+                assert!(
+                    (t.logprob - row[id]).abs() < 1e-4,
+                    "{} vs {}",
+                    t.logprob,
+                    row[id]
+                );
+                let best = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                assert!((t.top[0].1 - best).abs() < 1e-4);
+                let top_id = teacher.token_bytes.id(&t.top[0].0).unwrap() as usize;
+                assert!((row[top_id] - best).abs() < 1e-4);
+            }
+        }
+        // Without top_logprobs, none.
+        let (_plain_dir, plain) = self::tests::teacher(4, 4, 0.8);
+        let completion = plain.complete(&ask("Janet has 3 eggs.", 1)).await.unwrap();
+        assert!(completion.samples[0].logprobs.is_none());
+    }
+
+    /// A sample that ends on EOS: the stop token is not in the text, nor in its logprobs.
+    #[tokio::test]
+    async fn an_eos_token_has_no_log_probability_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = checkpoint(dir.path(), 256, (0..TINY_VOCAB_SIZE as u32).collect());
+        let teacher = LocalTeacher::with_options(
+            &path,
+            LocalOptions {
+                top_logprobs: std::num::NonZeroU8::new(2),
+                ..options(4, 50, 1.0)
+            },
+        )
+        .unwrap();
+        let completion = asked(&teacher, "hi", 1).await.unwrap();
+        assert_eq!(completion.samples[0].finish_reason, FinishReason::Stop);
+        assert_eq!(completion.samples[0].logprobs, Some(Vec::new()));
     }
 
     #[tokio::test]

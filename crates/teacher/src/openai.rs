@@ -469,7 +469,16 @@ impl OpenAiTeacher {
                     }
                     None
                 }
-                (Some(_), logprobs) => logprobs,
+                (Some(k), Some(mut tokens)) => {
+                    // llama.cpp's server (llama-cpp-python) appends the sampled token to
+                    // `top_logprobs` when it is not among the k most likely, and nothing
+                    // promises the order: keep the k most likely, most likely first.
+                    for token in &mut tokens {
+                        token.top.sort_by(|a, b| b.1.total_cmp(&a.1));
+                        token.top.truncate(usize::from(k));
+                    }
+                    Some(tokens)
+                }
                 (None, _) => None,
             };
             out.push(Sample {
