@@ -19,14 +19,14 @@ use std::io::Write;
 
 /// Which direction of a figure is an improvement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Better {
+pub(crate) enum Better {
     Higher,
     Lower,
 }
 
 /// One measured figure.
 #[derive(Debug, Clone)]
-pub struct Figure {
+pub(crate) struct Figure {
     pub bench: &'static str,
     pub figure: &'static str,
     pub value: f64,
@@ -38,7 +38,7 @@ pub struct Figure {
 }
 
 impl Figure {
-    pub fn new(
+    pub(crate) fn new(
         bench: &'static str,
         figure: &'static str,
         value: f64,
@@ -56,25 +56,25 @@ impl Figure {
         }
     }
 
-    pub fn baseline(mut self, baseline: f64) -> Self {
+    pub(crate) fn baseline(mut self, baseline: f64) -> Self {
         self.baseline = Some(baseline);
         self
     }
 
-    pub fn note(mut self, note: impl Into<String>) -> Self {
+    pub(crate) fn note(mut self, note: impl Into<String>) -> Self {
         self.note = note.into();
         self
     }
 
     /// `value / baseline`, when there is a (non-zero) baseline and both are finite.
-    pub fn ratio(&self) -> Option<f64> {
+    pub(crate) fn ratio(&self) -> Option<f64> {
         let baseline = self.baseline?;
         let ratio = self.value / baseline;
         ratio.is_finite().then_some(ratio)
     }
 
     /// The JSON object written to the summary.
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         let number = |v: f64| {
             serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::from)
         };
@@ -94,7 +94,7 @@ impl Figure {
     }
 
     /// The line printed for a reader.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let against = match (self.baseline, self.ratio()) {
             (Some(baseline), Some(ratio)) => {
                 format!(
@@ -133,7 +133,7 @@ fn show(v: f64) -> String {
 
 /// Prints every figure and appends them to `$DISTILLERY_BENCH_JSON` when it is set; exits with
 /// status 1 if that file cannot be written, so that `make bench` fails loudly.
-pub fn report(figures: &[Figure]) {
+pub(crate) fn report(figures: &[Figure]) {
     for figure in figures {
         println!("{}", figure.line());
     }

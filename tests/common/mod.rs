@@ -11,25 +11,31 @@ use std::process::{Child, Command, Output, Stdio};
 use distillery_store::{Generation, Manifest, RunDir, Which};
 
 /// The built binary, run from the checkout's root as a user would, with quiet logs.
-pub fn distillery() -> Command {
+pub(crate) fn distillery() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_distillery"));
     command.env("RUST_LOG", "warn");
     command.current_dir(repo_root());
     command
 }
 
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-pub fn gsm8k() -> PathBuf {
+pub(crate) fn gsm8k() -> PathBuf {
     repo_root().join("datasets/gsm8k/test.jsonl")
 }
 
 /// `dir/pipeline.toml`: the built-in mock teacher over the first `limit` GSM8K rows, two
 /// samples each, with `teacher` added to `[teacher]` and `mock` to `[teacher.mock]` (which may
 /// open further tables).
-pub fn mock_definition(dir: &Path, name: &str, limit: u32, teacher: &str, mock: &str) -> PathBuf {
+pub(crate) fn mock_definition(
+    dir: &Path,
+    name: &str,
+    limit: u32,
+    teacher: &str,
+    mock: &str,
+) -> PathBuf {
     let file = dir.join("pipeline.toml");
     let body = format!(
         "[teacher]\nkind = \"mock\"\nn = 2\ntimeout_secs = 2\n{teacher}\n\n[teacher.mock]\n{mock}\n"
@@ -41,7 +47,13 @@ pub fn mock_definition(dir: &Path, name: &str, limit: u32, teacher: &str, mock: 
 /// `file`: the first `limit` GSM8K rows sent to the OpenAI-compatible server at `base_url`
 /// (the mock teacher in its own process), with `teacher` added to `[teacher]` (which may open
 /// further tables).
-pub fn served_definition(file: &Path, name: &str, limit: u64, base_url: &str, teacher: &str) {
+pub(crate) fn served_definition(
+    file: &Path,
+    name: &str,
+    limit: u64,
+    base_url: &str,
+    teacher: &str,
+) {
     let body = format!(
         "[teacher]\nbase_url = \"{base_url}\"\nmodel = \"distillery-mock-r1\"\n{teacher}\n"
     );
@@ -70,7 +82,7 @@ limit = {limit}
 }
 
 /// `distillery ARGS`, which must succeed.
-pub fn run_ok(args: &[&str]) -> Output {
+pub(crate) fn run_ok(args: &[&str]) -> Output {
     let output = distillery().args(args).output().unwrap();
     assert!(
         output.status.success(),
@@ -83,7 +95,7 @@ pub fn run_ok(args: &[&str]) -> Output {
 
 /// Whether python3 imports pyarrow and PyYAML; when not, says that the check is skipped and
 /// how to install them (CI's `.ci/run` does).
-pub fn pyarrow_available() -> bool {
+pub(crate) fn pyarrow_available() -> bool {
     let probe = Command::new("python3")
         .args(["-c", "import pyarrow, yaml"])
         .output();
@@ -99,7 +111,7 @@ pub fn pyarrow_available() -> bool {
 
 /// Runs the Python `script` with `args`, the Hugging Face libraries offline and their caches
 /// under `scratch`. It must succeed and print `pyarrow ok`; returns what it printed.
-pub fn python_reads(script: &str, args: &[&Path], scratch: &Path) -> String {
+pub(crate) fn python_reads(script: &str, args: &[&Path], scratch: &Path) -> String {
     let output = Command::new("python3")
         .args(["-c", script])
         .args(args)
@@ -120,7 +132,7 @@ pub fn python_reads(script: &str, args: &[&Path], scratch: &Path) -> String {
 }
 
 /// `distillery run DEFINITION --run-dir RUN --plain`, which must succeed.
-pub fn run_definition(definition: &Path, run: &Path) -> Output {
+pub(crate) fn run_definition(definition: &Path, run: &Path) -> Output {
     run_ok(&[
         "run",
         definition.to_str().unwrap(),
@@ -130,12 +142,12 @@ pub fn run_definition(definition: &Path, run: &Path) -> Output {
     ])
 }
 
-pub fn manifest(run: &Path) -> Manifest {
+pub(crate) fn manifest(run: &Path) -> Manifest {
     RunDir::open(run).unwrap().manifest().unwrap()
 }
 
 /// Every row (accepted and rejected) in the run's shards, checked for duplicates.
-pub fn rows(run: &Path) -> Vec<Generation> {
+pub(crate) fn rows(run: &Path) -> Vec<Generation> {
     let rows: Vec<Generation> = distillery_store::read_generations(run, Which::All)
         .unwrap()
         .map(Result::unwrap)
@@ -149,7 +161,9 @@ pub fn rows(run: &Path) -> Vec<Generation> {
 }
 
 /// What a row says, without how long it took to get it.
-pub fn meaning(rows: &[Generation]) -> BTreeSet<(String, u32, String, Option<String>, bool)> {
+pub(crate) fn meaning(
+    rows: &[Generation],
+) -> BTreeSet<(String, u32, String, Option<String>, bool)> {
     rows.iter()
         .map(|r| {
             (
@@ -165,20 +179,20 @@ pub fn meaning(rows: &[Generation]) -> BTreeSet<(String, u32, String, Option<Str
 
 /// `distillery mock-teacher` replaying GSM8K on a free port, in its own process so its request
 /// counts span every session of a run; killed when dropped.
-pub struct MockProcess {
+pub(crate) struct MockProcess {
     child: Child,
     pub base_url: String,
 }
 
 impl MockProcess {
     /// Seed 5, plus `settings` (e.g. `["--accuracy", "0.5"]`).
-    pub fn start(settings: &[&str]) -> Self {
+    pub(crate) fn start(settings: &[&str]) -> Self {
         Self::replaying(&gsm8k(), settings)
     }
 
     /// Replaying `dataset` (with `--question-field` and the like in `settings` when its fields
     /// are not GSM8K's).
-    pub fn replaying(dataset: &Path, settings: &[&str]) -> Self {
+    pub(crate) fn replaying(dataset: &Path, settings: &[&str]) -> Self {
         let mut child = distillery()
             .args(["mock-teacher", "--listen", "127.0.0.1:0", "--seed", "5"])
             .arg("--dataset")
@@ -200,7 +214,7 @@ impl MockProcess {
     }
 
     /// Requests seen per question.
-    pub fn requests(&self) -> HashMap<String, u64> {
+    pub(crate) fn requests(&self) -> HashMap<String, u64> {
         self.stats()["requests_per_prompt"]
             .as_object()
             .unwrap()
@@ -210,7 +224,7 @@ impl MockProcess {
     }
 
     /// `GET /v1/mock/stats`: what the simulator served.
-    pub fn stats(&self) -> serde_json::Value {
+    pub(crate) fn stats(&self) -> serde_json::Value {
         let authority = self
             .base_url
             .trim_start_matches("http://")

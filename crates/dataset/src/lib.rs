@@ -11,6 +11,8 @@
 //! Runs are read through `distillery-store`, which owns their files; this crate never writes
 //! inside a run directory.
 
+#![forbid(unsafe_code)]
+
 pub mod conversations;
 pub mod export;
 pub mod inspect;

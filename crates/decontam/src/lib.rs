@@ -12,6 +12,8 @@
 //!
 //! Everything here is pure: building an [`Index`] of benchmark items and checking a text.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 

@@ -9,6 +9,8 @@
 //! - [`passk`]: the unbiased pass@k estimator.
 //! - [`report`]: `report.json`, `problems.parquet` and the printed summary.
 
+#![forbid(unsafe_code)]
+
 pub mod benchmark;
 mod error;
 pub mod passk;

@@ -99,19 +99,19 @@ impl CodeSolution {
     }
 
     /// The whole solution as the answer shows it.
-    pub fn code(&self) -> String {
+    pub(crate) fn code(&self) -> String {
         format!("{}{}", self.head, self.body)
     }
 
     /// A stable key of the reference (FNV-1a of the code bugs are put in), as
     /// [`KNOWN_TO_PASS`] lists it.
-    pub fn key(&self) -> u64 {
+    pub(crate) fn key(&self) -> u64 {
         fnv1a(self.body.as_bytes())
     }
 
     /// The solution with a bug of kind `bug` (or, where it has no place, of the next kind
     /// that has), and the kind put in.
-    pub fn with_bug(&self, bug: Bug, variant: u64) -> (String, Bug) {
+    pub(crate) fn with_bug(&self, bug: Bug, variant: u64) -> (String, Bug) {
         let start = Bug::ALL.iter().position(|&b| b == bug).unwrap_or(0);
         let key = self.key();
         for offset in 0..Bug::ALL.len() {

@@ -70,6 +70,8 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod code;
 mod dataset;
 mod error;

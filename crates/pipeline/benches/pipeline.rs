@@ -30,6 +30,9 @@
 //!    ideal = concurrency / latency = 1,280 requests/s; achieved = prompts / the run's own
 //!    elapsed time (manifest `elapsed_secs`, from the first dispatch to the final commit).
 
+// The pipeline child's rusage comes from wait4.
+#![allow(unsafe_code)]
+
 #[path = "../../../benches/report.rs"]
 mod report;
 

@@ -98,11 +98,11 @@ impl StopSignal {
 
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Ask(pub PromptJob);
+pub(crate) struct Ask(pub PromptJob);
 
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Verify {
+pub(crate) struct Verify {
     job: PromptJob,
     completion: distillery_teacher::Completion,
 }
@@ -120,7 +120,7 @@ struct TeacherFailed {
 
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Record {
+pub(crate) struct Record {
     rows: Vec<Generation>,
 }
 
@@ -151,12 +151,12 @@ struct Finish {
 /// Ctrl-C or SIGTERM: stop taking prompts, give in-flight ones the grace period.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Interrupt(pub StopSignal);
+pub(crate) struct Interrupt(pub StopSignal);
 
 // ---------------------------------------------------------------------------------------------
 // Dispatcher
 
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     pub pipeline: Arc<Pipeline>,
     pub source: Option<SourceReader>,
     /// Prompts already durable in the run (resume): never asked again.
@@ -413,7 +413,7 @@ fn failure_reason(error: &TeacherError) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 // Teacher workers: each owns an event loop (an arbiter) on which its requests run.
 
-pub struct TeacherWorker {
+pub(crate) struct TeacherWorker {
     pub teacher: Arc<RunTeacher>,
     pub samples: std::num::NonZeroU32,
     pub verifiers: Addr<Verifier>,
@@ -450,7 +450,7 @@ impl Handler<Ask> for TeacherWorker {
 // ---------------------------------------------------------------------------------------------
 // Verifiers: a pool of threads, since checks are CPU work (and the code sandbox blocks).
 
-pub struct Verifier {
+pub(crate) struct Verifier {
     pub grader: Arc<Grader>,
     pub context: Arc<RunContext>,
     pub writer: Addr<Writer>,
@@ -475,7 +475,7 @@ impl Handler<Verify> for Verifier {
 // Writer: WAL with group commit, shard cuts, the manifest. Runs on its own thread so that
 // fsync never stalls the network.
 
-pub struct Writer {
+pub(crate) struct Writer {
     pub run_dir: RunDir,
     pub shards: Option<ShardWriter>,
     pub manifest: Manifest,

@@ -3,12 +3,12 @@
 //! memory stays flat whatever the size of the source. See [`actors`] for the flow and
 //! [`run`] for starting and resuming runs.
 
-pub mod actors;
+mod actors;
 mod error;
 pub mod grade;
 pub mod job;
-pub mod progress;
-pub mod run;
+mod progress;
+mod run;
 pub mod status;
 mod teacher;
 

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Live counters of a run. Durable counts come from the writer after each commit.
 #[derive(Debug, Default)]
-pub struct Progress {
+pub(crate) struct Progress {
     pub in_flight: AtomicUsize,
     pub skipped: AtomicU64,
     pub failed: AtomicU64,
@@ -27,7 +27,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn publish(&self, manifest: &Manifest) {
+    pub(crate) fn publish(&self, manifest: &Manifest) {
         let counts = &manifest.counts;
         self.prompts_done
             .store(counts.prompts_done, Ordering::Relaxed);
@@ -51,13 +51,13 @@ pub enum Display {
 }
 
 /// Shows progress until dropped.
-pub struct Reporter {
+pub(crate) struct Reporter {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Reporter {
-    pub fn start(
+    pub(crate) fn start(
         progress: Arc<Progress>,
         teacher: Arc<dyn Fn() -> TeacherStats + Send + Sync>,
         display: Display,
@@ -201,7 +201,7 @@ fn serve_metrics(
 }
 
 /// The Prometheus exposition format of the run's counters.
-pub fn prometheus_text(progress: &Progress, teacher: &TeacherStats) -> String {
+pub(crate) fn prometheus_text(progress: &Progress, teacher: &TeacherStats) -> String {
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let metrics = [
         (

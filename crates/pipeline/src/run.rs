@@ -336,56 +336,28 @@ pub fn resume(
     )
 }
 
-/// Differences between two definitions that would change what rows mean. Concurrency, rate
-/// limits, timeouts, retries, streaming, pricing, shard sizes, the local teacher's batch size,
-/// the number of code sandboxes and the mock's latency and faults only change how fast rows
-/// arrive.
+/// Differences between two definitions that would change what rows mean (see
+/// [`Pipeline::meaning`]: what only tunes the run is left out), one line per field.
 pub fn unsafe_changes(before: &Pipeline, after: &Pipeline) -> Vec<String> {
-    let mut left = Vec::new();
-    let mut right = Vec::new();
-    flatten(
-        "",
-        &serde_json::to_value(before).unwrap_or_default(),
-        &mut left,
-    );
-    flatten(
-        "",
-        &serde_json::to_value(after).unwrap_or_default(),
-        &mut right,
-    );
-    let safe = |path: &str| {
-        const SAFE: [&str; 11] = [
-            ".limits.",
-            // Sandboxes at once: the same verdicts, sooner or later.
-            "verify.code.parallel",
-            // Every local sample has its own seeded sampler: batching changes only the speed.
-            "teacher.backend.Local.batch_size",
-            "teacher.timeout",
-            "teacher.retries",
-            "teacher.stream",
-            "teacher.pricing",
-            "output.shard_",
-            ".settings.latency",
-            ".settings.faults",
-            "teacher.backend.Mock.settings.dataset",
-        ];
-        SAFE.iter().any(|s| path.contains(s))
+    let flat = |pipeline: &Pipeline| {
+        let mut out = Vec::new();
+        flatten(
+            "",
+            &serde_json::to_value(pipeline.meaning()).unwrap_or_default(),
+            &mut out,
+        );
+        out.into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>()
     };
-    let mut changes = Vec::new();
-    let right_map: std::collections::BTreeMap<_, _> = right.into_iter().collect();
-    let left_map: std::collections::BTreeMap<_, _> = left.into_iter().collect();
-    for key in left_map
-        .keys()
-        .chain(right_map.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-    {
-        let (a, b) = (left_map.get(key), right_map.get(key));
-        if a != b && !safe(key) {
+    let (left, right) = (flat(before), flat(after));
+    let keys: std::collections::BTreeSet<_> = left.keys().chain(right.keys()).collect();
+    keys.into_iter()
+        .filter_map(|key| {
+            let (a, b) = (left.get(key), right.get(key));
             let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "(unset)".into());
-            changes.push(format!("  {key}: {} → {}", show(a), show(b)));
-        }
-    }
-    changes
+            (a != b).then(|| format!("  {key}: {} → {}", show(a), show(b)))
+        })
+        .collect()
 }
 
 fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {

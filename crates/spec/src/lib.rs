@@ -5,8 +5,11 @@
 //! states validation rules out: an OpenAI teacher always has at least one endpoint, rates are
 //! in range, counts are non-zero.
 
+#![forbid(unsafe_code)]
+
 mod chat;
 mod locate;
+mod meaning;
 pub mod mock;
 mod placement;
 mod raw;

@@ -78,19 +78,19 @@ fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
 
 /// Span index of a parsed document: finds where a path was written, and which path a
 /// span belongs to.
-pub struct Locator<'a> {
+pub(crate) struct Locator<'a> {
     root: Option<DeTable<'a>>,
 }
 
 impl<'a> Locator<'a> {
-    pub fn new(text: &'a str) -> Self {
+    pub(crate) fn new(text: &'a str) -> Self {
         let root = DeTable::parse(text).ok().map(|table| table.into_inner());
         Self { root }
     }
 
     /// The span of the value at `path`, or of its deepest ancestor that exists (so an error
     /// about a missing key points at the table it should be in).
-    pub fn span_of(&self, path: &FieldPath) -> Option<Range<usize>> {
+    pub(crate) fn span_of(&self, path: &FieldPath) -> Option<Range<usize>> {
         let mut table = self.root.as_ref()?;
         let mut best: Option<Range<usize>> = None;
         let mut value: Option<&DeValue<'a>> = None;
@@ -128,7 +128,7 @@ impl<'a> Locator<'a> {
     }
 
     /// The innermost path whose key or value contains `offset`.
-    pub fn path_at(&self, offset: usize) -> FieldPath {
+    pub(crate) fn path_at(&self, offset: usize) -> FieldPath {
         let mut path = FieldPath::root();
         if let Some(root) = &self.root {
             descend_table(root, offset, &mut path);

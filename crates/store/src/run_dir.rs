@@ -398,6 +398,7 @@ fn lock_unsupported(error: &std::io::Error) -> bool {
 }
 
 #[cfg(unix)]
+#[allow(unsafe_code)]
 fn hostname() -> Option<String> {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer it is given.
@@ -416,6 +417,7 @@ fn hostname() -> Option<String> {
 }
 
 #[cfg(unix)]
+#[allow(unsafe_code)]
 fn flock_exclusive(file: &File) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: flock on a descriptor this function borrows; no memory is involved.

@@ -26,7 +26,7 @@ pub(crate) struct HttpStatusError {
 
 impl HttpStatusError {
     /// The `error.message` of an OpenAI-style body, else the body itself.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         serde_json::from_str::<serde_json::Value>(&self.body)
             .ok()
             .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
@@ -40,7 +40,7 @@ pub(crate) struct StatusCheckingService {
 }
 
 impl StatusCheckingService {
-    pub fn new(client: reqwest::Client) -> Self {
+    pub(crate) fn new(client: reqwest::Client) -> Self {
         Self { client }
     }
 }

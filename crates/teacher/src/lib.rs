@@ -7,6 +7,8 @@
 //! [`Completion`] is only returned whole: every requested sample, or an error — so a caller
 //! that records completions never records half of one.
 
+#![forbid(unsafe_code)]
+
 mod backend;
 mod backoff;
 mod http;

@@ -25,7 +25,7 @@ struct BucketState {
 impl TokenBucket {
     /// A bucket refilled at `per_minute`, holding at most `burst_secs` seconds' worth (and at
     /// least one unit).
-    pub fn per_minute(per_minute: f64, burst_secs: f64) -> Self {
+    pub(crate) fn per_minute(per_minute: f64, burst_secs: f64) -> Self {
         let per_second = per_minute / 60.0;
         let capacity = (per_second * burst_secs).max(1.0);
         Self {
@@ -39,7 +39,7 @@ impl TokenBucket {
     }
 
     /// Waits until the bucket is positive, then takes `cost`.
-    pub async fn acquire(&self, cost: f64) {
+    pub(crate) async fn acquire(&self, cost: f64) {
         loop {
             let wait = {
                 let mut state = self.lock();
@@ -55,7 +55,7 @@ impl TokenBucket {
     }
 
     /// Charges a cost found out after admission (may leave the bucket in debt).
-    pub fn charge(&self, cost: f64) {
+    pub(crate) fn charge(&self, cost: f64) {
         let mut state = self.lock();
         self.refill(&mut state);
         state.tokens -= cost;

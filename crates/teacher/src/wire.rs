@@ -77,7 +77,7 @@ pub(crate) struct WireLogprobs {
 
 impl WireLogprobs {
     /// The entries in generation order: reasoning tokens, then content tokens.
-    pub fn into_tokens(self) -> impl Iterator<Item = WireTokenLogprob> {
+    pub(crate) fn into_tokens(self) -> impl Iterator<Item = WireTokenLogprob> {
         self.reasoning_content
             .or(self.reasoning)
             .into_iter()

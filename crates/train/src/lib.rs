@@ -10,6 +10,8 @@
 //! - [`optim`]: AdamW with savable state, clipping, warmup + cosine;
 //! - [`trainer`]: the loop, evaluation, checkpoints and exact resume.
 
+#![forbid(unsafe_code)]
+
 pub mod align;
 pub mod backward;
 pub mod data;

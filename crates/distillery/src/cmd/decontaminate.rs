@@ -12,7 +12,7 @@ use distillery_decontam::{Index, Options, load_benchmark};
 use serde_json::{Value, json};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The training problems: a JSONL, JSON or Parquet file.
     pub input: PathBuf,
     /// The field of each row holding the problem text.
@@ -43,7 +43,7 @@ pub struct Args {
     pub near_duplicate: f64,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut items = Vec::new();
     for benchmark in &args.against {
         items.extend(load_benchmark(&args.datasets_dir, benchmark)?);

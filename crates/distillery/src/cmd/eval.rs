@@ -34,7 +34,7 @@ const ENDPOINT_MAX_TOKENS: u32 = 32_768;
 const LOCAL_MAX_TOKENS: u32 = 2048;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// A local checkpoint (Hugging Face directory or .gguf file), or with --base-url the
     /// model's name on that endpoint.
     #[arg(value_name = "MODEL")]
@@ -145,7 +145,7 @@ impl From<ExtractArg> for AnswerExtract {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     args.placement.apply_threads();
     let samples = args.samples.get();
     let temperature = args

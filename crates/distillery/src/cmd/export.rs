@@ -11,13 +11,13 @@ use distillery_dataset::export::{
 use distillery_store::Which;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Parquet,
     Jsonl,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LayoutArg {
+pub(crate) enum LayoutArg {
     /// One row per sample, every column of the run's rows.
     Samples,
     /// One row per problem with open-r1's columns (problem, solution, answer, source, uuid,
@@ -27,7 +27,7 @@ pub enum LayoutArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DedupArg {
+pub(crate) enum DedupArg {
     /// Drop rows whose `messages` equal an earlier row's.
     Exact,
     /// Keep one row per prompt text.
@@ -42,7 +42,7 @@ Examples:
   distillery export runs/math --out ds --mix general.jsonl:0.2   # 80% reasoning, 20% general
   distillery export runs/math --out ds --format jsonl --columns id,messages
   distillery export runs/math --out ds --layout open-r1 --all   # one row per problem")]
-pub struct Args {
+pub(crate) struct Args {
     /// Run directories (or exported datasets / Parquet files of generation rows) to merge.
     #[arg(required = true, value_name = "RUN_DIR")]
     pub inputs: Vec<PathBuf>,
@@ -108,7 +108,7 @@ pub struct Args {
     pub datasets_dir: std::path::PathBuf,
 }
 
-pub fn options(args: Args) -> anyhow::Result<ExportOptions> {
+pub(crate) fn options(args: Args) -> anyhow::Result<ExportOptions> {
     let mut options = ExportOptions::new(args.inputs, args.out);
     options.format = match args.format {
         Format::Parquet => ExportFormat::Parquet,
@@ -159,7 +159,7 @@ pub fn options(args: Args) -> anyhow::Result<ExportOptions> {
     Ok(options)
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let options = options(args)?;
     let report =
         export(&options).with_context(|| format!("exporting to {}", options.out.display()))?;

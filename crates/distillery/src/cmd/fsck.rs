@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The run directory, e.g. runs/gsm8k-mock.
     pub run_dir: PathBuf,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let report = distillery_store::fsck::fsck(&args.run_dir)
         .with_context(|| format!("cannot check {}", args.run_dir.display()))?;
     let mut text = format!(

@@ -7,7 +7,7 @@ use anyhow::Context;
 use distillery_model::{Arch, Config, TINY_INIT_STD};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Architecture of the model: qwen2 or llama.
     #[arg(long, default_value = "qwen2")]
     pub arch: Arch,
@@ -39,7 +39,7 @@ pub struct Args {
     pub init_std: f64,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut cfg = Config::tiny(args.arch);
     let hidden = args.hidden.unwrap_or(cfg.hidden_size);
     let heads = args.heads.unwrap_or(cfg.num_attention_heads);

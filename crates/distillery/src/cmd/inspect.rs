@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use distillery_dataset::inspect::{InspectOptions, inspect};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// A run directory, an exported dataset directory, or a Parquet/JSONL file.
     pub path: PathBuf,
     /// Sample rows to print.
@@ -20,7 +20,7 @@ pub struct Args {
     pub bins: usize,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let options = InspectOptions {
         samples: args.samples,
         full: args.full,

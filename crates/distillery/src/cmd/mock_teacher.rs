@@ -12,7 +12,7 @@ use distillery_spec::{
 use distillery_store::SourceReader;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// JSONL/JSON data set whose reference solutions are replayed (GSM8K layout by default).
     #[arg(long, default_value = "datasets/gsm8k/test.jsonl")]
     dataset: PathBuf,
@@ -135,7 +135,7 @@ impl From<StyleArg> for ReasoningStyle {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let settings = MockSettings {
         dataset: Some(args.dataset.clone()),
         question_field: args.question_field.clone(),
@@ -221,7 +221,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// Starts the mock teacher for runs whose definition says `kind = "mock"`: the pipeline asks
 /// it through [`MockLauncher`] and speaks to the simulator over HTTP like any endpoint.
 #[derive(Debug, Clone, Copy)]
-pub struct BuiltInMock;
+pub(crate) struct BuiltInMock;
 
 impl MockLauncher for BuiltInMock {
     fn launch(&self, pipeline: &Pipeline) -> Result<ServedMock, MockLaunchError> {

@@ -1,16 +1,16 @@
 //! One module per subcommand. Each has clap `Args` and a `run` returning the exit code.
 
-pub mod decontaminate;
-pub mod eval;
-pub mod export;
-pub mod fsck;
-pub mod init_model;
-pub mod inspect;
-pub mod mock_teacher;
-pub mod run;
-pub mod train;
-pub mod validate;
-pub mod verify;
+pub(crate) mod decontaminate;
+pub(crate) mod eval;
+pub(crate) mod export;
+pub(crate) mod fsck;
+pub(crate) mod init_model;
+pub(crate) mod inspect;
+pub(crate) mod mock_teacher;
+pub(crate) mod run;
+pub(crate) mod train;
+pub(crate) mod validate;
+pub(crate) mod verify;
 
 use std::io::IsTerminal;
 
@@ -18,7 +18,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Logs go to stderr so that stdout stays clean for machine-readable output; colours only on a
 /// terminal (and not under `NO_COLOR`), so that log files and CI output stay plain text.
-pub fn init_logging(verbose: u8) {
+pub(crate) fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "info",
         1 => "debug",
@@ -43,7 +43,7 @@ pub fn init_logging(verbose: u8) {
 
 /// Writes `text` to stdout. A reader that went away (`distillery status --json | head -1`)
 /// is not an error: the output simply ends, as it does for other Unix tools.
-pub fn out(text: &str) -> std::io::Result<()> {
+pub(crate) fn out(text: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     match stdout
@@ -64,7 +64,9 @@ macro_rules! outln {
 }
 
 /// The rows of a JSONL, JSON or Parquet file as JSON values, its format told by its extension.
-pub fn raw_rows(path: &std::path::Path) -> anyhow::Result<distillery_store::source::RawRows> {
+pub(crate) fn raw_rows(
+    path: &std::path::Path,
+) -> anyhow::Result<distillery_store::source::RawRows> {
     use anyhow::Context;
     let format = distillery_spec::SourceFormat::from_extension(path).with_context(|| {
         format!(
@@ -78,7 +80,7 @@ pub fn raw_rows(path: &std::path::Path) -> anyhow::Result<distillery_store::sour
 /// A multi-threaded tokio runtime for commands that do network I/O.
 /// `--device` and `--dtype`, for the commands that run a model in this process.
 #[derive(Debug, Clone, clap::Args)]
-pub struct Placement {
+pub(crate) struct Placement {
     /// cpu, cuda, cuda:N or auto (the first GPU when this binary has CUDA support and one is
     /// present, else the CPU).
     #[arg(long, value_name = "DEVICE", default_value = "cpu")]
@@ -95,7 +97,8 @@ pub struct Placement {
 
 impl Placement {
     /// Applies `--threads`; call before the model runs anything.
-    pub fn apply_threads(&self) {
+    #[allow(unsafe_code)]
+    pub(crate) fn apply_threads(&self) {
         if let Some(n) = self.threads {
             // candle and its matmul read rayon's variable when its thread pool starts, which
             // is at the first op. SAFETY: no other thread exists yet (this runs before any model
@@ -105,7 +108,7 @@ impl Placement {
     }
 }
 
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)

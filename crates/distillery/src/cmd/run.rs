@@ -12,7 +12,7 @@ use distillery_store::shard_set::{self, ShardProblem};
 use distillery_store::{RunDir, RunStatus};
 
 #[derive(Debug, clap::Args)]
-pub struct Common {
+pub(crate) struct Common {
     /// Seconds that in-flight requests may still finish after Ctrl-C.
     #[arg(long, default_value_t = 30.0)]
     grace_secs: f64,
@@ -63,7 +63,7 @@ Examples:
   distillery run pipelines/gsm8k-vllm.toml --shard 2/8          # runs/gsm8k-vllm/shard-2-of-8/
   distillery run DEF --shard auto --resume                      # in a Slurm array task
   distillery run DEF --shard auto --shards 8 --resume           # in a Kubernetes Indexed Job")]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Pipeline definition (TOML).
     pipeline: PathBuf,
     /// Run directory; defaults to `<output.dir>/<name>`. With --shard, the directory that holds
@@ -90,7 +90,7 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ResumeArgs {
+pub(crate) struct ResumeArgs {
     /// The run directory, e.g. runs/gsm8k-mock.
     run_dir: PathBuf,
     /// Continue under this (edited) definition instead of the frozen copy; only changes to
@@ -115,7 +115,7 @@ Examples:
 Over shards the exit code is 0 when every shard is there, ran the same definition and
 completed, 3 when some are missing or not finished, 1 when they ran different definitions,
 split the prompts differently or one is given twice.")]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// A run directory, or the shards of a run: their directories, or the one holding them.
     #[arg(required = true, value_name = "RUN_DIR")]
     run_dirs: Vec<PathBuf>,
@@ -124,7 +124,7 @@ pub struct StatusArgs {
     json: bool,
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let options = args.common.options()?;
     let shard = args
         .shard
@@ -140,7 +140,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(conclude(&end))
 }
 
-pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     let options = args.common.options()?;
     let end = distillery_pipeline::resume(
         &args.run_dir,
@@ -155,7 +155,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
 /// Failures listed by `status` (all of them are in failures.jsonl).
 const FAILURES_SHOWN: usize = 5;
 
-pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     match args.run_dirs.as_slice() {
         [one] if RunDir::is_run_dir(one) => status_of_run(one, args.json),
         many => status_of_shards(many, args.json),
@@ -248,7 +248,7 @@ fn status_of_run(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode>
 }
 
 /// Exit code of a run that ended with prompts the teacher gave up on (status `incomplete`).
-pub const EXIT_INCOMPLETE: u8 = 3;
+pub(crate) const EXIT_INCOMPLETE: u8 = 3;
 
 /// Prints the outcome. The exit code tells a script what happened: 0 only when the run
 /// completed (every prompt accounted for), 3 when it is incomplete, 130 (Ctrl-C) or 143

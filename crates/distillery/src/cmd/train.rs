@@ -11,7 +11,7 @@ use distillery_train::{
 };
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The student: a Hugging Face checkpoint directory or a .gguf file.
     #[arg(long, value_name = "DIR_OR_GGUF")]
     pub model: PathBuf,
@@ -120,7 +120,7 @@ fn parse_temperature(s: &str) -> Result<(f64, f64), String> {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     args.placement.apply_threads();
     let duration = match (args.steps, args.epochs) {
         (Some(s), _) => Duration::Steps(s),

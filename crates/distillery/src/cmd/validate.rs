@@ -4,13 +4,13 @@ use std::process::ExitCode;
 use distillery_spec::{Pipeline, SpecError};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Pipeline definitions (TOML) to check.
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for file in &args.files {
         match Pipeline::from_file(file) {

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["file", "gold", "regrade"])))]
-pub struct Args {
+pub(crate) struct Args {
     /// A JSONL, JSON or Parquet file of rows with a gold answer and a prediction (a whole model
     /// output or a bare answer). One JSON line per row goes to stdout (or --out).
     pub file: Option<PathBuf>,
@@ -61,7 +61,7 @@ impl Args {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = args.config();
     if let Some(run_or_dataset) = &args.regrade {
         let Some(out) = &args.out else {

@@ -92,7 +92,7 @@ pub(crate) struct Point {
 }
 
 impl Point {
-    pub fn new(index: u64) -> Self {
+    pub(super) fn new(index: u64) -> Self {
         Point {
             seed: splitmix(index.wrapping_add(0x5eed)),
             bound: Vec::new(),

@@ -13,9 +13,9 @@ pub(crate) struct Rational {
 }
 
 impl Rational {
-    pub const ONE: Rational = Rational { num: 1, den: 1 };
+    pub(super) const ONE: Rational = Rational { num: 1, den: 1 };
 
-    pub fn new(num: i128, den: i128) -> Option<Self> {
+    pub(super) fn new(num: i128, den: i128) -> Option<Self> {
         if den == 0 || num == i128::MIN || den == i128::MIN {
             return None;
         }
@@ -30,27 +30,27 @@ impl Rational {
         Some(Rational { num, den })
     }
 
-    pub fn int(n: i128) -> Option<Self> {
+    pub(super) fn int(n: i128) -> Option<Self> {
         Rational::new(n, 1)
     }
 
-    pub fn num(self) -> i128 {
+    pub(super) fn num(self) -> i128 {
         self.num
     }
 
-    pub fn den(self) -> i128 {
+    pub(super) fn den(self) -> i128 {
         self.den
     }
 
-    pub fn is_integer(self) -> bool {
+    pub(super) fn is_integer(self) -> bool {
         self.den == 1
     }
 
-    pub fn is_zero(self) -> bool {
+    pub(super) fn is_zero(self) -> bool {
         self.num == 0
     }
 
-    pub fn add(self, other: Self) -> Option<Self> {
+    pub(super) fn add(self, other: Self) -> Option<Self> {
         let g = gcd(self.den.unsigned_abs(), other.den.unsigned_abs()) as i128;
         let left = self.num.checked_mul(other.den / g)?;
         let right = other.num.checked_mul(self.den / g)?;
@@ -60,18 +60,18 @@ impl Rational {
         )
     }
 
-    pub fn neg(self) -> Self {
+    pub(super) fn neg(self) -> Self {
         Rational {
             num: -self.num,
             den: self.den,
         }
     }
 
-    pub fn sub(self, other: Self) -> Option<Self> {
+    pub(super) fn sub(self, other: Self) -> Option<Self> {
         self.add(other.neg())
     }
 
-    pub fn mul(self, other: Self) -> Option<Self> {
+    pub(super) fn mul(self, other: Self) -> Option<Self> {
         // Cross-reduce first so products of already reduced fractions stay small.
         let g1 = gcd(self.num.unsigned_abs(), other.den.unsigned_abs()).max(1) as i128;
         let g2 = gcd(other.num.unsigned_abs(), self.den.unsigned_abs()).max(1) as i128;
@@ -80,16 +80,16 @@ impl Rational {
         Rational::new(num, den)
     }
 
-    pub fn recip(self) -> Option<Self> {
+    pub(super) fn recip(self) -> Option<Self> {
         Rational::new(self.den, self.num)
     }
 
-    pub fn div(self, other: Self) -> Option<Self> {
+    pub(super) fn div(self, other: Self) -> Option<Self> {
         self.mul(other.recip()?)
     }
 
     /// Integer powers only; the exponent is capped so `2^(10^9)` is refused, not computed.
-    pub fn pow(self, exp: i128) -> Option<Self> {
+    pub(super) fn pow(self, exp: i128) -> Option<Self> {
         if exp.unsigned_abs() > 256 {
             return None;
         }
@@ -109,7 +109,7 @@ impl Rational {
     }
 
     /// The exact square root when numerator and denominator are perfect squares.
-    pub fn sqrt(self) -> Option<Self> {
+    pub(super) fn sqrt(self) -> Option<Self> {
         if self.num < 0 {
             return None;
         }
@@ -118,22 +118,22 @@ impl Rational {
         Rational::new(n as i128, d as i128)
     }
 
-    pub fn to_f64(self) -> f64 {
+    pub(super) fn to_f64(self) -> f64 {
         self.num as f64 / self.den as f64
     }
 
-    pub fn floor(self) -> Option<Self> {
+    pub(super) fn floor(self) -> Option<Self> {
         Rational::int(self.num.div_euclid(self.den))
     }
 
-    pub fn abs(self) -> Self {
+    pub(super) fn abs(self) -> Self {
         Rational {
             num: self.num.abs(),
             den: self.den,
         }
     }
 
-    pub fn cmp_value(self, other: Self) -> Option<Ordering> {
+    pub(super) fn cmp_value(self, other: Self) -> Option<Ordering> {
         let diff = self.sub(other)?;
         Some(diff.num.cmp(&0))
     }
@@ -176,7 +176,7 @@ pub(crate) struct Literal {
 
 impl Literal {
     /// Parses `digits[.digits]` (separators already removed by the lexer).
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(super) fn parse(text: &str) -> Option<Self> {
         let (int_part, frac_part) = match text.split_once('.') {
             Some((i, f)) => (i, Some(f)),
             None => (text, None),
@@ -208,7 +208,7 @@ impl Literal {
         })
     }
 
-    pub fn from_int(n: i128) -> Self {
+    pub(super) fn from_int(n: i128) -> Self {
         let key: Box<str> = n.unsigned_abs().to_string().into();
         Literal {
             exact: Rational::int(n),

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
-pub struct Case {
+pub(crate) struct Case {
     pub id: String,
     pub gold: String,
     pub prediction: String,
@@ -15,17 +15,17 @@ pub struct Case {
 
 impl Case {
     /// The label to agree with: the intended truth where the file gives one, else `expected`.
-    pub fn label(&self) -> bool {
+    pub(crate) fn label(&self) -> bool {
         self.intended_correct
             .or(self.expected)
             .unwrap_or_else(|| panic!("{}: no label", self.id))
     }
 }
 
-pub const MATHVERIFY: &str = "mathverify_cases_public.jsonl";
-pub const GSM: &str = "gsm_style_cases_public.jsonl";
+pub(crate) const MATHVERIFY: &str = "mathverify_cases_public.jsonl";
+pub(crate) const GSM: &str = "gsm_style_cases_public.jsonl";
 
-pub fn load(name: &str) -> Vec<Case> {
+pub(crate) fn load(name: &str) -> Vec<Case> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
         .join(name);
