@@ -405,7 +405,7 @@ impl SourceReader {
                         raw(),
                     );
                 };
-                match extract_answer(&text, source.answer_extract) {
+                match distillery_verify::math::reference_answer(&text, source.answer_extract) {
                     Some(answer) => Some(answer),
                     None => {
                         return self.quarantine(
@@ -624,63 +624,6 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
-}
-
-/// Reads the reference answer out of an answer field's text. `None` when there is none.
-pub fn extract_answer(text: &str, how: AnswerExtract) -> Option<String> {
-    let answer = match how {
-        AnswerExtract::Verbatim => text.trim().to_owned(),
-        AnswerExtract::Gsm8k => {
-            let (_, tail) = text.rsplit_once("####")?;
-            let tail = tail.trim();
-            // The answer is the rest of the line after the marker.
-            let line = tail.lines().next().unwrap_or("").trim();
-            line.replace(',', "")
-                .trim_end_matches('.')
-                .trim()
-                .to_owned()
-        }
-        AnswerExtract::Boxed => last_boxed(text)?.trim().to_owned(),
-    };
-    (!answer.is_empty()).then_some(answer)
-}
-
-/// The content of the last brace-matched `\boxed{…}` (or `\fbox{…}`) in `text`.
-pub fn last_boxed(text: &str) -> Option<&str> {
-    let mut best = None;
-    for marker in ["\\boxed", "\\fbox"] {
-        let mut from = 0;
-        while let Some(at) = text[from..].find(marker) {
-            let start = from + at;
-            from = start + marker.len();
-            let rest = text[from..].trim_start();
-            let Some(inner_start) = rest.strip_prefix('{') else {
-                continue;
-            };
-            let offset = text.len() - inner_start.len();
-            let mut depth = 1usize;
-            let mut end = None;
-            for (i, c) in inner_start.char_indices() {
-                match c {
-                    '{' => depth += 1,
-                    '}' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            end = Some(offset + i);
-                            break;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(end) = end
-                && best.is_none_or(|(s, _)| start > s)
-            {
-                best = Some((start, &text[offset..end]));
-            }
-        }
-    }
-    best.map(|(_, inner)| inner)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1087,28 +1030,6 @@ mod tests {
             (1234, "source.missing_field")
         );
         assert_eq!(bad.id.as_deref(), Some("1234"));
-    }
-
-    #[test]
-    fn answers_are_extracted() {
-        use AnswerExtract::*;
-        assert_eq!(extract_answer(" 42 ", Verbatim).as_deref(), Some("42"));
-        assert_eq!(
-            extract_answer("work\n#### 1,000", Gsm8k).as_deref(),
-            Some("1000")
-        );
-        assert_eq!(
-            extract_answer("#### 3 #### -7.5", Gsm8k).as_deref(),
-            Some("-7.5")
-        );
-        assert_eq!(extract_answer("no marker", Gsm8k), None);
-        assert_eq!(
-            extract_answer("a \\boxed{1} then \\boxed{\\frac{1}{2}} end", Boxed).as_deref(),
-            Some("\\frac{1}{2}")
-        );
-        assert_eq!(extract_answer("\\boxed{unclosed", Boxed), None);
-        assert_eq!(extract_answer("\\fbox{7}", Boxed).as_deref(), Some("7"));
-        assert_eq!(extract_answer("", Verbatim), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! last committed answer is the one that counts. Bold text, the whole output, the last formula
 //! and the last number are fallbacks, in that order.
 
+use distillery_spec::AnswerExtract;
 use serde::{Deserialize, Serialize};
 
 use super::lex::{matching_brace, scan_number};
@@ -56,6 +57,30 @@ struct Found {
     start: usize,
     text: String,
     rule: Rule,
+}
+
+/// The reference answer in a gold solution's answer field, read as `how` says; `None` when
+/// there is none. The same box scanner as [`extract_answer`], with a reference's rules: a gold
+/// solution states one final answer, so it is the last closed `\boxed{}` (where a prediction
+/// may join a list of boxes or fall back to prose), or the rest of GSM8K's `####` line.
+pub fn reference_answer(text: &str, how: AnswerExtract) -> Option<String> {
+    let answer = match how {
+        AnswerExtract::Verbatim => text.trim().to_owned(),
+        AnswerExtract::Gsm8k => {
+            let (_, tail) = text.rsplit_once("####")?;
+            // The answer is the rest of the line after the marker.
+            let line = tail.trim().lines().next().unwrap_or("").trim();
+            line.replace(',', "")
+                .trim_end_matches('.')
+                .trim()
+                .to_owned()
+        }
+        AnswerExtract::Boxed => {
+            let last = boxes(text).into_iter().rev().find(|b| b.closed)?;
+            text[last.content].trim().to_owned()
+        }
+    };
+    (!answer.is_empty()).then_some(answer)
 }
 
 /// The final answer of `output`, or `None` when it commits to nothing.
@@ -307,6 +332,8 @@ struct BoxSpan {
     start: usize,
     content: std::ops::Range<usize>,
     end: usize,
+    /// `\boxed{…}` with its closing brace (not `\boxed 5`, not one cut off).
+    closed: bool,
 }
 
 /// Every top-level `\boxed{…}` / `\fbox{…}`, brace-matched; an unclosed one runs to the end.
@@ -328,22 +355,23 @@ fn boxes(text: &str) -> Vec<BoxSpan> {
         while b.get(open) == Some(&b' ') {
             open += 1;
         }
-        let (content, end) = if b.get(open) == Some(&b'{') {
+        let (content, end, closed) = if b.get(open) == Some(&b'{') {
             match matching_brace(b, open) {
-                Some(close) => (open + 1..close, close + 1),
-                None => (open + 1..text.len(), text.len()),
+                Some(close) => (open + 1..close, close + 1, true),
+                None => (open + 1..text.len(), text.len(), false),
             }
         } else {
             // `\boxed 5`: one token.
             let len = text[open..]
                 .find(|c: char| c.is_whitespace() || c == '$')
                 .unwrap_or(text.len() - open);
-            (open..open + len, open + len)
+            (open..open + len, open + len, false)
         };
         out.push(BoxSpan {
             start,
             content,
             end,
+            closed,
         });
         at = end.max(start + 1);
     }
@@ -861,6 +889,33 @@ pub(crate) fn first_choice_letter(output: &str) -> Option<char> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn references_are_read_by_their_field_rule() {
+        use AnswerExtract::{Boxed, Gsm8k, Verbatim};
+        assert_eq!(reference_answer(" 42 ", Verbatim).as_deref(), Some("42"));
+        assert_eq!(
+            reference_answer("work\n#### 1,000", Gsm8k).as_deref(),
+            Some("1000")
+        );
+        assert_eq!(
+            reference_answer("#### 3 #### -7.5", Gsm8k).as_deref(),
+            Some("-7.5")
+        );
+        assert_eq!(reference_answer("no marker", Gsm8k), None);
+        // The last box only, where a prediction joins "\boxed{1} and \boxed{2}".
+        assert_eq!(
+            reference_answer("a \\boxed{1} then \\boxed{\\frac{1}{2}} end", Boxed).as_deref(),
+            Some("\\frac{1}{2}")
+        );
+        assert_eq!(reference_answer("\\boxed{unclosed", Boxed), None);
+        assert_eq!(
+            reference_answer("\\boxed{2} then \\boxed{unclosed", Boxed).as_deref(),
+            Some("2")
+        );
+        assert_eq!(reference_answer("\\fbox{7}", Boxed).as_deref(), Some("7"));
+        assert_eq!(reference_answer("", Verbatim), None);
+    }
 
     fn answer(output: &str) -> (String, Rule) {
         let found = extract_answer(output).unwrap_or_else(|| panic!("no answer in {output:?}"));

@@ -16,7 +16,7 @@ mod words;
 use serde::{Deserialize, Serialize};
 
 use crate::{Check, Reason, Verdict};
-pub use extract::{Extracted, Rule, extract_answer};
+pub use extract::{Extracted, Rule, extract_answer, reference_answer};
 use parse::Node;
 
 /// How answers are compared: the settings of Math-Verify's `verify()` that matter for rejection
