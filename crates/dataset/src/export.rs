@@ -37,6 +37,7 @@ use distillery_spec::SourceFormat;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use distillery_source::{RawRows, canonical_json, row_hash};
 use distillery_store::read::{Which, parquet_files, read_generations};
 use distillery_store::record::{ChatMessage, Generation, Provenance};
 use distillery_store::run_dir::RunDir;
@@ -45,7 +46,6 @@ use distillery_store::schema::{
 };
 use distillery_store::shard::AtomicParquet;
 use distillery_store::shard_set;
-use distillery_store::source::{RawRows, canonical_json, row_hash};
 use distillery_store::{Result, StoreError};
 
 /// File format of the exported data.

@@ -10,8 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
+use distillery_source::{RawRows, SourceReader};
 use distillery_spec::{AnswerExtract, Source, SourceFormat, Template};
-use distillery_store::source::{RawRows, SourceReader};
 use distillery_teacher::{Message, Role};
 use distillery_verify::code::HumanEvalTask;
 use distillery_verify::math;

@@ -11,9 +11,9 @@ use arrow::array::{
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use distillery_source::RawRows;
 use distillery_spec::SourceFormat;
 use distillery_store::shard::AtomicParquet;
-use distillery_store::source::RawRows;
 use serde::{Deserialize, Serialize};
 
 use crate::EvalError;

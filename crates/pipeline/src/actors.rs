@@ -13,9 +13,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use distillery_source::SourceReader;
 use distillery_spec::Pipeline;
 use distillery_store::record::{FailureEntry, Generation, QuarantineEntry};
-use distillery_store::{Manifest, RunDir, RunStatus, ShardWriter, SourceReader, now_ms};
+use distillery_store::{Manifest, RunDir, RunStatus, ShardWriter, now_ms};
 use distillery_teacher::{TeacherError, TeacherRequest};
 use tokio::sync::oneshot;
 

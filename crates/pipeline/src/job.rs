@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use distillery_source::{SourceRow, field_text};
 use distillery_spec::{Pipeline, Source};
 use distillery_store::record::{QuarantineEntry, SourceFields};
-use distillery_store::source::{SourceRow, field_text};
 use distillery_teacher::{Message, Role};
 use serde_json::Value;
 
@@ -98,8 +98,8 @@ fn quarantine(
     detail: String,
 ) -> Box<QuarantineEntry> {
     let raw = serde_json::to_string(&row.fields).ok().map(|mut raw| {
-        if raw.len() > distillery_store::source::MAX_RAW_BYTES {
-            let cut = (0..=distillery_store::source::MAX_RAW_BYTES)
+        if raw.len() > distillery_source::MAX_RAW_BYTES {
+            let cut = (0..=distillery_source::MAX_RAW_BYTES)
                 .rev()
                 .find(|&i| raw.is_char_boundary(i))
                 .unwrap_or(0);

@@ -8,8 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use distillery_source::SourceReader;
 use distillery_spec::{Pipeline, Shard};
-use distillery_store::{Manifest, RunDir, RunStatus, SourceReader, WriterOptions};
+use distillery_store::{Manifest, RunDir, RunStatus, WriterOptions};
 
 use tokio::sync::oneshot;
 

@@ -116,7 +116,7 @@ impl StoreError {
     }
 
     /// Attaches a file to a schema error raised while decoding one of its batches.
-    pub(crate) fn in_file(self, path: &Path, first_row: u64) -> Self {
+    pub fn in_file(self, path: &Path, first_row: u64) -> Self {
         match self {
             StoreError::BadRow { row, message, .. } => StoreError::BadRow {
                 path: path.to_owned(),

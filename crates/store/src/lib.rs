@@ -2,7 +2,6 @@
 //!
 //! - [`record`]: the rows a run produces ([`Generation`], [`QuarantineEntry`]).
 //! - [`schema`]: their Arrow schema and record-batch conversions.
-//! - [`source`]: lazy reading of the prompt source (JSONL, JSON, Parquet) with quarantine.
 //! - [`wal`]: the write-ahead log with group commit and torn-tail recovery.
 //! - [`shard`]: atomic, durable Parquet files.
 //! - [`run_dir`]: the run directory, manifest, shard writer and recovery (its module doc has
@@ -24,7 +23,6 @@ pub mod run_dir;
 pub mod schema;
 pub mod shard;
 pub mod shard_set;
-pub mod source;
 pub mod wal;
 
 #[cfg(any(test, feature = "testing"))]
@@ -42,5 +40,4 @@ pub use run_dir::{
     ShardWriter, TokenTotals, WriterOptions, config_hash, now_ms,
 };
 pub use schema::{from_record_batch, generation_schema, to_record_batch};
-pub use source::{SourceItem, SourceReader, SourceRow};
 pub use wal::TornTail;

@@ -50,7 +50,6 @@ use crate::schema::{
     generation_schema,
 };
 use crate::shard::{AtomicParquet, BATCH_ROWS};
-use crate::source::hex;
 use crate::wal::{FailAfter, TornTail, WalSegment, scan_segment, sync_dir, truncate_torn_tail};
 
 pub const PIPELINE_FILE: &str = "pipeline.toml";
@@ -1081,6 +1080,15 @@ impl RunDir {
         }
         Ok(crate::read::GenerationReader::new(sources, which))
     }
+}
+
+/// Lower-case hexadecimal of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// SHA-256 (hex) of a file's bytes.

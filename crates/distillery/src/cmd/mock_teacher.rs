@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use distillery_mock::{MockDataset, MockServer};
 use distillery_pipeline::{MockLaunchError, MockLauncher, ServedMock};
+use distillery_source::SourceReader;
 use distillery_spec::{
     AssistantFormat, Backend, Endpoint, FaultRates, MockSettings, MockTask, Pipeline,
     ReasoningStyle,
 };
-use distillery_store::SourceReader;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {

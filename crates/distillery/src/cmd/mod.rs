@@ -64,9 +64,7 @@ macro_rules! outln {
 }
 
 /// The rows of a JSONL, JSON or Parquet file as JSON values, its format told by its extension.
-pub(crate) fn raw_rows(
-    path: &std::path::Path,
-) -> anyhow::Result<distillery_store::source::RawRows> {
+pub(crate) fn raw_rows(path: &std::path::Path) -> anyhow::Result<distillery_source::RawRows> {
     use anyhow::Context;
     let format = distillery_spec::SourceFormat::from_extension(path).with_context(|| {
         format!(
@@ -74,7 +72,7 @@ pub(crate) fn raw_rows(
             path.display()
         )
     })?;
-    Ok(distillery_store::source::RawRows::open(path, format)?)
+    Ok(distillery_source::RawRows::open(path, format)?)
 }
 
 /// A multi-threaded tokio runtime for commands that do network I/O.

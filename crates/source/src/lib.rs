@@ -1,4 +1,5 @@
-//! Lazy reading of the prompt source.
+//! Lazy reading of the prompt source, apart from the run's own files (`distillery-store`):
+//! the pipeline, `eval`'s benchmarks, the mock teacher and `export` read sources through it.
 //!
 //! [`SourceReader`] yields one item per source row, in file order, without loading the file:
 //! JSONL line by line, a JSON array element by element (a small scanner finds element bounds,
@@ -13,6 +14,7 @@
 //! `source.missing_field`, `source.invalid_field`, `source.empty_prompt`, `source.no_answer`
 //! (the answer field holds no answer of the configured kind), `source.duplicate_id`.
 
+#![forbid(unsafe_code)]
 // A quarantined row is an expected outcome carried by value, not an error to propagate.
 #![allow(clippy::result_large_err)]
 
@@ -27,9 +29,9 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::error::{Result, StoreError};
-use crate::record::QuarantineEntry;
-use crate::schema::row_to_json;
+use distillery_store::record::QuarantineEntry;
+use distillery_store::schema::row_to_json;
+use distillery_store::{Result, StoreError};
 
 /// How much of a bad row is kept in its quarantine entry.
 pub const MAX_RAW_BYTES: usize = 16 * 1024;
@@ -59,10 +61,10 @@ impl SourceRow {
     }
 
     /// The row's own description of its problem, as the definition names the fields.
-    pub fn source_fields(&self, source: &Source) -> crate::record::SourceFields {
+    pub fn source_fields(&self, source: &Source) -> distillery_store::record::SourceFields {
         let meta = &source.metadata;
         let field = |name: &Option<String>| name.as_deref().and_then(|n| self.field(n));
-        crate::record::SourceFields {
+        distillery_store::record::SourceFields {
             problem: self.prompt(source).map(std::borrow::Cow::into_owned),
             solution: field(&meta.solution_field),
             problem_type: field(&meta.problem_type_field),
@@ -615,15 +617,7 @@ fn write_canonical(value: &Value, out: &mut String) {
 /// canonical JSON.
 pub fn row_hash(value: &Value) -> String {
     let digest = Sha256::digest(canonical_json(value).as_bytes());
-    hex(&digest[..8])
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    distillery_store::run_dir::hex(&digest[..8])
 }
 
 // ---------------------------------------------------------------------------------------------
