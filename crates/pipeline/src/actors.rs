@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 
 use crate::grade::{Grader, RunContext};
 use crate::job::PromptJob;
+use crate::metrics::RunMetrics;
 use crate::progress::Progress;
 use crate::teacher::RunTeacher;
 
@@ -419,6 +420,7 @@ pub(crate) struct TeacherWorker {
     pub samples: std::num::NonZeroU32,
     pub verifiers: Addr<Verifier>,
     pub dispatcher: Addr<Dispatcher>,
+    pub metrics: Arc<RunMetrics>,
 }
 
 impl Actor for TeacherWorker {
@@ -432,6 +434,7 @@ impl Handler<Ask> for TeacherWorker {
         let teacher = Arc::clone(&self.teacher);
         let verifiers = self.verifiers.clone();
         let dispatcher = self.dispatcher.clone();
+        let metrics = Arc::clone(&self.metrics);
         let request = TeacherRequest {
             messages: job.messages(),
             samples: self.samples,
@@ -439,6 +442,7 @@ impl Handler<Ask> for TeacherWorker {
         actix::spawn(async move {
             match teacher.complete(&request).await {
                 Ok(completion) => {
+                    metrics.observe(&completion);
                     dispatcher.do_send(TeacherAnswered);
                     verifiers.do_send(Verify { job, completion });
                 }

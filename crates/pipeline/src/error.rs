@@ -13,9 +13,9 @@ pub enum PipelineError {
     Teacher(#[from] TeacherError),
     #[error("cannot start the mock teacher: {0}")]
     Mock(#[source] crate::teacher::MockLaunchError),
-    #[error("cannot serve metrics on {}: {source}", .address.map_or_else(String::new, |a| a.to_string()))]
+    #[error("cannot serve metrics on {address}: {source}")]
     Metrics {
-        address: Option<std::net::SocketAddr>,
+        address: std::net::SocketAddr,
         source: std::io::Error,
     },
     #[error(transparent)]

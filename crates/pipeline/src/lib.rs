@@ -7,6 +7,7 @@ mod actors;
 mod error;
 pub mod grade;
 pub mod job;
+mod metrics;
 mod progress;
 mod run;
 pub mod status;

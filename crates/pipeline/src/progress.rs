@@ -1,8 +1,7 @@
-//! What a run shows while it works: a progress bar on a terminal, plain log lines otherwise,
-//! and optionally a Prometheus endpoint. All read the same counters.
+//! What a run shows while it works: a progress bar on a terminal, plain log lines otherwise.
+//! The Prometheus endpoint (`crate::metrics`) reads the same counters.
 
-use std::io::{IsTerminal, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -61,22 +60,9 @@ impl Reporter {
         progress: Arc<Progress>,
         teacher: Arc<dyn Fn() -> TeacherStats + Send + Sync>,
         display: Display,
-        metrics: Option<SocketAddr>,
-    ) -> std::io::Result<Self> {
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
-        if let Some(addr) = metrics {
-            let listener = TcpListener::bind(addr)?;
-            listener.set_nonblocking(true)?;
-            tracing::info!(
-                "Prometheus metrics at http://{}/metrics",
-                listener.local_addr()?
-            );
-            let (progress, teacher, stop) = (progress.clone(), teacher.clone(), stop.clone());
-            threads.push(std::thread::spawn(move || {
-                serve_metrics(&listener, &progress, teacher.as_ref(), &stop);
-            }));
-        }
         if display != Display::Quiet {
             let bar = display == Display::Auto && std::io::stderr().is_terminal();
             let stop = stop.clone();
@@ -84,7 +70,7 @@ impl Reporter {
                 report(&progress, teacher.as_ref(), bar, &stop);
             }));
         }
-        Ok(Self { stop, threads })
+        Self { stop, threads }
     }
 }
 
@@ -173,112 +159,9 @@ fn report(progress: &Progress, teacher: &dyn Fn() -> TeacherStats, bar: bool, st
     }
 }
 
-fn serve_metrics(
-    listener: &TcpListener,
-    progress: &Progress,
-    teacher: &dyn Fn() -> TeacherStats,
-    stop: &AtomicBool,
-) {
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((mut stream, _)) => {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-                let mut request = [0u8; 1024];
-                let _ = stream.read(&mut request);
-                let body = prometheus_text(progress, &teacher());
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-}
-
-/// The Prometheus exposition format of the run's counters.
-pub(crate) fn prometheus_text(progress: &Progress, teacher: &TeacherStats) -> String {
-    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let metrics = [
-        (
-            "distillery_prompts_done_total",
-            "counter",
-            load(&progress.prompts_done),
-        ),
-        (
-            "distillery_generations_accepted_total",
-            "counter",
-            load(&progress.accepted),
-        ),
-        (
-            "distillery_generations_rejected_total",
-            "counter",
-            load(&progress.rejected),
-        ),
-        (
-            "distillery_prompts_quarantined_total",
-            "counter",
-            load(&progress.quarantined),
-        ),
-        (
-            "distillery_prompts_failed_total",
-            "counter",
-            load(&progress.failed),
-        ),
-        (
-            "distillery_requests_in_flight",
-            "gauge",
-            progress.in_flight.load(Ordering::Relaxed) as u64,
-        ),
-        (
-            "distillery_teacher_attempts_total",
-            "counter",
-            teacher.attempts,
-        ),
-        (
-            "distillery_teacher_retries_total",
-            "counter",
-            teacher.retries,
-        ),
-        (
-            "distillery_teacher_rate_limited_total",
-            "counter",
-            teacher.rate_limited,
-        ),
-        (
-            "distillery_teacher_completion_tokens_total",
-            "counter",
-            teacher.completion_tokens,
-        ),
-        (
-            "distillery_teacher_prompt_tokens_total",
-            "counter",
-            teacher.prompt_tokens,
-        ),
-    ];
-    let mut out = String::new();
-    for (name, kind, value) in metrics {
-        out.push_str(&format!("# TYPE {name} {kind}\n{name} {value}\n"));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prometheus_text_has_a_type_line_per_metric() {
-        let progress = Progress::default();
-        progress.accepted.store(7, Ordering::Relaxed);
-        let text = prometheus_text(&progress, &TeacherStats::default());
-        assert!(text.contains("# TYPE distillery_generations_accepted_total counter\ndistillery_generations_accepted_total 7\n"));
-        assert_eq!(text.lines().count(), 22);
-    }
 
     #[test]
     fn a_resumed_run_shows_its_counts_but_rates_of_this_session_only() {

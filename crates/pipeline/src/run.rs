@@ -1,7 +1,7 @@
 //! Starting, resuming and wiring a run.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use distillery_source::SourceReader;
 use distillery_spec::{Pipeline, Shard};
-use distillery_store::{Manifest, RunDir, RunStatus, WriterOptions};
+use distillery_store::{EndpointConcurrency, Manifest, RunDir, RunStatus, WriterOptions};
+use distillery_teacher::TeacherStats;
 
 use tokio::sync::oneshot;
 
@@ -20,6 +21,7 @@ use crate::actors::{
 };
 use crate::error::RunDirConflict;
 use crate::grade::{Grader, RunContext};
+use crate::metrics::{RunMetrics, Sources};
 use crate::progress::{Display, Progress, Reporter};
 use crate::teacher::{MockLauncher, RunTeacher};
 
@@ -479,18 +481,31 @@ fn execute_locked(
     let progress = Arc::new(Progress::default());
     progress.prompts_total.store(total, Ordering::Relaxed);
     progress.publish(&manifest);
-    let stats_teacher = Arc::clone(&teacher);
-    let limits_teacher = Arc::clone(&teacher);
-    let _reporter = Reporter::start(
-        Arc::clone(&progress),
-        Arc::new(move || stats_teacher.stats()),
-        options.display,
-        options.metrics,
-    )
-    .map_err(|source| PipelineError::Metrics {
-        address: options.metrics,
-        source,
-    })?;
+    let stats: Arc<dyn Fn() -> TeacherStats + Send + Sync> = {
+        let teacher = Arc::clone(&teacher);
+        Arc::new(move || teacher.stats())
+    };
+    let endpoint_limits: Arc<dyn Fn() -> Vec<EndpointConcurrency> + Send + Sync> = {
+        let teacher = Arc::clone(&teacher);
+        Arc::new(move || teacher.endpoint_limits())
+    };
+    let metrics = Arc::new(RunMetrics::new(Sources {
+        progress: Arc::clone(&progress),
+        teacher: Arc::clone(&stats),
+        endpoints: Arc::clone(&endpoint_limits),
+    }));
+    // Bound now, so that a taken port fails the run before it sends anything.
+    let metrics_listener = match options.metrics {
+        Some(address) => {
+            let listener = TcpListener::bind(address)
+                .and_then(|listener| listener.local_addr().map(|bound| (listener, bound)))
+                .map_err(|source| PipelineError::Metrics { address, source })?;
+            tracing::info!("Prometheus metrics at http://{}/metrics", listener.1);
+            Some(listener)
+        }
+        None => None,
+    };
+    let _reporter = Reporter::start(Arc::clone(&progress), stats, options.display);
 
     let context = Arc::new(RunContext {
         run_id: manifest.run_id.clone(),
@@ -517,6 +532,11 @@ fn execute_locked(
 
     let system = actix::System::new();
     let end = system.block_on(async move {
+        if let Some((listener, address)) = metrics_listener
+            && let Err(source) = Arc::clone(&metrics).serve(listener)
+        {
+            tracing::warn!("cannot serve metrics on {address}: {source}");
+        }
         let (done_tx, done_rx) = oneshot::channel();
         let writer_arbiter = Arbiter::new();
         let worker_arbiters: Vec<Arbiter> = (0..worker_threads()).map(|_| Arbiter::new()).collect();
@@ -543,10 +563,7 @@ fn execute_locked(
                         .into_iter()
                         .map(|failure| (failure.id.clone(), failure))
                         .collect(),
-                    endpoints: {
-                        let teacher = Arc::clone(&limits_teacher);
-                        Arc::new(move || teacher.endpoint_limits())
-                    },
+                    endpoints: endpoint_limits,
                 }
             });
             let verifiers = {
@@ -562,11 +579,13 @@ fn execute_locked(
                 .map(|arbiter| {
                     let (teacher, verifiers, dispatcher) =
                         (Arc::clone(&teacher), verifiers.clone(), dispatcher.clone());
+                    let metrics = Arc::clone(&metrics);
                     TeacherWorker::start_in_arbiter(&arbiter.handle(), move |_| TeacherWorker {
                         teacher,
                         samples,
                         verifiers,
                         dispatcher,
+                        metrics,
                     })
                 })
                 .collect();
