@@ -4,17 +4,13 @@
 //! about faults that are handled.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use distillery_store::{RunDir, RunStatus};
 
 mod common;
-use common::{
-    MockProcess, XorShift, distillery, gsm8k, gsm8k_lines, manifest, repo_root, resume_command,
-    resume_completes, rows, run_command, run_definition, run_ok, run_output, scratch_run,
-    spawn_quiet,
-};
+use common::*;
 
 /// A mock-teacher definition over the first `limit` GSM8K rows, n = 2.
 fn definition(dir: &Path, limit: u32, teacher: &str, mock: &str) -> PathBuf {
@@ -38,6 +34,19 @@ fn text(bytes: &[u8]) -> String {
 /// `distillery ARGS`, whatever its exit code.
 fn output(args: &[&str]) -> Output {
     distillery().args(args).output().unwrap()
+}
+
+/// `distillery export RUN --out OUT --shard-size SHARD_SIZE`, started with its output thrown
+/// away.
+fn spawn_export(run: &Path, out: &Path, shard_size: &str) -> Child {
+    spawn_quiet(distillery().args([
+        "export",
+        s(run),
+        "--out",
+        s(out),
+        "--shard-size",
+        shard_size,
+    ]))
 }
 
 /// `distillery resume RUN --plain`, which must fail; returns what it wrote to stderr.
@@ -203,8 +212,7 @@ fn a_changed_byte_in_the_wal_is_an_error_naming_the_record_not_data() {
     let (_dir, def, run) =
         scratch_run(|dir| definition(dir, 40, "concurrency = 1", "accuracy = 1.0"));
     // A full disk stops the run with its rows still in the WAL, not yet cut into shards.
-    let out = run_output(&def, &run, &["--simulate-disk-full-after", "100000"]);
-    assert!(!out.status.success());
+    run_until_disk_full(&def, &run, "100000");
     let segment = run.join("wal/00000.jsonl");
     let mut bytes = std::fs::read(&segment).unwrap();
     // The full disk may have cut the last record short (a torn tail, which resume drops by
@@ -280,8 +288,7 @@ fn fsck_verifies_a_run_and_resume_refuses_a_shard_changed_after_it_was_written()
     let (_dir, def, run) =
         scratch_run(|dir| definition(dir, 40, "concurrency = 8", "accuracy = 0.5"));
     // Stopped by a full disk: rows in the WAL, not yet cut. Normal, so fsck passes with notes.
-    let out = run_output(&def, &run, &["--simulate-disk-full-after", "60000"]);
-    assert!(!out.status.success());
+    run_until_disk_full(&def, &run, "60000");
     let checked = run_ok(&["fsck", s(&run)]);
     let checked = text(&checked.stdout);
     assert!(
@@ -560,18 +567,10 @@ fn a_second_process_on_a_live_run_is_refused_naming_the_holder_and_a_dead_ones_l
 fn sigterm_drains_like_ctrl_c_and_resume_finishes() {
     let (_dir, def, run) =
         scratch_run(|dir| definition(dir, 200, "concurrency = 4", "latency_ms = 50"));
-    let child = run_command(&def, &run)
-        .args(["--grace-secs", "5"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_with_grace(&def, &run);
     wait_for_lock(&run, child.id());
     std::thread::sleep(Duration::from_millis(500));
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    send_signal(&child, "TERM");
     let out = child.wait_with_output().unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(143), "{stderr}");
@@ -604,14 +603,7 @@ fn a_killed_export_leaves_no_partial_dataset_and_inspect_rejects_one() {
     let mut killed = 0;
     for _ in 0..4 {
         let _ = std::fs::remove_dir_all(&out);
-        let mut child = spawn_quiet(distillery().args([
-            "export",
-            s(&run),
-            "--out",
-            s(&out),
-            "--shard-size",
-            "1",
-        ]));
+        let mut child = spawn_export(&run, &out, "1");
         random.pause(30, 300);
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
@@ -973,14 +965,7 @@ fn chaos_kills_full_disks_and_second_processes_leave_every_row_once_and_exit_cod
                 child.kill().unwrap();
                 child.wait().unwrap();
                 let _ = std::fs::remove_dir_all(&out);
-                let mut export = spawn_quiet(distillery().args([
-                    "export",
-                    s(&run),
-                    "--out",
-                    s(&out),
-                    "--shard-size",
-                    "2",
-                ]));
+                let mut export = spawn_export(&run, &out, "2");
                 std::thread::sleep(Duration::from_millis(next(150)));
                 let _ = export.kill();
                 let code = export.wait().unwrap().code();

@@ -3,17 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use distillery_store::{RunDir, RunStatus};
 
 mod common;
-use common::{
-    MockProcess, XorShift, distillery, gsm8k_lines, manifest, meaning, resume_command,
-    resume_completes, rows, run_command, run_definition, run_ok, run_output, scratch_run,
-    spawn_quiet,
-};
+use common::*;
 
 fn mock_definition(dir: &Path, limit: u32, extra_teacher: &str, mock: &str) -> PathBuf {
     common::mock_definition(
@@ -185,17 +181,9 @@ fn kill_9_at_random_moments_then_resume_gives_exactly_the_uninterrupted_rows() {
 fn ctrl_c_interrupts_within_the_grace_period_and_resume_finishes() {
     let (_dir, definition, run) =
         scratch_run(|dir| mock_definition(dir, 200, "concurrency = 4", "latency_ms = 50"));
-    let child = run_command(&definition, &run)
-        .args(["--grace-secs", "5"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_with_grace(&definition, &run);
     std::thread::sleep(Duration::from_millis(700));
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    send_signal(&child, "INT");
     let output = child.wait_with_output().unwrap();
     assert_eq!(
         output.status.code(),
@@ -216,8 +204,7 @@ fn ctrl_c_interrupts_within_the_grace_period_and_resume_finishes() {
 fn a_full_disk_stops_the_run_clearly_and_it_resumes_without_loss() {
     let (_dir, definition, run) =
         scratch_run(|dir| mock_definition(dir, 80, "concurrency = 8", ""));
-    let output = run_output(&definition, &run, &["--simulate-disk-full-after", "30000"]);
-    assert!(!output.status.success());
+    let output = run_until_disk_full(&definition, &run, "30000");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("No space left on device"), "{stderr}");
     assert!(

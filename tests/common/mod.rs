@@ -136,6 +136,31 @@ pub(crate) fn run_output(definition: &Path, run: &Path, extra: &[&str]) -> Outpu
     run_command(definition, run).args(extra).output().unwrap()
 }
 
+/// [`run_command`] on a disk that fills after `bytes` bytes: it must fail.
+pub(crate) fn run_until_disk_full(definition: &Path, run: &Path, bytes: &str) -> Output {
+    let output = run_output(definition, run, &["--simulate-disk-full-after", bytes]);
+    assert!(!output.status.success());
+    output
+}
+
+/// [`run_command`] started with a five-second grace period to drain in, stderr piped.
+pub(crate) fn spawn_with_grace(definition: &Path, run: &Path) -> Child {
+    run_command(definition, run)
+        .args(["--grace-secs", "5"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Sends `signal` (`INT`, `TERM`) to `child` with `kill`, which must succeed.
+pub(crate) fn send_signal(child: &Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
 /// `distillery resume RUN --plain`, not yet started.
 pub(crate) fn resume_command(run: &Path) -> Command {
     let mut command = distillery();
