@@ -161,6 +161,18 @@ pub(crate) fn send_signal(child: &Child, signal: &str) {
     assert!(sent.success());
 }
 
+/// `distillery export RUN --out OUT EXTRA…`, which must succeed.
+pub(crate) fn export_ok(run: &Path, out: &Path, extra: &[&str]) -> Output {
+    succeeds(
+        distillery()
+            .arg("export")
+            .arg(run)
+            .arg("--out")
+            .arg(out)
+            .args(extra),
+    )
+}
+
 /// `distillery resume RUN --plain`, not yet started.
 pub(crate) fn resume_command(run: &Path) -> Command {
     let mut command = distillery();
