@@ -3,7 +3,6 @@
 //! (its own reason codes otherwise), and the training conversation is in the tagged layout.
 
 mod common;
-use common::run_ok;
 
 fn run(dir: &std::path::Path, name: &str, mock: &str) -> Vec<distillery_store::Generation> {
     let definition = common::mock_definition(dir, name, 8, "", mock);
@@ -14,13 +13,7 @@ fn run(dir: &std::path::Path, name: &str, mock: &str) -> Vec<distillery_store::G
     )
     .unwrap();
     let out = dir.join(name);
-    run_ok(&[
-        "run",
-        definition.to_str().unwrap(),
-        "--run-dir",
-        out.to_str().unwrap(),
-        "--plain",
-    ]);
+    common::run_definition(&definition, &out);
     common::rows(&out)
 }
 

@@ -143,14 +143,7 @@ language_mix_rate = 0.0
     common::run_definition(&definition, &run);
 
     let out = dir.path().join("dataset");
-    let output = run_ok(&[
-        "export",
-        run.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--decontaminate",
-        "gsm8k,math500",
-    ]);
+    let output = common::export_ok(&run, &out, &["--decontaminate", "gsm8k,math500"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains("dropped as contaminated by gsm8k"),

@@ -60,13 +60,7 @@ fn local_definition(dir: &Path, source: &Path, checkpoint: &Path, teacher: &str)
 }
 
 fn run(definition: &Path, run: &Path) -> Output {
-    run_ok(&[
-        "run",
-        definition.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-        "--plain",
-    ])
+    common::run_definition(definition, run)
 }
 
 #[test]

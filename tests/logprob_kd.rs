@@ -326,15 +326,7 @@ fn a_jsonl_export_carries_the_logprobs_and_trains_from_them() {
     common::run_definition(&definition, &run);
     let stored = rows(&run);
     let ds = dir.path().join("ds");
-    run_ok(&[
-        "export",
-        run.to_str().unwrap(),
-        "--out",
-        ds.to_str().unwrap(),
-        "--format",
-        "jsonl",
-        "--all",
-    ]);
+    common::export_ok(&run, &ds, &["--format", "jsonl", "--all"]);
     let mut lines = Vec::new();
     for entry in std::fs::read_dir(ds.join("data")).unwrap() {
         let path = entry.unwrap().path();

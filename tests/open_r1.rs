@@ -4,7 +4,7 @@
 //! problem and solution.
 
 mod common;
-use common::{repo_root, run_ok};
+use common::repo_root;
 
 /// `dir/pipeline.toml`: the first 12 MATH-500 problems, 3 samples each, half of them wrong.
 fn math500_run(dir: &std::path::Path) -> std::path::PathBuf {
@@ -71,26 +71,13 @@ fn open_r1_layout_is_one_row_per_problem_and_reads_in_pyarrow() {
     assert!(first.source.level.is_some() && first.source.problem_type.is_some());
 
     let out = dir.path().join("openr1");
-    run_ok(&[
-        "export",
-        run.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--layout",
-        "open-r1",
-        "--all",
-    ]);
+    common::export_ok(&run, &out, &["--layout", "open-r1", "--all"]);
     let card = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(card.contains("One row per problem"), "{card}");
     assert!(card.contains("num_examples: 12"), "{card}");
 
     let samples = dir.path().join("samples");
-    run_ok(&[
-        "export",
-        run.to_str().unwrap(),
-        "--out",
-        samples.to_str().unwrap(),
-    ]);
+    common::export_ok(&run, &samples, &[]);
     let accepted = common::rows(&samples);
     assert_eq!(accepted.len(), stored.iter().filter(|g| g.accepted).count());
     assert!(accepted.iter().all(|g| g.source.solution.is_some()));

@@ -4,13 +4,13 @@
 //! about faults that are handled.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use distillery_store::{RunDir, RunStatus};
 
 mod common;
-use common::{MockProcess, distillery, gsm8k, manifest, repo_root, rows, run_ok};
+use common::*;
 
 /// A mock-teacher definition over the first `limit` GSM8K rows, n = 2.
 fn definition(dir: &Path, limit: u32, teacher: &str, mock: &str) -> PathBuf {
@@ -36,20 +36,40 @@ fn output(args: &[&str]) -> Output {
     distillery().args(args).output().unwrap()
 }
 
+/// `distillery export RUN --out OUT --shard-size SHARD_SIZE`, started with its output thrown
+/// away.
+fn spawn_export(run: &Path, out: &Path, shard_size: &str) -> Child {
+    spawn_quiet(distillery().args([
+        "export",
+        s(run),
+        "--out",
+        s(out),
+        "--shard-size",
+        shard_size,
+    ]))
+}
+
+/// `distillery resume RUN --plain`, which must fail; returns what it wrote to stderr.
+fn resume_fails(run: &Path) -> String {
+    let out = output(&["resume", s(run), "--plain"]);
+    assert!(!out.status.success());
+    text(&out.stderr)
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. Exit codes and statuses a script can trust
 
 #[test]
 fn a_run_whose_teacher_gives_up_is_incomplete_and_resume_finishes_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let def = definition(
-        dir.path(),
-        30,
-        "concurrency = 8\nretries = 0",
-        "[teacher.mock.faults]\nserver_error = 0.4",
-    );
-    let run = dir.path().join("run");
-    let out = output(&["run", s(&def), "--run-dir", s(&run), "--plain"]);
+    let (dir, def, run) = scratch_run(|dir| {
+        definition(
+            dir,
+            30,
+            "concurrency = 8\nretries = 0",
+            "[teacher.mock.faults]\nserver_error = 0.4",
+        )
+    });
+    let out = run_output(&def, &run, &[]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("incomplete"), "{stderr}");
@@ -150,7 +170,7 @@ timeout_secs = 2
     .unwrap();
     let run = dir.path().join("run");
     let started = Instant::now();
-    let out = output(&["run", s(&def), "--run-dir", s(&run), "--plain"]);
+    let out = run_output(&def, &run, &[]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(60));
@@ -163,10 +183,9 @@ timeout_secs = 2
 
 #[test]
 fn resume_over_a_lost_shard_is_an_error_naming_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let def = definition(dir.path(), 50, "concurrency = 8", "accuracy = 0.5");
-    let run = dir.path().join("run");
-    run_ok(&["run", s(&def), "--run-dir", s(&run), "--plain"]);
+    let (_dir, def, run) =
+        scratch_run(|dir| definition(dir, 50, "concurrency = 8", "accuracy = 0.5"));
+    run_definition(&def, &run);
     let finished = manifest(&run);
     assert_eq!(finished.status, RunStatus::Completed);
     let lost = run.join("shards/rejected-00000.parquet");
@@ -174,9 +193,7 @@ fn resume_over_a_lost_shard_is_an_error_naming_the_file() {
     assert!(lost_rows > 0, "{:?}", finished.shards);
     std::fs::remove_file(&lost).unwrap();
 
-    let out = output(&["resume", s(&run), "--plain"]);
-    assert!(!out.status.success());
-    let stderr = text(&out.stderr);
+    let stderr = resume_fails(&run);
     assert!(
         stderr.contains(&format!(
             "{} is missing; it held {lost_rows} rejected row(s)",
@@ -190,22 +207,12 @@ fn resume_over_a_lost_shard_is_an_error_naming_the_file() {
 
 #[test]
 fn a_changed_byte_in_the_wal_is_an_error_naming_the_record_not_data() {
-    let dir = tempfile::tempdir().unwrap();
     // One prompt at a time, so the WAL grows by small batches and several whole records land
     // before the disk fills (a large first batch could be cut before its first newline).
-    let def = definition(dir.path(), 40, "concurrency = 1", "accuracy = 1.0");
-    let run = dir.path().join("run");
+    let (_dir, def, run) =
+        scratch_run(|dir| definition(dir, 40, "concurrency = 1", "accuracy = 1.0"));
     // A full disk stops the run with its rows still in the WAL, not yet cut into shards.
-    let out = output(&[
-        "run",
-        s(&def),
-        "--run-dir",
-        s(&run),
-        "--plain",
-        "--simulate-disk-full-after",
-        "100000",
-    ]);
-    assert!(!out.status.success());
+    run_until_disk_full(&def, &run, "100000");
     let segment = run.join("wal/00000.jsonl");
     let mut bytes = std::fs::read(&segment).unwrap();
     // The full disk may have cut the last record short (a torn tail, which resume drops by
@@ -222,9 +229,7 @@ fn a_changed_byte_in_the_wal_is_an_error_naming_the_record_not_data() {
     std::fs::write(&segment, &bytes).unwrap();
     let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
 
-    let out = output(&["resume", s(&run), "--plain"]);
-    assert!(!out.status.success());
-    let stderr = text(&out.stderr);
+    let stderr = resume_fails(&run);
     assert!(
         stderr.contains(&format!("wal/00000.jsonl:{line}:"))
             && stderr.contains("checksum mismatch"),
@@ -243,10 +248,9 @@ fn a_changed_byte_in_the_wal_is_an_error_naming_the_record_not_data() {
 
 #[test]
 fn resume_checks_every_prompt_has_all_its_samples() {
-    let dir = tempfile::tempdir().unwrap();
-    let def = definition(dir.path(), 30, "concurrency = 8", "accuracy = 0.5");
-    let run = dir.path().join("run");
-    run_ok(&["run", s(&def), "--run-dir", s(&run), "--plain"]);
+    let (_dir, def, run) =
+        scratch_run(|dir| definition(dir, 30, "concurrency = 8", "accuracy = 0.5"));
+    run_definition(&def, &run);
     // A shard lost before the manifest listed it (a kill -9 right after a cut): the manifest
     // cannot tell, but the prompts with one sample of two can.
     let run_dir = RunDir::open(&run).unwrap();
@@ -264,9 +268,7 @@ fn resume_checks_every_prompt_has_all_its_samples() {
     }
     run_dir.write_manifest(&listed).unwrap();
 
-    let out = output(&["resume", s(&run), "--plain"]);
-    assert!(!out.status.success());
-    let stderr = text(&out.stderr);
+    let stderr = resume_fails(&run);
     assert!(stderr.contains("have samples missing"), "{stderr}");
     // The first prompt (by id) that lost exactly one of its two samples is listed first.
     let mut once: Vec<&String> = rejected
@@ -283,20 +285,10 @@ fn resume_checks_every_prompt_has_all_its_samples() {
 
 #[test]
 fn fsck_verifies_a_run_and_resume_refuses_a_shard_changed_after_it_was_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let def = definition(dir.path(), 40, "concurrency = 8", "accuracy = 0.5");
-    let run = dir.path().join("run");
+    let (_dir, def, run) =
+        scratch_run(|dir| definition(dir, 40, "concurrency = 8", "accuracy = 0.5"));
     // Stopped by a full disk: rows in the WAL, not yet cut. Normal, so fsck passes with notes.
-    let out = output(&[
-        "run",
-        s(&def),
-        "--run-dir",
-        s(&run),
-        "--plain",
-        "--simulate-disk-full-after",
-        "60000",
-    ]);
-    assert!(!out.status.success());
+    run_until_disk_full(&def, &run, "60000");
     let checked = run_ok(&["fsck", s(&run)]);
     let checked = text(&checked.stdout);
     assert!(
@@ -338,9 +330,7 @@ fn fsck_verifies_a_run_and_resume_refuses_a_shard_changed_after_it_was_written()
         )),
         "{stdout}"
     );
-    let out = output(&["resume", s(&run), "--plain"]);
-    assert!(!out.status.success());
-    let stderr = text(&out.stderr);
+    let stderr = resume_fails(&run);
     assert!(
         stderr.contains(&format!("{} changed after it was written", shard.display())),
         "{stderr}"
@@ -382,7 +372,7 @@ fn parquet_in_every_codec_is_read_as_source_benchmark_training_data_and_mix() {
         )
         .unwrap();
         let run = dir.path().join(format!("run-{codec}"));
-        run_ok(&["run", s(&def), "--run-dir", s(&run), "--plain"]);
+        run_definition(&def, &run);
         let got = rows(&run);
         let mut ids: Vec<_> = got.iter().map(|r| r.id.clone()).collect();
         ids.sort();
@@ -476,9 +466,8 @@ api_key_env = "DISTILLERY_TEST_KEY_15"
     let run = dir.path().join("run");
 
     // The key variable is unset: refused before anything is written.
-    let out = distillery()
+    let out = run_command(&def, &run)
         .env_remove("DISTILLERY_TEST_KEY_15")
-        .args(["run", s(&def), "--run-dir", s(&run), "--plain"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -488,9 +477,8 @@ api_key_env = "DISTILLERY_TEST_KEY_15"
 
     // An unreadable source: the same.
     std::fs::write(dir.path().join("source.parquet"), b"PAR1 not parquet").unwrap();
-    let out = distillery()
+    let out = run_command(&def, &run)
         .env("DISTILLERY_TEST_KEY_15", "k")
-        .args(["run", s(&def), "--run-dir", s(&run), "--plain"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -502,9 +490,8 @@ api_key_env = "DISTILLERY_TEST_KEY_15"
     std::fs::copy(fixture("snappy"), dir.path().join("source.parquet")).unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
-    let out = distillery()
+    let out = run_command(&def, &run)
         .env("DISTILLERY_TEST_KEY_15", "k")
-        .args(["run", s(&def), "--run-dir", s(&run), "--plain"])
         .args(["--metrics", &address])
         .output()
         .unwrap();
@@ -512,9 +499,8 @@ api_key_env = "DISTILLERY_TEST_KEY_15"
     assert_eq!(manifest(&run).status, RunStatus::Failed);
     let status = text(&run_ok(&["status", s(&run)]).stdout);
     assert!(status.contains("failed"), "{status}");
-    let out = distillery()
+    let out = run_command(&def, &run)
         .env("DISTILLERY_TEST_KEY_15", "k")
-        .args(["run", s(&def), "--run-dir", s(&run), "--plain"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -550,15 +536,9 @@ fn wait_for_lock(run: &Path, pid: u32) -> String {
 #[test]
 fn a_second_process_on_a_live_run_is_refused_naming_the_holder_and_a_dead_ones_lock_is_taken_over()
 {
-    let dir = tempfile::tempdir().unwrap();
-    let def = definition(dir.path(), 120, "concurrency = 2", "latency_ms = 40");
-    let run = dir.path().join("run");
-    let mut first = distillery()
-        .args(["run", s(&def), "--run-dir", s(&run), "--plain"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (_dir, def, run) =
+        scratch_run(|dir| definition(dir, 120, "concurrency = 2", "latency_ms = 40"));
+    let mut first = spawn_quiet(&mut run_command(&def, &run));
     let holder = wait_for_lock(&run, first.id());
 
     for args in [
@@ -577,11 +557,7 @@ fn a_second_process_on_a_live_run_is_refused_naming_the_holder_and_a_dead_ones_l
 
     first.kill().unwrap(); // SIGKILL: the lock dies with it
     first.wait().unwrap();
-    run_ok(&["resume", s(&run), "--plain"]);
-    let done = manifest(&run);
-    assert_eq!(done.status, RunStatus::Completed);
-    assert_eq!(done.counts.prompts_done, 120);
-    assert_eq!(rows(&run).len(), 240);
+    resume_completes(&run, 120);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -589,22 +565,12 @@ fn a_second_process_on_a_live_run_is_refused_naming_the_holder_and_a_dead_ones_l
 
 #[test]
 fn sigterm_drains_like_ctrl_c_and_resume_finishes() {
-    let dir = tempfile::tempdir().unwrap();
-    let def = definition(dir.path(), 200, "concurrency = 4", "latency_ms = 50");
-    let run = dir.path().join("run");
-    let child = distillery()
-        .args(["run", s(&def), "--run-dir", s(&run), "--plain"])
-        .args(["--grace-secs", "5"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (_dir, def, run) =
+        scratch_run(|dir| definition(dir, 200, "concurrency = 4", "latency_ms = 50"));
+    let child = spawn_with_grace(&def, &run);
     wait_for_lock(&run, child.id());
     std::thread::sleep(Duration::from_millis(500));
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    send_signal(&child, "TERM");
     let out = child.wait_with_output().unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(143), "{stderr}");
@@ -626,28 +592,19 @@ fn sigterm_drains_like_ctrl_c_and_resume_finishes() {
 
 #[test]
 fn a_killed_export_leaves_no_partial_dataset_and_inspect_rejects_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let def = definition(dir.path(), 150, "concurrency = 16", "accuracy = 1.0");
-    let run = dir.path().join("run");
-    run_ok(&["run", s(&def), "--run-dir", s(&run), "--plain"]);
+    let (dir, def, run) =
+        scratch_run(|dir| definition(dir, 150, "concurrency = 16", "accuracy = 1.0"));
+    run_definition(&def, &run);
     let accepted = manifest(&run).counts.accepted;
 
     // One file per row makes the export slow enough to be killed in the middle.
     let out = dir.path().join("ds");
-    let mut random = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut random = XorShift(0x9e37_79b9_7f4a_7c15);
     let mut killed = 0;
     for _ in 0..4 {
         let _ = std::fs::remove_dir_all(&out);
-        let mut child = distillery()
-            .args(["export", s(&run), "--out", s(&out), "--shard-size", "1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        random ^= random << 13;
-        random ^= random >> 7;
-        random ^= random << 17;
-        std::thread::sleep(Duration::from_millis(30 + random % 300));
+        let mut child = spawn_export(&run, &out, "1");
+        random.pause(30, 300);
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
             killed += 1;
@@ -710,12 +667,7 @@ fn a_killed_export_leaves_no_partial_dataset_and_inspect_rejects_one() {
 #[test]
 fn resume_with_a_relative_definition_path_accepts_a_safe_change() {
     let dir = tempfile::tempdir().unwrap();
-    let source: Vec<String> = std::fs::read_to_string(gsm8k())
-        .unwrap()
-        .lines()
-        .take(20)
-        .map(str::to_owned)
-        .collect();
+    let source = gsm8k_lines(20);
     std::fs::write(dir.path().join("src.jsonl"), source.join("\n") + "\n").unwrap();
     let def = "name = \"rel\"\n[source]\npath = \"src.jsonl\"\nprompt_field = \"question\"\n\
                answer_field = \"answer\"\nanswer_extract = \"gsm8k\"\n[teacher]\nkind = \"mock\"\n\
@@ -772,10 +724,8 @@ fn into_closed_pipe(args: &[&str]) -> Output {
 
 #[test]
 fn commands_end_quietly_when_their_reader_goes_away() {
-    let dir = tempfile::tempdir().unwrap();
-    let def = definition(dir.path(), 10, "", "accuracy = 1.0");
-    let run = dir.path().join("run");
-    run_ok(&["run", s(&def), "--run-dir", s(&run), "--plain"]);
+    let (dir, def, run) = scratch_run(|dir| definition(dir, 10, "", "accuracy = 1.0"));
+    run_definition(&def, &run);
     let ds = dir.path().join("ds");
     run_ok(&["export", s(&run), "--out", s(&ds)]);
     for args in [
@@ -816,17 +766,16 @@ fn validate_reports_every_type_error_at_once() {
 
 #[test]
 fn handled_teacher_faults_are_not_logged_as_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let def = definition(
-        dir.path(),
-        30,
-        "concurrency = 8\nretries = 20",
-        "[teacher.mock.faults]\nmalformed = 0.3\nserver_error = 0.1",
-    );
-    let run = dir.path().join("run");
-    let out = distillery()
+    let (_dir, def, run) = scratch_run(|dir| {
+        definition(
+            dir,
+            30,
+            "concurrency = 8\nretries = 20",
+            "[teacher.mock.faults]\nmalformed = 0.3\nserver_error = 0.1",
+        )
+    });
+    let out = run_command(&def, &run)
         .env("RUST_LOG", "info")
-        .args(["run", s(&def), "--run-dir", s(&run), "--plain"])
         .output()
         .unwrap();
     let stderr = text(&out.stderr);
@@ -857,7 +806,7 @@ fn concurrency_backs_off_when_the_server_cuts_streams_under_load() {
         "concurrency = 8\nretries = 6\nstream = true",
     );
     let run = dir.path().join("run");
-    let out = output(&["run", s(&def), "--run-dir", s(&run), "--plain"]);
+    let out = run_output(&def, &run, &[]);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let done = manifest(&run);
@@ -904,7 +853,7 @@ fn tokens_are_estimated_and_marked_when_the_server_reports_no_usage() {
             "stream = true",
         );
         let run = dir.path().join(name);
-        run_ok(&["run", s(&def), "--run-dir", s(&run), "--plain"]);
+        run_definition(&def, &run);
         run
     };
     let measured = run_against(&MockProcess::start(&[]), "measured");
@@ -956,22 +905,16 @@ fn chaos_kills_full_disks_and_second_processes_leave_every_row_once_and_exit_cod
     );
     let run = dir.path().join("run");
     let out = dir.path().join("ds");
-    let mut random = 0x1234_5678_9abc_def1_u64;
-    let mut next = move |n: u64| {
-        random ^= random << 13;
-        random ^= random >> 7;
-        random ^= random << 17;
-        random % n
-    };
+    let mut random = XorShift(0x1234_5678_9abc_def1);
+    let mut next = move |n: u64| random.below(n);
     let mut started = false;
     let (mut kills, mut full_disks, mut refusals, mut exports) = (0, 0, 0, 0);
     let session = |started: bool| -> Command {
-        let mut command = distillery();
-        if started {
-            command.args(["resume", s(&run), "--plain"]);
+        let mut command = if started {
+            resume_command(&run)
         } else {
-            command.args(["run", s(&def), "--run-dir", s(&run), "--plain"]);
-        }
+            run_command(&def, &run)
+        };
         command.stdout(Stdio::null()).stderr(Stdio::piped());
         command
     };
@@ -1022,12 +965,7 @@ fn chaos_kills_full_disks_and_second_processes_leave_every_row_once_and_exit_cod
                 child.kill().unwrap();
                 child.wait().unwrap();
                 let _ = std::fs::remove_dir_all(&out);
-                let mut export = distillery()
-                    .args(["export", s(&run), "--out", s(&out), "--shard-size", "2"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap();
+                let mut export = spawn_export(&run, &out, "2");
                 std::thread::sleep(Duration::from_millis(next(150)));
                 let _ = export.kill();
                 let code = export.wait().unwrap().code();

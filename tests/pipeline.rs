@@ -3,13 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use distillery_store::{RunDir, RunStatus};
 
 mod common;
-use common::{MockProcess, distillery, gsm8k, manifest, meaning, rows, run_ok};
+use common::*;
 
 fn mock_definition(dir: &Path, limit: u32, extra_teacher: &str, mock: &str) -> PathBuf {
     common::mock_definition(
@@ -23,23 +23,17 @@ fn mock_definition(dir: &Path, limit: u32, extra_teacher: &str, mock: &str) -> P
 
 #[test]
 fn a_run_with_every_fault_completes_with_correct_counts() {
-    let dir = tempfile::tempdir().unwrap();
-    let definition = mock_definition(
-        dir.path(),
-        60,
-        "concurrency = 16\nretries = 10",
-        "accuracy = 0.7\ntruncation_rate = 0.05\nlanguage_mix_rate = 0.05\nlatency_ms = 5\n\
+    let (_dir, definition, run) = scratch_run(|dir| {
+        mock_definition(
+            dir,
+            60,
+            "concurrency = 16\nretries = 10",
+            "accuracy = 0.7\ntruncation_rate = 0.05\nlanguage_mix_rate = 0.05\nlatency_ms = 5\n\
          [teacher.mock.faults]\nrate_limit = 0.05\nretry_after_secs = 1\nserver_error = 0.05\n\
          reset = 0.05\nstall = 0.02\nstall_secs = 4\nmalformed = 0.05",
-    );
-    let run = dir.path().join("run");
-    run_ok(&[
-        "run",
-        definition.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-        "--plain",
-    ]);
+        )
+    });
+    run_definition(&definition, &run);
 
     let manifest = manifest(&run);
     assert_eq!(manifest.status, RunStatus::Completed);
@@ -75,33 +69,17 @@ fn a_run_with_every_fault_completes_with_correct_counts() {
     assert!(status.contains("math.wrong_answer"), "{status}");
 }
 
+/// `dir/remote.toml`: the first `limit` GSM8K rows sent to the mock teacher at `base_url`, two
+/// samples each, cut into shards of 30 rows.
 fn remote_definition(dir: &Path, base_url: &str, limit: u32) -> PathBuf {
     let file = dir.join("remote.toml");
-    std::fs::write(
+    common::served_definition(
         &file,
-        format!(
-            r#"name = "kill9"
-[source]
-path = "{}"
-prompt_field = "question"
-answer_field = "answer"
-answer_extract = "gsm8k"
-limit = {limit}
-
-[teacher]
-kind = "openai"
-base_url = "{base_url}"
-model = "distillery-mock-r1"
-n = 2
-concurrency = 4
-
-[output]
-shard_rows = 30
-"#,
-            gsm8k().display()
-        ),
-    )
-    .unwrap();
+        "kill9",
+        u64::from(limit),
+        base_url,
+        "kind = \"openai\"\nn = 2\nconcurrency = 4\n\n[output]\nshard_rows = 30",
+    );
     file
 }
 
@@ -116,13 +94,7 @@ fn kill_9_at_random_moments_then_resume_gives_exactly_the_uninterrupted_rows() {
     let reference_mock = MockProcess::start(&["--latency-ms", "50"]);
     let reference_def = remote_definition(dir.path(), &reference_mock.base_url, PROMPTS);
     let reference = dir.path().join("reference");
-    run_ok(&[
-        "run",
-        reference_def.to_str().unwrap(),
-        "--run-dir",
-        reference.to_str().unwrap(),
-        "--plain",
-    ]);
+    run_definition(&reference_def, &reference);
     let expected = meaning(&rows(&reference));
     assert_eq!(expected.len(), 2 * PROMPTS as usize);
 
@@ -132,33 +104,19 @@ fn kill_9_at_random_moments_then_resume_gives_exactly_the_uninterrupted_rows() {
     let run_arg = run.to_str().unwrap();
     // Durable prompts (by question) and the mock's request counts at each kill.
     let mut snapshots: Vec<(HashSet<String>, HashMap<String, u64>)> = Vec::new();
-    let mut random = 0x2545_f491_4f6c_dd1d_u64;
+    let mut random = XorShift(0x2545_f491_4f6c_dd1d);
     let mut kills = 0;
     let mut first = true;
     let started = Instant::now();
     loop {
-        let mut command = distillery();
-        if first {
-            command.args([
-                "run",
-                definition.to_str().unwrap(),
-                "--run-dir",
-                run_arg,
-                "--plain",
-            ]);
+        let mut command = if first {
+            run_command(&definition, &run)
         } else {
-            command.args(["resume", run_arg, "--plain"]);
-        }
+            resume_command(&run)
+        };
         first = false;
-        let mut child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        random ^= random << 13;
-        random ^= random >> 7;
-        random ^= random << 17;
-        std::thread::sleep(Duration::from_millis(80 + random % 220));
+        let mut child = spawn_quiet(&mut command);
+        random.pause(80, 220);
         if child.try_wait().unwrap().is_some() {
             break; // finished before the kill
         }
@@ -221,29 +179,11 @@ fn kill_9_at_random_moments_then_resume_gives_exactly_the_uninterrupted_rows() {
 
 #[test]
 fn ctrl_c_interrupts_within_the_grace_period_and_resume_finishes() {
-    let dir = tempfile::tempdir().unwrap();
-    let definition = mock_definition(dir.path(), 200, "concurrency = 4", "latency_ms = 50");
-    let run = dir.path().join("run");
-    let run_arg = run.to_str().unwrap();
-    let child = distillery()
-        .args([
-            "run",
-            definition.to_str().unwrap(),
-            "--run-dir",
-            run_arg,
-            "--plain",
-            "--grace-secs",
-            "5",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (_dir, definition, run) =
+        scratch_run(|dir| mock_definition(dir, 200, "concurrency = 4", "latency_ms = 50"));
+    let child = spawn_with_grace(&definition, &run);
     std::thread::sleep(Duration::from_millis(700));
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    send_signal(&child, "INT");
     let output = child.wait_with_output().unwrap();
     assert_eq!(
         output.status.code(),
@@ -254,34 +194,17 @@ fn ctrl_c_interrupts_within_the_grace_period_and_resume_finishes() {
     let interrupted = manifest(&run);
     assert_eq!(interrupted.status, RunStatus::Interrupted);
     assert!(interrupted.counts.prompts_done < 200);
-    let status = run_ok(&["status", run_arg]);
+    let status = run_ok(&["status", run.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&status.stdout).contains("interrupted"));
 
-    run_ok(&["resume", run_arg, "--plain"]);
-    let finished = manifest(&run);
-    assert_eq!(finished.status, RunStatus::Completed);
-    assert_eq!(finished.counts.prompts_done, 200);
-    assert_eq!(rows(&run).len(), 400);
+    resume_completes(&run, 200);
 }
 
 #[test]
 fn a_full_disk_stops_the_run_clearly_and_it_resumes_without_loss() {
-    let dir = tempfile::tempdir().unwrap();
-    let definition = mock_definition(dir.path(), 80, "concurrency = 8", "");
-    let run = dir.path().join("run");
-    let run_arg = run.to_str().unwrap();
-    let output = distillery()
-        .args([
-            "run",
-            definition.to_str().unwrap(),
-            "--run-dir",
-            run_arg,
-            "--plain",
-        ])
-        .args(["--simulate-disk-full-after", "30000"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
+    let (_dir, definition, run) =
+        scratch_run(|dir| mock_definition(dir, 80, "concurrency = 8", ""));
+    let output = run_until_disk_full(&definition, &run, "30000");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("No space left on device"), "{stderr}");
     assert!(
@@ -290,30 +213,14 @@ fn a_full_disk_stops_the_run_clearly_and_it_resumes_without_loss() {
     );
     assert!(stderr.contains("resum"), "{stderr}");
 
-    run_ok(&["resume", run_arg, "--plain"]);
-    let manifest = manifest(&run);
-    assert_eq!(manifest.status, RunStatus::Completed);
-    assert_eq!(manifest.counts.prompts_done, 80);
-    assert_eq!(rows(&run).len(), 160);
+    resume_completes(&run, 80);
 }
 
 #[test]
 fn resume_refuses_an_unsafe_change_of_definition_unless_forced() {
-    let dir = tempfile::tempdir().unwrap();
-    let definition = mock_definition(dir.path(), 30, "concurrency = 4", "");
-    let run = dir.path().join("run");
+    let (dir, definition, run) = scratch_run(|dir| mock_definition(dir, 30, "concurrency = 4", ""));
     let run_arg = run.to_str().unwrap();
-    let output = distillery()
-        .args([
-            "run",
-            definition.to_str().unwrap(),
-            "--run-dir",
-            run_arg,
-            "--plain",
-        ])
-        .args(["--stop-after", "10"])
-        .output()
-        .unwrap();
+    let output = run_output(&definition, &run, &["--stop-after", "10"]);
     assert_eq!(output.status.code(), Some(130));
 
     // More samples per prompt changes what the rows are: refused, with the field named.
@@ -367,12 +274,7 @@ fn resume_refuses_an_unsafe_change_of_definition_unless_forced() {
 #[test]
 fn broken_source_rows_go_to_quarantine_once_and_the_rest_completes() {
     let dir = tempfile::tempdir().unwrap();
-    let good: Vec<String> = std::fs::read_to_string(gsm8k())
-        .unwrap()
-        .lines()
-        .take(5)
-        .map(str::to_owned)
-        .collect();
+    let good = gsm8k_lines(5);
     let source = dir.path().join("source.jsonl");
     let lines = [
         good[0].as_str(),
@@ -404,13 +306,7 @@ accuracy = 1.0
     .unwrap();
     let run = dir.path().join("run");
     let run_arg = run.to_str().unwrap();
-    run_ok(&[
-        "run",
-        definition.to_str().unwrap(),
-        "--run-dir",
-        run_arg,
-        "--plain",
-    ]);
+    run_definition(&definition, &run);
 
     let quarantine = || -> Vec<(u64, String)> {
         RunDir::open(&run)

@@ -2,7 +2,7 @@
 //! endpoint URL, a licence in the card, and the same details back with `--keep-provenance`.
 
 mod common;
-use common::{MockProcess, gsm8k, repo_root, run_ok};
+use common::{MockProcess, gsm8k, repo_root};
 
 #[test]
 fn exports_carry_no_local_paths_or_urls_unless_asked() {
@@ -14,13 +14,7 @@ fn exports_carry_no_local_paths_or_urls_unless_asked() {
     common::run_definition(&definition, &run);
 
     let out = dir.path().join("dataset");
-    run_ok(&[
-        "export",
-        run.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--all",
-    ]);
+    common::export_ok(&run, &out, &["--all"]);
     let rows = common::rows(&out);
     assert!(!rows.is_empty());
     for row in &rows {
@@ -44,15 +38,11 @@ fn exports_carry_no_local_paths_or_urls_unless_asked() {
     assert!(card.contains("license: \"mit\""), "{card}");
 
     let kept = dir.path().join("kept");
-    run_ok(&[
-        "export",
-        run.to_str().unwrap(),
-        "--out",
-        kept.to_str().unwrap(),
-        "--keep-provenance",
-        "--license",
-        "cc-by-4.0",
-    ]);
+    common::export_ok(
+        &run,
+        &kept,
+        &["--keep-provenance", "--license", "cc-by-4.0"],
+    );
     let row = &common::rows(&kept)[0];
     assert_eq!(row.provenance.source_path, gsm8k().display().to_string());
     assert!(

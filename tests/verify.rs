@@ -94,13 +94,7 @@ fn mock_run(dir: &Path, limit: u32) -> std::path::PathBuf {
     let definition =
         common::mock_definition(dir, "verify-e2e", limit, "", "seed = 3\naccuracy = 0.6");
     let run = dir.join("run");
-    run_ok(&[
-        "run",
-        definition.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-        "--plain",
-    ]);
+    common::run_definition(&definition, &run);
     run
 }
 

@@ -7,8 +7,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
-use distillery_store::{Generation, Manifest, RunDir, Which};
+use distillery_store::{Generation, Manifest, RunDir, RunStatus, Which};
+use tempfile::TempDir;
 
 /// The built binary, run from the checkout's root as a user would, with quiet logs.
 pub(crate) fn distillery() -> Command {
@@ -24,6 +26,25 @@ pub(crate) fn repo_root() -> PathBuf {
 
 pub(crate) fn gsm8k() -> PathBuf {
     repo_root().join("datasets/gsm8k/test.jsonl")
+}
+
+/// The first `count` lines of the GSM8K test set, one JSON row each.
+pub(crate) fn gsm8k_lines(count: usize) -> Vec<String> {
+    std::fs::read_to_string(gsm8k())
+        .unwrap()
+        .lines()
+        .take(count)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A scratch folder, the definition `define` writes into it, and where its run goes (`run`
+/// inside it). Keep the folder alive for as long as the test uses the paths.
+pub(crate) fn scratch_run(define: impl FnOnce(&Path) -> PathBuf) -> (TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let definition = define(dir.path());
+    let run = dir.path().join("run");
+    (dir, definition, run)
 }
 
 /// `dir/pipeline.toml`: the built-in mock teacher over the first `limit` GSM8K rows, two
@@ -83,14 +104,80 @@ limit = {limit}
 
 /// `distillery ARGS`, which must succeed.
 pub(crate) fn run_ok(args: &[&str]) -> Output {
-    let output = distillery().args(args).output().unwrap();
+    succeeds(distillery().args(args))
+}
+
+/// Runs `command` to the end; it must succeed (what it printed is shown when not).
+pub(crate) fn succeeds(command: &mut Command) -> Output {
+    let output = command.output().unwrap();
     assert!(
         output.status.success(),
-        "distillery {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
+        "{command:?} failed:\nstdout:\n{}\nstderr:\n{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
     output
+}
+
+/// `distillery run DEFINITION --run-dir RUN --plain`, not yet started: add what a test needs.
+pub(crate) fn run_command(definition: &Path, run: &Path) -> Command {
+    let mut command = distillery();
+    command
+        .arg("run")
+        .arg(definition)
+        .arg("--run-dir")
+        .arg(run)
+        .arg("--plain");
+    command
+}
+
+/// [`run_command`] with `extra` arguments, run to the end whatever its exit code.
+pub(crate) fn run_output(definition: &Path, run: &Path, extra: &[&str]) -> Output {
+    run_command(definition, run).args(extra).output().unwrap()
+}
+
+/// [`run_command`] on a disk that fills after `bytes` bytes: it must fail.
+pub(crate) fn run_until_disk_full(definition: &Path, run: &Path, bytes: &str) -> Output {
+    let output = run_output(definition, run, &["--simulate-disk-full-after", bytes]);
+    assert!(!output.status.success());
+    output
+}
+
+/// [`run_command`] started with a five-second grace period to drain in, stderr piped.
+pub(crate) fn spawn_with_grace(definition: &Path, run: &Path) -> Child {
+    run_command(definition, run)
+        .args(["--grace-secs", "5"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Sends `signal` (`INT`, `TERM`) to `child` with `kill`, which must succeed.
+pub(crate) fn send_signal(child: &Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+/// `distillery export RUN --out OUT EXTRA…`, which must succeed.
+pub(crate) fn export_ok(run: &Path, out: &Path, extra: &[&str]) -> Output {
+    succeeds(
+        distillery()
+            .arg("export")
+            .arg(run)
+            .arg("--out")
+            .arg(out)
+            .args(extra),
+    )
+}
+
+/// `distillery resume RUN --plain`, not yet started.
+pub(crate) fn resume_command(run: &Path) -> Command {
+    let mut command = distillery();
+    command.arg("resume").arg(run).arg("--plain");
+    command
 }
 
 /// Whether python3 imports pyarrow and PyYAML; when not, says that the check is skipped and
@@ -133,13 +220,44 @@ pub(crate) fn python_reads(script: &str, args: &[&Path], scratch: &Path) -> Stri
 
 /// `distillery run DEFINITION --run-dir RUN --plain`, which must succeed.
 pub(crate) fn run_definition(definition: &Path, run: &Path) -> Output {
-    run_ok(&[
-        "run",
-        definition.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-        "--plain",
-    ])
+    succeeds(&mut run_command(definition, run))
+}
+
+/// `distillery resume RUN --plain`, which must complete the run: all `prompts` done, two rows
+/// each.
+pub(crate) fn resume_completes(run: &Path, prompts: u64) {
+    succeeds(&mut resume_command(run));
+    let manifest = manifest(run);
+    assert_eq!(manifest.status, RunStatus::Completed);
+    assert_eq!(manifest.counts.prompts_done, prompts);
+    assert_eq!(rows(run).len() as u64, 2 * prompts);
+}
+
+/// Starts `command` with its output thrown away.
+pub(crate) fn spawn_quiet(command: &mut Command) -> Child {
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// A xorshift generator: random moments to kill a process at, the same in every test run.
+pub(crate) struct XorShift(pub u64);
+
+impl XorShift {
+    /// The next number below `n`.
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+
+    /// Sleeps `least_ms` plus up to `spread_ms` more milliseconds, at random.
+    pub(crate) fn pause(&mut self, least_ms: u64, spread_ms: u64) {
+        std::thread::sleep(Duration::from_millis(least_ms + self.below(spread_ms)));
+    }
 }
 
 pub(crate) fn manifest(run: &Path) -> Manifest {

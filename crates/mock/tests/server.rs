@@ -62,6 +62,27 @@ async fn start(settings: MockSettings) -> MockServer {
         .expect("the mock server starts")
 }
 
+/// Every reasoning style the simulator can answer in.
+const STYLES: [ReasoningStyle; 3] = [
+    ReasoningStyle::ReasoningContent,
+    ReasoningStyle::Reasoning,
+    ReasoningStyle::ThinkTags,
+];
+
+/// A server with [`exact`] settings answering in `style`.
+async fn start_in_style(style: ReasoningStyle) -> MockServer {
+    start(MockSettings {
+        reasoning_style: style,
+        ..exact()
+    })
+    .await
+}
+
+/// A server with [`exact`] settings and the given fault rates.
+async fn start_with_faults(faults: FaultRates) -> MockServer {
+    start(MockSettings { faults, ..exact() }).await
+}
+
 fn client() -> reqwest::Client {
     client_with_timeout(None)
 }
@@ -100,6 +121,25 @@ async fn post(client: &reqwest::Client, server: &MockServer, body: &Value) -> re
         .send()
         .await
         .expect("the request reaches the server")
+}
+
+/// `GET {base_url}{path}`, which must reach the server.
+async fn get(client: &reqwest::Client, server: &MockServer, path: &str) -> reqwest::Response {
+    client
+        .get(format!("{}{path}", server.base_url()))
+        .send()
+        .await
+        .expect("sent")
+}
+
+/// A streamed request for `question`, without usage.
+fn streaming(question: &str) -> Value {
+    request(question, json!({"stream": true}))
+}
+
+/// Posts [`streaming`]`(question)` with a fresh client and returns the response unread.
+async fn post_streaming(server: &MockServer, question: &str) -> reqwest::Response {
+    post(&client(), server, &streaming(question)).await
 }
 
 async fn post_json(server: &MockServer, body: &Value) -> Value {
@@ -152,6 +192,11 @@ fn fold_stream(chunks: &[Value]) -> HashMap<u64, Folded> {
     choices
 }
 
+/// How the first choice of a folded stream finished.
+fn first_finish_reason(chunks: &[Value]) -> Option<String> {
+    fold_stream(chunks)[&0].finish_reason.clone()
+}
+
 /// Streams a request and returns its parsed chunks (without `[DONE]`, which must end it).
 async fn stream(server: &MockServer, body: &Value) -> Vec<Value> {
     let response = post(&client(), server, body).await;
@@ -187,16 +232,8 @@ async fn fetch_stats(server: &MockServer) -> MockStats {
 #[tokio::test]
 async fn non_streaming_answers_replay_gsm8k_in_each_style() {
     let (question, answer) = gsm8k(1).remove(0);
-    for style in [
-        ReasoningStyle::ReasoningContent,
-        ReasoningStyle::Reasoning,
-        ReasoningStyle::ThinkTags,
-    ] {
-        let server = start(MockSettings {
-            reasoning_style: style,
-            ..exact()
-        })
-        .await;
+    for style in STYLES {
+        let server = start_in_style(style).await;
         let completion = post_json(&server, &request(&question, json!({}))).await;
 
         assert_eq!(completion["object"], "chat.completion");
@@ -281,16 +318,8 @@ async fn non_streaming_answers_replay_gsm8k_in_each_style() {
 #[tokio::test]
 async fn streams_rebuild_the_non_streaming_message_in_each_style() {
     let (question, _) = gsm8k(2).remove(1);
-    for style in [
-        ReasoningStyle::ReasoningContent,
-        ReasoningStyle::Reasoning,
-        ReasoningStyle::ThinkTags,
-    ] {
-        let server = start(MockSettings {
-            reasoning_style: style,
-            ..exact()
-        })
-        .await;
+    for style in STYLES {
+        let server = start_in_style(style).await;
         let whole = post_json(&server, &request(&question, json!({}))).await;
         let chunks = stream(
             &server,
@@ -343,7 +372,7 @@ async fn streams_rebuild_the_non_streaming_message_in_each_style() {
         }
 
         // Without include_usage, no usage chunk.
-        let plain = stream(&server, &request(&question, json!({"stream": true}))).await;
+        let plain = stream(&server, &streaming(&question)).await;
         assert!(plain.iter().all(|chunk| chunk.get("usage").is_none()));
         server.shutdown().await;
     }
@@ -486,11 +515,7 @@ async fn a_required_api_key_is_checked() {
         .expect("sent");
     assert_eq!(response.status(), 200);
 
-    let models = client
-        .get(format!("{}/models", server.base_url()))
-        .send()
-        .await
-        .expect("sent");
+    let models = get(&client, &server, "/models").await;
     assert_eq!(models.status(), 401);
     server.shutdown().await;
 }
@@ -499,11 +524,8 @@ async fn a_required_api_key_is_checked() {
 async fn models_say_it_is_a_simulator() {
     let server = start(exact()).await;
     let client = client();
-    let list: Value = client
-        .get(format!("{}/models", server.base_url()))
-        .send()
+    let list: Value = get(&client, &server, "/models")
         .await
-        .expect("sent")
         .json()
         .await
         .expect("JSON");
@@ -511,17 +533,9 @@ async fn models_say_it_is_a_simulator() {
     assert_eq!(list["data"][0]["id"], MODEL);
     assert_eq!(list["data"][0]["owned_by"], "distillery-mock (simulator)");
 
-    let one = client
-        .get(format!("{}/models/{MODEL}", server.base_url()))
-        .send()
-        .await
-        .expect("sent");
+    let one = get(&client, &server, &format!("/models/{MODEL}")).await;
     assert_eq!(one.status(), 200);
-    let missing = client
-        .get(format!("{}/models/other", server.base_url()))
-        .send()
-        .await
-        .expect("sent");
+    let missing = get(&client, &server, "/models/other").await;
     assert_eq!(missing.status(), 404);
     server.shutdown().await;
 }
@@ -554,14 +568,11 @@ async fn bad_requests_are_400() {
 #[tokio::test]
 async fn rate_limits_carry_retry_after_until_the_fault_cap() {
     let (question, answer) = gsm8k(1).remove(0);
-    let server = start(MockSettings {
-        faults: FaultRates {
-            rate_limit: 1.0,
-            retry_after_secs: 7,
-            max_faults_per_prompt: 2,
-            ..FaultRates::default()
-        },
-        ..exact()
+    let server = start_with_faults(FaultRates {
+        rate_limit: 1.0,
+        retry_after_secs: 7,
+        max_faults_per_prompt: 2,
+        ..FaultRates::default()
     })
     .await;
     let client = client();
@@ -599,13 +610,10 @@ async fn rate_limits_carry_retry_after_until_the_fault_cap() {
 
 #[tokio::test]
 async fn server_errors_are_500() {
-    let server = start(MockSettings {
-        faults: FaultRates {
-            server_error: 1.0,
-            max_faults_per_prompt: 1,
-            ..FaultRates::default()
-        },
-        ..exact()
+    let server = start_with_faults(FaultRates {
+        server_error: 1.0,
+        max_faults_per_prompt: 1,
+        ..FaultRates::default()
     })
     .await;
     let body = request("What is 2+2?", json!({}));
@@ -621,13 +629,10 @@ async fn server_errors_are_500() {
 #[tokio::test]
 async fn malformed_bodies_are_not_json() {
     let (question, _) = gsm8k(1).remove(0);
-    let server = start(MockSettings {
-        faults: FaultRates {
-            malformed: 1.0,
-            max_faults_per_prompt: 2,
-            ..FaultRates::default()
-        },
-        ..exact()
+    let server = start_with_faults(FaultRates {
+        malformed: 1.0,
+        max_faults_per_prompt: 2,
+        ..FaultRates::default()
     })
     .await;
     let response = post(&client(), &server, &request(&question, json!({}))).await;
@@ -636,12 +641,7 @@ async fn malformed_bodies_are_not_json() {
     assert!(body.starts_with(b"{\"id\":\"chatcmpl-mock-"));
     assert!(serde_json::from_slice::<Value>(&body).is_err());
 
-    let response = post(
-        &client(),
-        &server,
-        &request(&question, json!({"stream": true})),
-    )
-    .await;
+    let response = post_streaming(&server, &question).await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.expect("a complete stream");
     let data = sse_data(&text);
@@ -658,13 +658,10 @@ async fn malformed_bodies_are_not_json() {
 #[tokio::test]
 async fn resets_cut_the_response_short() {
     let (question, _) = gsm8k(1).remove(0);
-    let server = start(MockSettings {
-        faults: FaultRates {
-            reset: 1.0,
-            max_faults_per_prompt: 2,
-            ..FaultRates::default()
-        },
-        ..exact()
+    let server = start_with_faults(FaultRates {
+        reset: 1.0,
+        max_faults_per_prompt: 2,
+        ..FaultRates::default()
     })
     .await;
     // Non-streaming: the status and a Content-Length arrive, then the body breaks off.
@@ -678,12 +675,7 @@ async fn resets_cut_the_response_short() {
     );
 
     // Streaming: a couple of events, then the connection drops.
-    let mut response = post(
-        &client(),
-        &server,
-        &request(&question, json!({"stream": true})),
-    )
-    .await;
+    let mut response = post_streaming(&server, &question).await;
     assert_eq!(response.status(), 200);
     let mut received = Vec::new();
     let error = loop {
@@ -702,11 +694,8 @@ async fn resets_cut_the_response_short() {
     assert!(sse_data(&text).len() <= 2, "{text}");
 
     // The cap is reached: the next attempt completes.
-    let chunks = stream(&server, &request(&question, json!({"stream": true}))).await;
-    assert_eq!(
-        fold_stream(&chunks)[&0].finish_reason.as_deref(),
-        Some("stop")
-    );
+    let chunks = stream(&server, &streaming(&question)).await;
+    assert_eq!(first_finish_reason(&chunks).as_deref(), Some("stop"));
     assert_eq!(server.stats().faults.reset, 2);
     server.shutdown().await;
 }
@@ -714,14 +703,11 @@ async fn resets_cut_the_response_short() {
 #[tokio::test]
 async fn stalls_outlast_a_short_client_timeout() {
     let (question, _) = gsm8k(1).remove(0);
-    let server = start(MockSettings {
-        faults: FaultRates {
-            stall: 1.0,
-            stall_secs: 1.0,
-            max_faults_per_prompt: 2,
-            ..FaultRates::default()
-        },
-        ..exact()
+    let server = start_with_faults(FaultRates {
+        stall: 1.0,
+        stall_secs: 1.0,
+        max_faults_per_prompt: 2,
+        ..FaultRates::default()
     })
     .await;
     let impatient = client_with_timeout(Some(Duration::from_millis(200)));
@@ -735,12 +721,7 @@ async fn stalls_outlast_a_short_client_timeout() {
 
     // Streaming: the first chunks come before the stall, the rest after it.
     let started = Instant::now();
-    let mut response = post(
-        &client(),
-        &server,
-        &request(&question, json!({"stream": true})),
-    )
-    .await;
+    let mut response = post_streaming(&server, &question).await;
     let first = response
         .chunk()
         .await
@@ -789,11 +770,8 @@ async fn truncation_finishes_with_length() {
         assert!(reasoning.starts_with("Okay") || reasoning.starts_with("Alright"));
         assert!(!reasoning.contains(&format!("answer is {answer}")));
     }
-    let chunks = stream(&server, &request(&question, json!({"stream": true}))).await;
-    assert_eq!(
-        fold_stream(&chunks)[&0].finish_reason.as_deref(),
-        Some("length")
-    );
+    let chunks = stream(&server, &streaming(&question)).await;
+    assert_eq!(first_finish_reason(&chunks).as_deref(), Some("length"));
     let stats = server.stats();
     assert_eq!((stats.samples, stats.truncated_samples), (3, 3));
     server.shutdown().await;
@@ -906,12 +884,7 @@ async fn latency_is_simulated() {
     assert!(whole >= Duration::from_millis(150), "{whole:?}");
 
     let started = Instant::now();
-    let mut response = post(
-        &client(),
-        &server,
-        &request(&question, json!({"stream": true})),
-    )
-    .await;
+    let mut response = post_streaming(&server, &question).await;
     let mut chunks = 0;
     let mut first_at = None;
     while let Some(_chunk) = response.chunk().await.expect("a chunk") {
@@ -935,21 +908,13 @@ async fn latency_is_simulated() {
 #[tokio::test]
 async fn shutdown_does_not_wait_for_a_stall() {
     let (question, _) = gsm8k(1).remove(0);
-    let server = start(MockSettings {
-        faults: FaultRates {
-            stall: 1.0,
-            stall_secs: 60.0,
-            ..FaultRates::default()
-        },
-        ..exact()
+    let server = start_with_faults(FaultRates {
+        stall: 1.0,
+        stall_secs: 60.0,
+        ..FaultRates::default()
     })
     .await;
-    let mut response = post(
-        &client(),
-        &server,
-        &request(&question, json!({"stream": true})),
-    )
-    .await;
+    let mut response = post_streaming(&server, &question).await;
     response.chunk().await.expect("a first chunk");
     let started = Instant::now();
     server.shutdown().await;
