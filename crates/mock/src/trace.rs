@@ -192,6 +192,20 @@ pub(crate) struct Sample {
     pub(crate) language_mixed: bool,
     /// The bug a wrong code sample carries.
     pub(crate) bug: Option<Bug>,
+    /// What this sample continues: a new answer, or a partial one a request sent to finish.
+    pub(crate) continues: Continues,
+}
+
+/// The part of an answer a continuation request already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Continues {
+    /// Nothing: a new answer, `<think>` and all.
+    #[default]
+    Nothing,
+    /// Reasoning still open: the sample goes on with more of it, then `</think>` and the answer.
+    Reasoning,
+    /// The reasoning and part of the answer: the sample is the rest of the answer.
+    Answer,
 }
 
 impl Sample {
@@ -207,6 +221,7 @@ impl Sample {
             content,
             finish: FinishReason::Stop,
             reasoning_cut: false,
+            continues: Continues::Nothing,
             wrong_answer: plan.wrong,
             language_mixed: plan.language_mixed,
             bug,
@@ -303,6 +318,34 @@ impl Sample {
             self.content.truncate(at);
             self.finish = FinishReason::Length;
         }
+    }
+
+    /// What is left of this (whole) sample after `partial`, the assistant message a
+    /// continuation request sent: `None` when `partial` is not how this sample begins.
+    pub(crate) fn rest_after(&self, partial: &str) -> Option<Self> {
+        let partial = partial.trim_start();
+        let partial = partial.strip_prefix("<think>").unwrap_or(partial);
+        let mut rest = self.clone();
+        match partial.split_once("</think>") {
+            None => {
+                let said = partial.trim();
+                let left = self.reasoning.strip_prefix(said)?;
+                rest.reasoning = left.to_owned();
+                rest.continues = Continues::Reasoning;
+            }
+            Some((reasoning, content)) => {
+                if self.reasoning.trim() != reasoning.trim() {
+                    return None;
+                }
+                let left = self.content.strip_prefix(content.trim())?;
+                rest.reasoning.clear();
+                rest.content = left.to_owned();
+                rest.continues = Continues::Answer;
+            }
+        }
+        // The part already written carried the mixed sentence, or it is still to come.
+        rest.language_mixed &= rest.reasoning.contains(MIXED_LANGUAGE_SENTENCE);
+        Some(rest)
     }
 
     /// Keeps the first `keep_chars` characters of the reasoning (backing off to a word boundary
@@ -534,6 +577,29 @@ mod tests {
         assert!(full.reasoning.starts_with(&cut.reasoning));
         assert!(cut.reasoning.len() < full.reasoning.len() * 6 / 10);
         assert!(!cut.reasoning.contains("So the answer is"));
+    }
+
+    #[test]
+    fn a_continuation_finishes_the_sample_a_partial_answer_began() {
+        let solution = Solution::from_reference(JANET);
+        let full = Sample::build(&solution, &plan(false, false, None));
+        let cut = Sample::build(&solution, &plan(false, false, Some(0.5)));
+        // Reasoning cut off: the rest of the reasoning, then the whole answer.
+        let rest = full
+            .rest_after(&format!("<think>\n{}", cut.reasoning.trim()))
+            .expect("the cut sample is how the full one begins");
+        assert_eq!(rest.continues, Continues::Reasoning);
+        assert_eq!(format!("{}{}", cut.reasoning, rest.reasoning), full.reasoning);
+        assert_eq!(rest.content, full.content);
+        // Answer cut off: only the rest of the answer.
+        let half = &full.content[..full.content.len() / 2];
+        let partial = format!("<think>\n{}\n</think>\n\n{half}", full.reasoning);
+        let rest = full.rest_after(&partial).unwrap();
+        assert_eq!(rest.continues, Continues::Answer);
+        assert!(rest.reasoning.is_empty());
+        assert_eq!(format!("{half}{}", rest.content), full.content);
+        // Another sample's beginning is not this one's.
+        assert_eq!(full.rest_after("<think>\nSomething else entirely"), None);
     }
 
     #[test]

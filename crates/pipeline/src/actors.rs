@@ -431,10 +431,7 @@ impl Handler<Ask> for TeacherWorker {
         let teacher = Arc::clone(&self.teacher);
         let verifiers = self.verifiers.clone();
         let dispatcher = self.dispatcher.clone();
-        let request = TeacherRequest {
-            messages: job.messages(),
-            samples: self.samples,
-        };
+        let request = TeacherRequest::new(job.messages(), self.samples);
         actix::spawn(async move {
             match teacher.complete(&request).await {
                 Ok(completion) => {

@@ -367,13 +367,27 @@ impl Teacher for LocalTeacher {
     async fn complete(&self, request: &TeacherRequest) -> Result<Completion, TeacherError> {
         let started = Instant::now();
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        if request.prefill.is_some() {
+            return Err(TeacherError::Generation {
+                teacher: self.endpoint.clone(),
+                message: "the local teacher cannot continue a partial answer; re-ask instead \
+                          (`on_truncated = \"reask\"`)"
+                    .into(),
+            });
+        }
         let prompt = self.encode(&request.messages)?;
         let samples = request.samples.get();
         let room = self.context - prompt.len();
-        let max_new_tokens = (self.options.sampling.max_tokens.get() as usize).min(room);
+        let max_tokens = request.max_tokens.unwrap_or(self.options.sampling.max_tokens);
+        let max_new_tokens = (max_tokens.get() as usize).min(room);
+        // A request's own seed draws other samples of the same prompt (until_correct's rounds).
+        let base_seed = match request.seed {
+            None => self.options.seed,
+            Some(seed) => sample_seed(self.options.seed, &[], (seed as u32) ^ 0x5eed_0000),
+        };
         let rows = (0..samples)
             .map(|index| RowOptions {
-                seed: sample_seed(self.options.seed, &prompt, index),
+                seed: sample_seed(base_seed, &prompt, index),
                 max_new_tokens,
             })
             .collect();
@@ -713,6 +727,9 @@ mod tests {
 
     fn ask(question: &str, n: u32) -> TeacherRequest {
         TeacherRequest {
+            max_tokens: None,
+            seed: None,
+            prefill: None,
             messages: vec![Message::new(Role::User, question)],
             samples: NonZeroU32::new(n).unwrap(),
         }

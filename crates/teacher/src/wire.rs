@@ -8,7 +8,7 @@ use crate::Message;
 #[derive(Debug, Serialize)]
 pub(crate) struct ChatRequest<'a> {
     pub model: &'a str,
-    pub messages: &'a [Message],
+    pub messages: Vec<WireMessage<'a>>,
     pub max_tokens: u32,
     pub temperature: f64,
     pub top_p: f64,
@@ -20,7 +20,46 @@ pub(crate) struct ChatRequest<'a> {
     pub logprobs: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// vLLM/SGLang: continue the last (assistant) message rather than start a new turn.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub continue_final_message: bool,
+    /// vLLM/SGLang: `false` with `continue_final_message`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub add_generation_prompt: Option<bool>,
 }
+
+/// A message as sent: the request's own, or the partial assistant turn to continue.
+#[derive(Debug, Serialize)]
+pub(crate) struct WireMessage<'a> {
+    pub role: crate::Role,
+    pub content: &'a str,
+    /// DeepSeek's prefix completion: the model continues this assistant message.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub prefix: bool,
+}
+
+impl<'a> WireMessage<'a> {
+    /// The request's messages, then the partial assistant turn when it is a continuation.
+    pub fn of(messages: &'a [Message], prefill: Option<&'a str>) -> Vec<Self> {
+        let mut out: Vec<Self> = messages
+            .iter()
+            .map(|m| Self {
+                role: m.role,
+                content: &m.content,
+                prefix: false,
+            })
+            .collect();
+        if let Some(partial) = prefill {
+            out.push(Self {
+                role: crate::Role::Assistant,
+                content: partial,
+                prefix: true,
+            });
+        }
+        out
+    }
 
 #[derive(Debug, Serialize)]
 pub(crate) struct StreamOptions {
