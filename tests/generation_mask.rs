@@ -39,6 +39,7 @@ fn generation_markers_give_transformers_assistant_mask() {
             })
             .collect(),
         origin: "test".into(),
+        length: Default::default(),
         teacher_logprobs: None,
     };
     let template =

@@ -67,6 +67,7 @@ fn generation(run_id: &str, prompt: usize, sample: u32, accepted: bool) -> Gener
             source_row: prompt as u64 + 1,
             created_at_ms: 1_700_000_000_000,
         },
+        length: Default::default(),
         teacher_logprobs: None,
     }
 }

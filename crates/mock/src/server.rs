@@ -491,7 +491,12 @@ impl Shared {
                         self.counters.continuation();
                         continue_answer(partial, prompt_hash, request.seed, settings, &whole)
                     }
-                    None => whole(&SamplePlan::draw(settings, prompt_hash, request.seed, index)),
+                    None => whole(&SamplePlan::draw(
+                        settings,
+                        prompt_hash,
+                        request.seed,
+                        index,
+                    )),
                 };
                 if let Some(max_tokens) = request.max_tokens() {
                     sample.limit_tokens(max_tokens);
@@ -769,7 +774,12 @@ fn continue_answer(
         sample.content.clear();
         sample.continues = crate::trace::Continues::Answer;
     } else {
-        let conclusion = sample.reasoning.lines().last().unwrap_or_default().to_owned();
+        let conclusion = sample
+            .reasoning
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned();
         sample.reasoning = format!("\n{conclusion}");
         sample.continues = crate::trace::Continues::Reasoning;
     }

@@ -589,7 +589,10 @@ mod tests {
             .rest_after(&format!("<think>\n{}", cut.reasoning.trim()))
             .expect("the cut sample is how the full one begins");
         assert_eq!(rest.continues, Continues::Reasoning);
-        assert_eq!(format!("{}{}", cut.reasoning, rest.reasoning), full.reasoning);
+        assert_eq!(
+            format!("{}{}", cut.reasoning, rest.reasoning),
+            full.reasoning
+        );
         assert_eq!(rest.content, full.content);
         // Answer cut off: only the rest of the answer.
         let half = &full.content[..full.content.len() / 2];

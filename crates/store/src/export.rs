@@ -638,6 +638,7 @@ fn mixed_generation(messages: Vec<ChatMessage>, id: String, path: &Path, row: u6
             source_row: row,
             created_at_ms: 0,
         },
+        length: Default::default(),
         teacher_logprobs: None,
     }
 }

@@ -34,6 +34,7 @@ fn traces(n: usize) -> Vec<Conversation> {
                 .map(|k| format!("Step {k}: {a} + {} = {}.\n", b + k, a + b + k))
                 .collect();
             Conversation {
+                length: Default::default(),
                 teacher_logprobs: None,
                 messages: vec![
                     Message {

@@ -767,6 +767,7 @@ pub(crate) mod tests {
 
     pub(crate) fn conv(pairs: &[(&str, &str)]) -> Conversation {
         Conversation {
+            length: Default::default(),
             teacher_logprobs: None,
             messages: pairs
                 .iter()
