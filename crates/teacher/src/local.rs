@@ -378,7 +378,9 @@ impl Teacher for LocalTeacher {
         let prompt = self.encode(&request.messages)?;
         let samples = request.samples.get();
         let room = self.context - prompt.len();
-        let max_tokens = request.max_tokens.unwrap_or(self.options.sampling.max_tokens);
+        let max_tokens = request
+            .max_tokens
+            .unwrap_or(self.options.sampling.max_tokens);
         let max_new_tokens = (max_tokens.get() as usize).min(room);
         // A request's own seed draws other samples of the same prompt (until_correct's rounds).
         let base_seed = match request.seed {

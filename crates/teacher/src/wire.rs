@@ -60,6 +60,7 @@ impl<'a> WireMessage<'a> {
         }
         out
     }
+}
 
 #[derive(Debug, Serialize)]
 pub(crate) struct StreamOptions {
