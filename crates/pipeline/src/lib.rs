@@ -11,6 +11,7 @@ pub mod progress;
 pub mod run;
 pub mod status;
 mod teacher;
+pub mod truncation;
 
 pub use actors::RunEnd;
 pub use error::PipelineError;

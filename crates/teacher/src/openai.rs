@@ -18,7 +18,9 @@ use crate::backoff::Backoff;
 use crate::http::{HttpStatusError, StatusCheckingService};
 use crate::limits::TokenBucket;
 use crate::reasoning;
-use crate::wire::{ChatChunk, ChatRequest, ChatResponse, StreamOptions, WireLogprobs, WireUsage};
+use crate::wire::{
+    ChatChunk, ChatRequest, ChatResponse, StreamOptions, WireLogprobs, WireMessage, WireUsage,
+};
 use crate::{
     Completion, FinishReason, Sample, Teacher, TeacherError, TeacherRequest, TokenLogprob, Usage,
 };
