@@ -326,18 +326,22 @@ impl Sample {
         let partial = partial.trim_start();
         let partial = partial.strip_prefix("<think>").unwrap_or(partial);
         let mut rest = self.clone();
+        // Clients trim and join the pieces of an answer their own way: whitespace is not
+        // compared.
         match partial.split_once("</think>") {
             None => {
-                let said = partial.trim();
-                let left = self.reasoning.strip_prefix(said)?;
+                let left = strip_prefix_loosely(&self.reasoning, partial)?;
                 rest.reasoning = left.to_owned();
                 rest.continues = Continues::Reasoning;
             }
             Some((reasoning, content)) => {
-                if self.reasoning.trim() != reasoning.trim() {
+                if !strip_prefix_loosely(&self.reasoning, reasoning)?
+                    .trim()
+                    .is_empty()
+                {
                     return None;
                 }
-                let left = self.content.strip_prefix(content.trim())?;
+                let left = strip_prefix_loosely(&self.content, content)?;
                 rest.reasoning.clear();
                 rest.content = left.to_owned();
                 rest.continues = Continues::Answer;
@@ -361,6 +365,25 @@ impl Sample {
         self.reasoning_cut = true;
         self.language_mixed &= self.reasoning.contains(MIXED_LANGUAGE_SENTENCE);
     }
+}
+
+/// What follows `prefix` in `text`, whitespace aside: every other character of `prefix`
+/// must be the next one of `text`.
+fn strip_prefix_loosely<'t>(text: &'t str, prefix: &str) -> Option<&'t str> {
+    let mut rest = text.char_indices().peekable();
+    for wanted in prefix.chars().filter(|c| !c.is_whitespace()) {
+        loop {
+            let (_, c) = rest.next()?;
+            if c.is_whitespace() {
+                continue;
+            }
+            if c != wanted {
+                return None;
+            }
+            break;
+        }
+    }
+    Some(rest.peek().map_or("", |&(at, _)| &text[at..]))
 }
 
 /// Byte offset of the `n`th character, or the length when `text` is shorter.
@@ -601,6 +624,12 @@ mod tests {
         assert_eq!(rest.continues, Continues::Answer);
         assert!(rest.reasoning.is_empty());
         assert_eq!(format!("{half}{}", rest.content), full.content);
+        // A client that trimmed a piece and joined with another space is still understood.
+        let words: Vec<&str> = full.reasoning.split_whitespace().take(6).collect();
+        let rest = full
+            .rest_after(&format!("<think>{}", words.join("  ")))
+            .unwrap();
+        assert!(full.reasoning.ends_with(&rest.reasoning));
         // Another sample's beginning is not this one's.
         assert_eq!(full.rest_after("<think>\nSomething else entirely"), None);
     }
