@@ -88,6 +88,8 @@ impl ProblemTally {
     /// The problem's difficulty: the source's level, else its pass-rate bucket.
     pub fn difficulty(&self) -> String {
         match &self.level {
+            // MATH-500 writes its levels as bare numbers.
+            Some(level) if level.trim().parse::<f64>().is_ok() => format!("level {}", level.trim()),
             Some(level) => level.trim().to_owned(),
             None => pass_rate_bucket(self.verified, self.samples).to_owned(),
         }
@@ -191,6 +193,7 @@ mod tests {
             ("c", None, false, Some("keep.not_first_correct"), 0),
             ("c", None, false, Some("math.wrong_answer"), 0),
             ("d", Some("Level 10"), true, None, 0),
+            ("e", Some("3"), true, None, 0),
         ];
         let by = tally(rows);
         assert_eq!(
@@ -212,7 +215,13 @@ mod tests {
         let order: Vec<&str> = ordered(&by).into_iter().map(|(k, _)| k).collect();
         assert_eq!(
             order,
-            ["Level 1", "Level 10", "pass rate 0%", "pass rate 34-66%"]
+            [
+                "Level 1",
+                "level 3",
+                "Level 10",
+                "pass rate 0%",
+                "pass rate 34-66%"
+            ]
         );
     }
 
