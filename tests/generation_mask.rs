@@ -39,7 +39,6 @@ fn generation_markers_give_transformers_assistant_mask() {
             })
             .collect(),
         origin: "test".into(),
-        length: Default::default(),
         teacher_logprobs: None,
     };
     let template =

@@ -34,7 +34,6 @@ fn traces(n: usize) -> Vec<Conversation> {
                 .map(|k| format!("Step {k}: {a} + {} = {}.\n", b + k, a + b + k))
                 .collect();
             Conversation {
-                length: Default::default(),
                 teacher_logprobs: None,
                 messages: vec![
                     Message {

@@ -767,7 +767,6 @@ pub(crate) mod tests {
 
     pub(crate) fn conv(pairs: &[(&str, &str)]) -> Conversation {
         Conversation {
-            length: Default::default(),
             teacher_logprobs: None,
             messages: pairs
                 .iter()

@@ -13,7 +13,6 @@ use distillery_train::{
 
 fn conv(user: &str, assistant: &str) -> Conversation {
     Conversation {
-        length: Default::default(),
         teacher_logprobs: None,
         messages: vec![
             Message {
