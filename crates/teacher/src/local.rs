@@ -385,7 +385,12 @@ impl Teacher for LocalTeacher {
         // A request's own seed draws other samples of the same prompt (until_correct's rounds).
         let base_seed = match request.seed {
             None => self.options.seed,
-            Some(seed) => sample_seed(self.options.seed, &[], (seed as u32) ^ 0x5eed_0000),
+            // Every bit of the request's seed counts (until_correct's rounds differ above bit 32).
+            Some(seed) => sample_seed(
+                self.options.seed ^ (seed as u64).rotate_left(17),
+                &[],
+                u32::MAX,
+            ),
         };
         let rows = (0..samples)
             .map(|index| RowOptions {
@@ -852,6 +857,37 @@ mod tests {
         .unwrap();
         let reseeded = asked(&other, "Janet has 3 eggs.", 3).await.unwrap();
         assert_ne!(texts(&reseeded), alone);
+    }
+
+    #[tokio::test]
+    async fn a_request_seed_draws_other_samples_and_max_tokens_is_honoured() {
+        let (_dir, teacher) = teacher(8, 8, 1.0);
+        let first = texts(&asked(&teacher, "Janet has 3 eggs.", 2).await.unwrap());
+        let round = |seed: i64| {
+            let mut request = ask("Janet has 3 eggs.", 2);
+            request.seed = Some(seed);
+            request
+        };
+        // until_correct's rounds differ above bit 32: each is its own draw, and repeatable.
+        let second = texts(&teacher.complete(&round(1 << 32)).await.unwrap());
+        let third = texts(&teacher.complete(&round(2 << 32)).await.unwrap());
+        assert_ne!(second, first);
+        assert_ne!(third, second);
+        assert_eq!(
+            texts(&teacher.complete(&round(1 << 32)).await.unwrap()),
+            second
+        );
+        // A re-ask may ask for more (or fewer) tokens than the definition's max_tokens.
+        let mut short = ask("Janet has 3 eggs.", 1);
+        short.max_tokens = NonZeroU32::new(3);
+        let short = teacher.complete(&short).await.unwrap();
+        assert_eq!(short.usage.completion_tokens, 3);
+        assert_eq!(short.samples[0].finish_reason, FinishReason::Length);
+        // A continuation is refused in words: the local teacher cannot continue a message.
+        let mut cont = ask("Janet has 3 eggs.", 1);
+        cont.prefill = Some("<think>\nJanet".into());
+        let error = teacher.complete(&cont).await.unwrap_err().to_string();
+        assert!(error.contains("cannot continue"), "{error}");
     }
 
     #[tokio::test]

@@ -185,3 +185,64 @@ pub(crate) struct Delta {
     #[serde(default)]
     pub reasoning: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Role;
+
+    #[test]
+    fn a_continuation_is_marked_for_vllm_sglang_and_deepseek() {
+        let messages = [Message::new(Role::User, "2+2?")];
+        let body = ChatRequest {
+            model: "m",
+            messages: WireMessage::of(&messages, Some("<think>\nAdd")),
+            max_tokens: 10,
+            temperature: 0.6,
+            top_p: 0.95,
+            n: 1,
+            stream: false,
+            stream_options: None,
+            logprobs: None,
+            top_logprobs: None,
+            seed: Some(4),
+            continue_final_message: true,
+            add_generation_prompt: Some(false),
+        };
+        let json = serde_json::to_value(&body).unwrap();
+        assert_eq!(json["continue_final_message"], true);
+        assert_eq!(json["add_generation_prompt"], false);
+        assert_eq!(json["seed"], 4);
+        assert_eq!(
+            json["messages"],
+            serde_json::json!([
+                {"role": "user", "content": "2+2?"},
+                {"role": "assistant", "content": "<think>\nAdd", "prefix": true}
+            ])
+        );
+        // A plain request carries none of it.
+        let plain = ChatRequest {
+            messages: WireMessage::of(&messages, None),
+            seed: None,
+            continue_final_message: false,
+            add_generation_prompt: None,
+            ..body
+        };
+        let json = serde_json::to_value(&plain).unwrap();
+        assert_eq!(
+            json.as_object()
+                .unwrap()
+                .keys()
+                .filter(
+                    |k| ["seed", "continue_final_message", "add_generation_prompt"]
+                        .contains(&k.as_str())
+                )
+                .count(),
+            0
+        );
+        assert_eq!(
+            json["messages"],
+            serde_json::json!([{"role": "user", "content": "2+2?"}])
+        );
+    }
+}
