@@ -169,6 +169,37 @@ fn continue_and_reask_recover_what_reject_loses() {
 }
 
 #[test]
+fn a_continuation_of_raw_think_tags_without_streaming_is_split_right() {
+    // The server sends `<think>` in the content and no reasoning field; a continuation's
+    // reply has no opening tag, only the rest of the reasoning, `</think>` and the answer.
+    let dir = tempfile::tempdir().unwrap();
+    let mock = format!("{TRUNCATING}\nreasoning_style = \"think_tags\"");
+    let (rejected, _, _) = run(dir.path(), "raw-reject", 8, "stream = false", &mock, "");
+    let lost = rejected
+        .iter()
+        .filter(|r| r.reject_reason.as_deref() == Some("length.truncated"))
+        .count();
+    assert!(lost > 0);
+    let (rows, _, _) = run(
+        dir.path(),
+        "raw-continue",
+        8,
+        "stream = false",
+        &mock,
+        "on_truncated = \"continue\"",
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r.length.continuations > 0).count(),
+        lost
+    );
+    for row in &rows {
+        assert!(row.accepted, "{:?}: {:?}", row.reject_reason, row.content);
+        assert!(!row.content.contains("think>"), "{}", row.content);
+        assert!(!row.reasoning.as_deref().unwrap().contains("think>"));
+    }
+}
+
+#[test]
 fn a_continuation_is_bounded_by_the_budget() {
     let dir = tempfile::tempdir().unwrap();
     let mock = "accuracy = 1.0\nseed = 2";
