@@ -229,6 +229,13 @@ pub fn set_report(set: &ShardSet, now_ms: i64) -> String {
         total.prompts_done += counts.prompts_done;
         total.accepted += counts.accepted;
         total.rejected += counts.rejected;
+        for (name, row) in &counts.by_difficulty {
+            total
+                .by_difficulty
+                .entry(name.clone())
+                .or_default()
+                .add(row);
+        }
         match counts.prompts_total {
             Some(t) => *total.prompts_total.get_or_insert(0) += t,
             None => total_known = false,
@@ -251,6 +258,7 @@ pub fn set_report(set: &ShardSet, now_ms: i64) -> String {
             100.0 * total.accepted as f64 / judged as f64
         }
     );
+    difficulty_lines(&mut out, &total);
     if set.problems.is_empty() {
         let _ = writeln!(
             out,
