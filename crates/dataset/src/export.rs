@@ -305,6 +305,8 @@ pub struct InputStats {
     /// WAL segments not yet cut into shards (an unfinished or crashed run); their rows are
     /// included.
     pub pending_wal_segments: usize,
+    /// Problems, samples and acceptance by problem difficulty (see [`crate::difficulty`]).
+    pub by_difficulty: BTreeMap<String, distillery_store::difficulty::DifficultyCounts>,
 }
 
 /// One written split.
@@ -458,8 +460,15 @@ fn read_input(path: &Path, which: Which, rows: &mut Vec<Row>) -> Result<InputSta
     } else {
         read_generations(path, Which::All)?
     };
+    let mut problems: HashMap<String, distillery_store::difficulty::ProblemTally> = HashMap::new();
     for generation in reader {
         let generation = generation?;
+        problems.entry(generation.id.clone()).or_default().add(
+            generation.source.level.as_deref(),
+            generation.accepted,
+            generation.reject_reason.as_deref(),
+            generation.length.truncations,
+        );
         stats.generations += 1;
         if generation.accepted {
             stats.accepted += 1;
@@ -486,6 +495,9 @@ fn read_input(path: &Path, which: Which, rows: &mut Vec<Row>) -> Result<InputSta
         if which.wants(&generation) {
             rows.push(Row::new(generation, false));
         }
+    }
+    for problem in problems.values() {
+        problem.record(&mut stats.by_difficulty);
     }
     Ok(stats)
 }
@@ -638,6 +650,7 @@ fn mixed_generation(messages: Vec<ChatMessage>, id: String, path: &Path, row: u6
             source_row: row,
             created_at_ms: 0,
         },
+        length: Default::default(),
         teacher_logprobs: None,
     }
 }
@@ -1476,6 +1489,42 @@ fn yaml_str(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialise")
 }
 
+/// Acceptance by problem difficulty, so that a reader sees how far rejection sampling tilted
+/// the set toward easy problems. Only where rejected rows were read too: from accepted rows
+/// alone every difficulty would look fully accepted.
+fn difficulty_section(y: &mut String, report: &ExportReport) {
+    let mut by: BTreeMap<String, distillery_store::difficulty::DifficultyCounts> = BTreeMap::new();
+    for input in &report.inputs {
+        for (name, counts) in &input.by_difficulty {
+            by.entry(name.clone()).or_default().add(counts);
+        }
+    }
+    if by.is_empty() || report.inputs.iter().all(|input| input.rejected == 0) {
+        return;
+    }
+    y.push_str(
+        "\n## Acceptance by difficulty\n\nFiltering by correctness keeps what the teacher solves. \
+         A problem's difficulty is the source's level where it has one, else the teacher's pass \
+         rate on it (verified samples over samples). `lost to length`: samples rejected because \
+         the length limit cut them off.\n\n\
+         | difficulty | problems | with an accepted sample | samples | accepted | acceptance | truncated | lost to length |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (name, row) in distillery_store::difficulty::ordered(&by) {
+        let _ = writeln!(
+            y,
+            "| {name} | {} | {} | {} | {} | {:.1}% | {} | {} |",
+            row.problems,
+            row.problems_accepted,
+            row.samples,
+            row.accepted,
+            row.acceptance(),
+            row.truncated,
+            row.lost_to_length
+        );
+    }
+}
+
 fn dataset_card(report: &ExportReport, options: &ExportOptions, schema: &Schema) -> String {
     let mut y = String::new();
     y.push_str("---\n");
@@ -1533,10 +1582,23 @@ fn dataset_card(report: &ExportReport, options: &ExportOptions, schema: &Schema)
     } else {
         ".\n\n"
     });
-    y.push_str(
+    let tagged = report.inputs.iter().any(|input| {
+        input.definition.as_deref().is_some_and(|text| {
+            distillery_spec::Pipeline::parse(text, Path::new("pipeline.toml"), Path::new("."))
+                .is_ok_and(|p| {
+                    p.prompt.assistant_format == distillery_spec::AssistantFormat::Tagged
+                })
+        })
+    });
+    y.push_str(if tagged {
         "`messages` is SFT-ready: optional system turn, the user turn, and the assistant turn \
-         `<think>\\n{reasoning}\\n</think>\\n\\n{answer}` (DeepSeek-R1 layout).\n\n",
-    );
+         `<think>\\n{reasoning}\\n</think>\\n<answer>\\n{answer}\\n</answer>` (the tagged \
+         layout of R1-Zero and open-r1's format reward: the run asked for \
+         `assistant_format = \"tagged\"`).\n\n"
+    } else {
+        "`messages` is SFT-ready: optional system turn, the user turn, and the assistant turn \
+         `<think>\\n{reasoning}\\n</think>\\n\\n{answer}` (DeepSeek-R1 layout).\n\n"
+    });
     layout_section(&mut y, options);
     y.push_str("```python\nfrom datasets import load_dataset\nds = load_dataset(\"path/to/this/dataset\")\n```\n\n");
 
@@ -1606,6 +1668,8 @@ fn dataset_card(report: &ExportReport, options: &ExportOptions, schema: &Schema)
             );
         }
     }
+
+    difficulty_section(&mut y, report);
 
     let t = &report.tokens;
     let _ = write!(

@@ -67,6 +67,7 @@ fn generation(run_id: &str, prompt: usize, sample: u32, accepted: bool) -> Gener
             source_row: prompt as u64 + 1,
             created_at_ms: 1_700_000_000_000,
         },
+        length: Default::default(),
         teacher_logprobs: None,
     }
 }
@@ -185,7 +186,7 @@ fn export_layout_card_and_arrow_read_back() {
             assert!(
                 footer
                     .iter()
-                    .any(|(k, v)| k == "distillery.schema_version" && v == "2")
+                    .any(|(k, v)| k == "distillery.schema_version" && v == "3")
             );
             for g in read_generations(&path, Which::All).unwrap() {
                 let g = g.unwrap();
@@ -440,7 +441,7 @@ for f in files:
     assert first["messages"][0]["role"] == "user", first["messages"]
     assert first["messages"][1]["content"].startswith("<think>\n"), first["messages"]
     meta = pq.read_metadata(f).metadata
-    assert meta[b"distillery.schema_version"] == b"2", meta
+    assert meta[b"distillery.schema_version"] == b"3", meta
 assert rows == 52, rows
 card = open(os.path.join(out, "README.md")).read()
 assert card.startswith("---\n")

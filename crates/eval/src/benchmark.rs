@@ -97,6 +97,9 @@ pub struct Overrides {
     /// A prompt template with `{field}` placeholders (see [`Template`]).
     pub template: Option<String>,
     pub system: Option<String>,
+    /// The answer layout the default math prompt asks for (`tagged`: `<answer>` tags, the
+    /// pipeline's `[prompt] assistant_format`); `None` is R1's.
+    pub assistant_format: Option<distillery_spec::AssistantFormat>,
     /// The first N rows only.
     pub limit: Option<u64>,
 }
@@ -242,7 +245,10 @@ impl BenchmarkConfig {
         // pipeline's traces is asked exactly what it learnt from.
         let template = match (&overrides.template, &task) {
             (Some(text), _) => Template::parse(text),
-            (None, TaskKind::Math) => Template::r1_math(&prompt_field),
+            (None, TaskKind::Math) => match overrides.assistant_format.unwrap_or_default() {
+                distillery_spec::AssistantFormat::R1 => Template::r1_math(&prompt_field),
+                distillery_spec::AssistantFormat::Tagged => Template::r1_tagged(&prompt_field),
+            },
             (None, TaskKind::Code { .. }) => code_template(&prompt_field),
         };
         if template.fields().next().is_none() {
@@ -532,6 +538,19 @@ mod tests {
         assert_eq!(first.reference.as_deref(), Some("18"));
         assert_eq!(first.row, 1);
         assert!(first.system.is_none());
+        // A student trained on tagged traces is asked for the tags.
+        let tagged = Overrides {
+            assistant_format: Some(distillery_spec::AssistantFormat::Tagged),
+            ..limit(1)
+        };
+        let problems = load(&Benchmark::Gsm8k, &tagged).unwrap();
+        assert!(
+            problems[0]
+                .prompt
+                .ends_with(distillery_spec::R1_TAGGED_INSTRUCTION),
+            "{}",
+            problems[0].prompt
+        );
         let messages = first.messages();
         assert_eq!(messages.len(), 1);
         assert_eq!(messages[0].role, Role::User);

@@ -78,10 +78,7 @@ async fn ask<T: Teacher>(
     samples: NonZeroU32,
 ) -> Result<ProblemResult, EvalError> {
     let n = samples.get();
-    let request = TeacherRequest {
-        messages: problem.messages(),
-        samples,
-    };
+    let request = TeacherRequest::new(problem.messages(), samples);
     let mut result = ProblemResult {
         id: problem.id.clone(),
         row: problem.row,

@@ -473,16 +473,31 @@ impl Shared {
             }
         }
 
+        let whole = |plan: &SamplePlan| {
+            let mut sample = match code {
+                Some(code) => crate::code::build(code, plan),
+                None => Sample::build(solution, plan),
+            };
+            if settings.assistant_format == Some(AssistantFormat::Tagged) {
+                sample.tag_answer();
+            }
+            sample
+        };
+        let continuation = request.continuation();
         let samples: Vec<Sample> = (0..request.n.unwrap_or(1))
             .map(|index| {
-                let plan = SamplePlan::draw(settings, prompt_hash, request.seed, index);
-                let mut sample = match code {
-                    Some(code) => crate::code::build(code, &plan),
-                    None => Sample::build(solution, &plan),
+                let mut sample = match &continuation {
+                    Some(partial) => {
+                        self.counters.continuation();
+                        continue_answer(partial, prompt_hash, request.seed, settings, &whole)
+                    }
+                    None => whole(&SamplePlan::draw(
+                        settings,
+                        prompt_hash,
+                        request.seed,
+                        index,
+                    )),
                 };
-                if settings.assistant_format == Some(AssistantFormat::Tagged) {
-                    sample.tag_answer();
-                }
                 if let Some(max_tokens) = request.max_tokens() {
                     sample.limit_tokens(max_tokens);
                 }
@@ -730,6 +745,45 @@ impl Refusal {
             self.code,
         )
     }
+}
+
+/// The rest of the answer `partial` begins: the whole sample (of this prompt and request seed,
+/// without the truncation the plan may draw: a continuation runs until it ends or meets
+/// `max_tokens`) whose text `partial` is the start of, from `partial` on. A partial answer
+/// no sample of the simulator begins with is finished with the first sample's conclusion.
+fn continue_answer(
+    partial: &str,
+    prompt_hash: u64,
+    seed: Option<i64>,
+    settings: &MockSettings,
+    whole: &dyn Fn(&SamplePlan) -> Sample,
+) -> Sample {
+    let plan = |index| {
+        let mut plan = SamplePlan::draw(settings, prompt_hash, seed, index);
+        plan.truncate_at = None;
+        plan
+    };
+    for index in 0..MAX_CHOICES {
+        if let Some(rest) = whole(&plan(index)).rest_after(partial) {
+            return rest;
+        }
+    }
+    let mut sample = whole(&plan(0));
+    if partial.contains("</think>") {
+        sample.reasoning.clear();
+        sample.content.clear();
+        sample.continues = crate::trace::Continues::Answer;
+    } else {
+        let conclusion = sample
+            .reasoning
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned();
+        sample.reasoning = format!("\n{conclusion}");
+        sample.continues = crate::trace::Continues::Reasoning;
+    }
+    sample
 }
 
 fn error_response(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> Response {

@@ -25,6 +25,9 @@ pub struct MockStats {
     pub samples: u64,
     /// Samples cut off with `finish_reason = "length"` (drawn, or by `max_tokens`).
     pub truncated_samples: u64,
+    /// Samples that continued a partial answer the request sent (`continue_final_message`).
+    #[serde(default)]
+    pub continued_samples: u64,
     /// Complete samples whose final answer is wrong.
     pub wrong_answer_samples: u64,
     /// Samples whose reasoning contains the Chinese sentence.
@@ -96,6 +99,7 @@ pub(crate) struct Counters {
     unmatched_requests: AtomicU64,
     samples: AtomicU64,
     truncated_samples: AtomicU64,
+    continued_samples: AtomicU64,
     wrong_answer_samples: AtomicU64,
     language_mixed_samples: AtomicU64,
     bugs: [AtomicU64; 5],
@@ -135,6 +139,10 @@ impl Counters {
         );
     }
 
+    pub(crate) fn continuation(&self) {
+        bump(&self.continued_samples, 1);
+    }
+
     pub(crate) fn success(&self, samples: &[Sample]) {
         bump(&self.successful_responses, 1);
         bump(&self.samples, samples.len() as u64);
@@ -171,6 +179,7 @@ impl Counters {
             unmatched_requests: read(&self.unmatched_requests),
             samples: read(&self.samples),
             truncated_samples: read(&self.truncated_samples),
+            continued_samples: read(&self.continued_samples),
             wrong_answer_samples: read(&self.wrong_answer_samples),
             language_mixed_samples: read(&self.language_mixed_samples),
             code_bugs: BugCounts {

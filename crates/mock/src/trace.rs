@@ -192,6 +192,20 @@ pub(crate) struct Sample {
     pub(crate) language_mixed: bool,
     /// The bug a wrong code sample carries.
     pub(crate) bug: Option<Bug>,
+    /// What this sample continues: a new answer, or a partial one a request sent to finish.
+    pub(crate) continues: Continues,
+}
+
+/// The part of an answer a continuation request already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Continues {
+    /// Nothing: a new answer, `<think>` and all.
+    #[default]
+    Nothing,
+    /// Reasoning still open: the sample goes on with more of it, then `</think>` and the answer.
+    Reasoning,
+    /// The reasoning and part of the answer: the sample is the rest of the answer.
+    Answer,
 }
 
 impl Sample {
@@ -207,6 +221,7 @@ impl Sample {
             content,
             finish: FinishReason::Stop,
             reasoning_cut: false,
+            continues: Continues::Nothing,
             wrong_answer: plan.wrong,
             language_mixed: plan.language_mixed,
             bug,
@@ -305,6 +320,38 @@ impl Sample {
         }
     }
 
+    /// What is left of this (whole) sample after `partial`, the assistant message a
+    /// continuation request sent: `None` when `partial` is not how this sample begins.
+    pub(crate) fn rest_after(&self, partial: &str) -> Option<Self> {
+        let partial = partial.trim_start();
+        let partial = partial.strip_prefix("<think>").unwrap_or(partial);
+        let mut rest = self.clone();
+        // Clients trim and join the pieces of an answer their own way: whitespace is not
+        // compared.
+        match partial.split_once("</think>") {
+            None => {
+                let left = strip_prefix_loosely(&self.reasoning, partial)?;
+                rest.reasoning = left.to_owned();
+                rest.continues = Continues::Reasoning;
+            }
+            Some((reasoning, content)) => {
+                if !strip_prefix_loosely(&self.reasoning, reasoning)?
+                    .trim()
+                    .is_empty()
+                {
+                    return None;
+                }
+                let left = strip_prefix_loosely(&self.content, content)?;
+                rest.reasoning.clear();
+                rest.content = left.to_owned();
+                rest.continues = Continues::Answer;
+            }
+        }
+        // The part already written carried the mixed sentence, or it is still to come.
+        rest.language_mixed &= rest.reasoning.contains(MIXED_LANGUAGE_SENTENCE);
+        Some(rest)
+    }
+
     /// Keeps the first `keep_chars` characters of the reasoning (backing off to a word boundary
     /// when `at_word` is set) and drops the answer.
     fn cut_reasoning(&mut self, keep_chars: usize, at_word: bool) {
@@ -318,6 +365,25 @@ impl Sample {
         self.reasoning_cut = true;
         self.language_mixed &= self.reasoning.contains(MIXED_LANGUAGE_SENTENCE);
     }
+}
+
+/// What follows `prefix` in `text`, whitespace aside: every other character of `prefix`
+/// must be the next one of `text`.
+fn strip_prefix_loosely<'t>(text: &'t str, prefix: &str) -> Option<&'t str> {
+    let mut rest = text.char_indices().peekable();
+    for wanted in prefix.chars().filter(|c| !c.is_whitespace()) {
+        loop {
+            let (_, c) = rest.next()?;
+            if c.is_whitespace() {
+                continue;
+            }
+            if c != wanted {
+                return None;
+            }
+            break;
+        }
+    }
+    Some(rest.peek().map_or("", |&(at, _)| &text[at..]))
 }
 
 /// Byte offset of the `n`th character, or the length when `text` is shorter.
@@ -534,6 +600,38 @@ mod tests {
         assert!(full.reasoning.starts_with(&cut.reasoning));
         assert!(cut.reasoning.len() < full.reasoning.len() * 6 / 10);
         assert!(!cut.reasoning.contains("So the answer is"));
+    }
+
+    #[test]
+    fn a_continuation_finishes_the_sample_a_partial_answer_began() {
+        let solution = Solution::from_reference(JANET);
+        let full = Sample::build(&solution, &plan(false, false, None));
+        let cut = Sample::build(&solution, &plan(false, false, Some(0.5)));
+        // Reasoning cut off: the rest of the reasoning, then the whole answer.
+        let rest = full
+            .rest_after(&format!("<think>\n{}", cut.reasoning.trim()))
+            .expect("the cut sample is how the full one begins");
+        assert_eq!(rest.continues, Continues::Reasoning);
+        assert_eq!(
+            format!("{}{}", cut.reasoning, rest.reasoning),
+            full.reasoning
+        );
+        assert_eq!(rest.content, full.content);
+        // Answer cut off: only the rest of the answer.
+        let half = &full.content[..full.content.len() / 2];
+        let partial = format!("<think>\n{}\n</think>\n\n{half}", full.reasoning);
+        let rest = full.rest_after(&partial).unwrap();
+        assert_eq!(rest.continues, Continues::Answer);
+        assert!(rest.reasoning.is_empty());
+        assert_eq!(format!("{half}{}", rest.content), full.content);
+        // A client that trimmed a piece and joined with another space is still understood.
+        let words: Vec<&str> = full.reasoning.split_whitespace().take(6).collect();
+        let rest = full
+            .rest_after(&format!("<think>{}", words.join("  ")))
+            .unwrap();
+        assert!(full.reasoning.ends_with(&rest.reasoning));
+        // Another sample's beginning is not this one's.
+        assert_eq!(full.rest_after("<think>\nSomething else entirely"), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use distillery_spec::mock::ReasoningStyle;
 use serde::{Deserialize, Serialize};
 
 use crate::logprobs::{Splitter, TokenEntry};
-use crate::trace::{Sample, approx_tokens};
+use crate::trace::{Continues, Sample, approx_tokens};
 
 /// `owned_by` of the served model: clients and people can tell they talk to a simulator.
 pub(crate) const OWNED_BY: &str = "distillery-mock (simulator)";
@@ -27,6 +27,9 @@ pub(crate) struct ChatRequest {
     pub(crate) stream: Option<bool>,
     pub(crate) stream_options: Option<StreamOptions>,
     pub(crate) seed: Option<i64>,
+    /// vLLM/SGLang: continue the last (assistant) message.
+    #[serde(default)]
+    pub(crate) continue_final_message: Option<bool>,
     pub(crate) logprobs: Option<bool>,
     pub(crate) top_logprobs: Option<u8>,
 }
@@ -41,6 +44,9 @@ pub(crate) struct ChatMessage {
     role: String,
     #[serde(default)]
     content: Option<MessageContent>,
+    /// DeepSeek's prefix completion: continue this (last, assistant) message.
+    #[serde(default)]
+    prefix: Option<bool>,
 }
 
 /// A message's content: a string, or a list of parts of which the text ones count.
@@ -65,6 +71,15 @@ impl ChatRequest {
             .rev()
             .find(|message| message.role == "user")
             .map(ChatMessage::text)
+    }
+
+    /// The partial assistant message to continue: the last message, when it is the
+    /// assistant's and the request says so (`continue_final_message`, or `prefix` on the
+    /// message) or says nothing (llama.cpp continues a trailing assistant message).
+    pub(crate) fn continuation(&self) -> Option<Cow<'_, str>> {
+        let last = self.messages.last().filter(|m| m.role == "assistant")?;
+        let refused = self.continue_final_message == Some(false) && last.prefix != Some(true);
+        (!refused).then(|| last.text())
     }
 
     /// `max_completion_tokens`, or the older `max_tokens`.
@@ -261,7 +276,14 @@ enum Field {
 /// has no closing tag, as a real model's would not.
 fn think_tagged(sample: &Sample) -> String {
     let mut text = String::with_capacity(sample.reasoning.len() + sample.content.len() + 24);
-    text.push_str("<think>\n");
+    if sample.continues == Continues::Answer {
+        // The request's partial message closed the reasoning already: only answer is left.
+        text.push_str(&sample.content);
+        return text;
+    }
+    if sample.continues == Continues::Nothing {
+        text.push_str("<think>\n");
+    }
     text.push_str(&sample.reasoning);
     if !sample.reasoning_cut {
         text.push_str("\n</think>\n\n");
@@ -481,8 +503,11 @@ impl SseWriter<'_> {
                     self.delta(index, delta);
                 }
             }
+            ReasoningStyle::ThinkTags if sample.continues == Continues::Answer => {}
             ReasoningStyle::ThinkTags => {
-                self.delta(index, content("<think>\n"));
+                if sample.continues == Continues::Nothing {
+                    self.delta(index, content("<think>\n"));
+                }
                 for piece in word_pieces(&sample.reasoning) {
                     self.delta(index, content(piece));
                 }

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use distillery_source::SourceReader;
-use distillery_spec::Pipeline;
+use distillery_spec::{Pipeline, UntilCorrect};
+use distillery_store::LengthHandling;
 use distillery_store::record::{FailureEntry, Generation, QuarantineEntry};
 use distillery_store::{Manifest, RunDir, RunStatus, ShardWriter, now_ms};
 use distillery_teacher::{TeacherError, TeacherRequest};
@@ -25,6 +26,7 @@ use crate::job::PromptJob;
 use crate::metrics::RunMetrics;
 use crate::progress::Progress;
 use crate::teacher::RunTeacher;
+use crate::truncation::{self, LengthPolicy};
 
 /// How a run ended.
 #[derive(Debug)]
@@ -98,15 +100,43 @@ impl StopSignal {
 // ---------------------------------------------------------------------------------------------
 // Messages
 
+/// Ask the teacher for (more) samples of a prompt.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Ask(pub PromptJob);
+pub(crate) struct Ask {
+    pub job: PromptJob,
+    pub round: Round,
+}
+
+/// Which request of a prompt this is: `until_correct` asks a prompt again, round after round,
+/// until enough of its samples are verified or `max_samples` are drawn. The rows of earlier
+/// rounds travel with the prompt and reach the writer together with the last round's, so the
+/// WAL holds every sample of a prompt in one record or none of them (a resume then asks an
+/// interrupted prompt again from its first sample: never more, never fewer samples).
+#[derive(Debug, Default)]
+pub(crate) struct Round {
+    /// 0 for the first request of a prompt.
+    pub number: u32,
+    /// The graded rows of the earlier rounds.
+    pub prior: Vec<Generation>,
+}
 
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Verify {
     job: PromptJob,
     completion: distillery_teacher::Completion,
+    round: Round,
+    /// How the length limit treated each sample of `completion`.
+    length: Vec<LengthHandling>,
+}
+
+/// From a verifier: the prompt needs another round (`until_correct`).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Again {
+    job: PromptJob,
+    round: Round,
 }
 
 #[derive(Message)]
@@ -222,7 +252,10 @@ impl Dispatcher {
                     Ok(job) => {
                         let worker = &self.workers[self.next_worker % self.workers.len()];
                         self.next_worker = self.next_worker.wrapping_add(1);
-                        worker.do_send(Ask(job));
+                        worker.do_send(Ask {
+                            job,
+                            round: Round::default(),
+                        });
                         self.in_teacher += 1;
                         self.outstanding += 1;
                         self.dispatched += 1;
@@ -378,6 +411,27 @@ impl Handler<TeacherFailed> for Dispatcher {
     }
 }
 
+impl Handler<Again> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, Again { job, round }: Again, ctx: &mut Context<Self>) {
+        if self.stopping.is_some() {
+            // Abandoned with its earlier rounds: nothing of it is in the WAL, so a resume asks
+            // for it again from its first sample.
+            self.outstanding -= 1;
+            self.finish_if_idle(ctx);
+            return;
+        }
+        let worker = &self.workers[self.next_worker % self.workers.len()];
+        self.next_worker = self.next_worker.wrapping_add(1);
+        worker.do_send(Ask { job, round });
+        self.in_teacher += 1;
+        self.progress
+            .in_flight
+            .store(self.in_teacher, Ordering::Relaxed);
+    }
+}
+
 impl Handler<Durable> for Dispatcher {
     type Result = ();
 
@@ -418,6 +472,8 @@ fn failure_reason(error: &TeacherError) -> &'static str {
 pub(crate) struct TeacherWorker {
     pub teacher: Arc<RunTeacher>,
     pub samples: std::num::NonZeroU32,
+    pub length: LengthPolicy,
+    pub until_correct: Option<UntilCorrect>,
     pub verifiers: Addr<Verifier>,
     pub dispatcher: Addr<Dispatcher>,
     pub metrics: Arc<RunMetrics>,
@@ -430,21 +486,54 @@ impl Actor for TeacherWorker {
 impl Handler<Ask> for TeacherWorker {
     type Result = ();
 
-    fn handle(&mut self, Ask(job): Ask, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, Ask { job, round }: Ask, _ctx: &mut Context<Self>) {
         let teacher = Arc::clone(&self.teacher);
         let verifiers = self.verifiers.clone();
         let dispatcher = self.dispatcher.clone();
         let metrics = Arc::clone(&self.metrics);
-        let request = TeacherRequest {
-            messages: job.messages(),
-            samples: self.samples,
+        let drawn = round.prior.len() as u32;
+        // A round asks for `n` samples, or for what `max_samples` leaves.
+        let samples = match self.until_correct {
+            Some(until) => std::num::NonZeroU32::new(
+                self.samples
+                    .get()
+                    .min(until.max_samples.get().saturating_sub(drawn)),
+            )
+            .unwrap_or(std::num::NonZeroU32::MIN),
+            None => self.samples,
         };
+        let mut request = TeacherRequest::new(job.messages(), samples);
+        // A later round must draw new samples from a server that seeds its sampling.
+        request.seed = (round.number > 0).then(|| i64::from(round.number) << 32);
+        let length = self.length;
         actix::spawn(async move {
-            match teacher.complete(&request).await {
-                Ok(completion) => {
+            let answered = match teacher.complete(&request).await {
+                Ok(mut completion) => truncation::handle(
+                    &teacher,
+                    length,
+                    &request.messages,
+                    round.number,
+                    request.seed,
+                    &mut completion,
+                )
+                .await
+                .map(|handled| (completion, handled)),
+                Err(error) => Err(error),
+            };
+            match answered {
+                Ok((mut completion, length)) => {
                     metrics.observe(&completion);
+                    // Sample indices go on from the earlier rounds': (id, index) stays unique.
+                    for sample in &mut completion.samples {
+                        sample.index += drawn;
+                    }
                     dispatcher.do_send(TeacherAnswered);
-                    verifiers.do_send(Verify { job, completion });
+                    verifiers.do_send(Verify {
+                        job,
+                        completion,
+                        round,
+                        length,
+                    });
                 }
                 Err(error) => dispatcher.do_send(TeacherFailed { job, error }),
             }
@@ -459,6 +548,8 @@ pub(crate) struct Verifier {
     pub grader: Arc<Grader>,
     pub context: Arc<RunContext>,
     pub writer: Addr<Writer>,
+    pub dispatcher: Addr<Dispatcher>,
+    pub until_correct: Option<UntilCorrect>,
 }
 
 impl Actor for Verifier {
@@ -468,12 +559,46 @@ impl Actor for Verifier {
 impl Handler<Verify> for Verifier {
     type Result = ();
 
-    fn handle(&mut self, Verify { job, completion }: Verify, _ctx: &mut SyncContext<Self>) {
-        let rows = self
+    fn handle(&mut self, verify: Verify, _ctx: &mut SyncContext<Self>) {
+        let Verify {
+            job,
+            completion,
+            round,
+            length,
+        } = verify;
+        let mut rows = self
             .grader
             .grade(&job, &completion, &self.context, now_ms());
-        self.writer.do_send(Record { rows });
+        for (row, length) in rows.iter_mut().zip(length) {
+            row.length = length;
+        }
+        let Round { number, mut prior } = round;
+        prior.extend(rows);
+        if let Some(until) = self.until_correct {
+            let verified = prior.iter().filter(|row| passed_every_check(row)).count();
+            if verified < until.verified.get() as usize
+                && prior.len() < until.max_samples.get() as usize
+            {
+                self.dispatcher.do_send(Again {
+                    job,
+                    round: Round {
+                        number: number + 1,
+                        prior,
+                    },
+                });
+                return;
+            }
+        }
+        self.writer.do_send(Record { rows: prior });
     }
+}
+
+/// A verified sample: every check passed (the keep policy aside).
+fn passed_every_check(row: &Generation) -> bool {
+    row.checks
+        .iter()
+        .filter(|check| check.check != "keep")
+        .all(|check| check.passed)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -586,6 +711,19 @@ impl Writer {
     }
 
     fn count(&mut self, rows: &[Generation]) {
+        // Every sample of a prompt arrives in one record: the rows of a prompt are together.
+        for problem in rows.chunk_by(|a, b| a.id == b.id) {
+            let mut tally = distillery_store::difficulty::ProblemTally::default();
+            for row in problem {
+                tally.add(
+                    row.source.level.as_deref(),
+                    row.accepted,
+                    row.reject_reason.as_deref(),
+                    row.length.truncations,
+                );
+            }
+            tally.record(&mut self.manifest.counts.by_difficulty);
+        }
         let counts = &mut self.manifest.counts;
         let tokens = &mut self.manifest.tokens;
         let mut prompt_seen: Option<&str> = None;

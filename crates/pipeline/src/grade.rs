@@ -258,6 +258,8 @@ impl Grader {
                         source_row: job.row_number,
                         created_at_ms,
                     },
+                    // Set by the caller, which knows what the length limit did.
+                    length: Default::default(),
                     // Only accepted rows are trained on, so only they pay for the column.
                     teacher_logprobs: if accepted {
                         sample.logprobs.as_deref().map(compact_logprobs)

@@ -12,6 +12,7 @@ mod progress;
 mod run;
 pub mod status;
 mod teacher;
+pub mod truncation;
 
 pub use actors::{RunEnd, StopReason, StopSignal, WriterError};
 pub use error::{PipelineError, RunDirConflict};

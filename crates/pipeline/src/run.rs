@@ -528,6 +528,8 @@ fn execute_locked(
     let elapsed_before = manifest.elapsed_secs;
     let pricing = pipeline.teacher.pricing;
     let samples = pipeline.teacher.samples_per_prompt;
+    let until_correct = pipeline.teacher.until_correct;
+    let length = crate::truncation::LengthPolicy::from_pipeline(&pipeline);
     let grace = options.grace;
 
     let system = actix::System::new();
@@ -568,10 +570,13 @@ fn execute_locked(
             });
             let verifiers = {
                 let writer = writer.clone();
+                let dispatcher = dispatcher.clone();
                 SyncArbiter::start(verifier_threads, move || Verifier {
                     grader: Arc::clone(&grader),
                     context: Arc::clone(&context),
                     writer: writer.clone(),
+                    dispatcher: dispatcher.clone(),
+                    until_correct,
                 })
             };
             let workers = worker_arbiters
@@ -583,6 +588,8 @@ fn execute_locked(
                     TeacherWorker::start_in_arbiter(&arbiter.handle(), move |_| TeacherWorker {
                         teacher,
                         samples,
+                        length,
+                        until_correct,
                         verifiers,
                         dispatcher,
                         metrics,

@@ -64,6 +64,7 @@ pub fn report(manifest: &Manifest, now_ms: i64) -> String {
         let share = 100.0 * *count as f64 / judged.max(1) as f64;
         let _ = writeln!(out, "  {reason:<28} {count:>8}  {share:5.1}%");
     }
+    difficulty_lines(&mut out, counts);
     if counts.prompts_unfinished > 0 {
         let mut reasons: Vec<_> = counts.unfinished_by_reason.iter().collect();
         reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
@@ -139,6 +140,45 @@ pub fn report(manifest: &Manifest, now_ms: i64) -> String {
     out
 }
 
+/// What the length limit cost, and acceptance by problem difficulty: the source's level where
+/// rows have one, else the teacher's pass rate on the problem.
+fn difficulty_lines(out: &mut String, counts: &Counts) {
+    if counts.by_difficulty.is_empty() {
+        return;
+    }
+    let mut total = distillery_store::difficulty::DifficultyCounts::default();
+    for row in counts.by_difficulty.values() {
+        total.add(row);
+    }
+    if total.truncated > 0 {
+        let _ = writeln!(
+            out,
+            "length     {} sample(s) cut off by the length limit: {} recovered, {} rejected; {} problem(s) without an accepted sample lost to it",
+            total.truncated,
+            total.truncated - total.lost_to_length,
+            total.lost_to_length,
+            total.problems_lost_to_length
+        );
+    }
+    let _ = writeln!(
+        out,
+        "difficulty {:<17} {:>8} {:>9} {:>8} {:>9} {:>9} {:>6}",
+        "(level/pass rate)", "problems", "solved", "samples", "accepted", "truncated", "lost"
+    );
+    for (name, row) in distillery_store::difficulty::ordered(&counts.by_difficulty) {
+        let _ = writeln!(
+            out,
+            "  {name:<26} {:>8} {:>9} {:>8} {:>8.1}% {:>9} {:>6}",
+            row.problems,
+            row.problems_accepted,
+            row.samples,
+            row.acceptance(),
+            row.truncated,
+            row.lost_to_length
+        );
+    }
+}
+
 /// The report of `distillery status` over the shards of a run: a line per shard, the totals,
 /// and what keeps them from being one complete run.
 pub fn set_report(set: &ShardSet, now_ms: i64) -> String {
@@ -189,6 +229,13 @@ pub fn set_report(set: &ShardSet, now_ms: i64) -> String {
         total.prompts_done += counts.prompts_done;
         total.accepted += counts.accepted;
         total.rejected += counts.rejected;
+        for (name, row) in &counts.by_difficulty {
+            total
+                .by_difficulty
+                .entry(name.clone())
+                .or_default()
+                .add(row);
+        }
         match counts.prompts_total {
             Some(t) => *total.prompts_total.get_or_insert(0) += t,
             None => total_known = false,
@@ -211,6 +258,7 @@ pub fn set_report(set: &ShardSet, now_ms: i64) -> String {
             100.0 * total.accepted as f64 / judged as f64
         }
     );
+    difficulty_lines(&mut out, &total);
     if set.problems.is_empty() {
         let _ = writeln!(
             out,
@@ -258,6 +306,44 @@ mod tests {
         assert!(wrong < truncated, "most frequent reason first:\n{text}");
         assert!(text.contains("4.0 samples/s"), "{text}");
         assert!(text.contains("eta        30 s"), "{text}");
+        assert!(!text.contains("difficulty"), "nothing to show yet:\n{text}");
+    }
+
+    #[test]
+    fn reports_acceptance_by_difficulty_and_what_the_length_limit_cost() {
+        use distillery_store::difficulty::DifficultyCounts;
+        let mut manifest = Manifest::new("r-1", "math", "", "0.1.0");
+        manifest.counts.by_difficulty.insert(
+            "Level 5".into(),
+            DifficultyCounts {
+                problems: 4,
+                problems_accepted: 1,
+                samples: 8,
+                accepted: 2,
+                truncated: 3,
+                lost_to_length: 2,
+                problems_lost_to_length: 1,
+            },
+        );
+        manifest.counts.by_difficulty.insert(
+            "Level 1".into(),
+            DifficultyCounts {
+                problems: 2,
+                problems_accepted: 2,
+                samples: 4,
+                accepted: 4,
+                ..Default::default()
+            },
+        );
+        let text = report(&manifest, manifest.updated_at_ms);
+        assert!(
+            text.contains("length     3 sample(s) cut off by the length limit: 1 recovered, 2 rejected; 1 problem(s)"),
+            "{text}"
+        );
+        let one = text.find("  Level 1 ").expect(&text);
+        let five = text.find("  Level 5 ").expect(&text);
+        assert!(one < five, "{text}");
+        assert!(text[five..].starts_with("  Level 5                           4         1        8     25.0%         3      2"), "{text}");
     }
 
     #[test]

@@ -162,8 +162,23 @@ pub struct Teacher {
     /// Ask for the top-k log-probabilities of every generated token (`top_logprobs = k`), to
     /// store beside accepted rows for logit distillation later.
     pub top_logprobs: Option<NonZeroU8>,
+    /// `until_correct = k`: a problem is sampled again (in requests of `n`) until `k` of its
+    /// samples pass every check or `max_samples` samples were drawn.
+    pub until_correct: Option<UntilCorrect>,
     pub pricing: Option<Pricing>,
 }
+
+/// `[teacher] until_correct` and `max_samples`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct UntilCorrect {
+    /// Verified samples wanted per problem.
+    pub verified: NonZeroU32,
+    /// Samples drawn per problem at most, whatever their verdicts.
+    pub max_samples: NonZeroU32,
+}
+
+/// The most samples `max_samples` may allow per problem.
+pub const MAX_SAMPLES_PER_PROBLEM: u32 = 1024;
 
 /// The most alternatives per token `top_logprobs` may ask for (vLLM's default limit, and
 /// OpenAI's).
@@ -255,6 +270,38 @@ pub struct Verify {
     pub max_repetition_ratio: Option<f64>,
     pub code: Option<CodeCheck>,
     pub keep: KeepPolicy,
+    /// What a sample cut off by the length limit (`finish_reason = "length"`) becomes.
+    pub on_truncated: OnTruncated,
+    /// Completion tokens one sample may spend in all, its first request, continuations and
+    /// re-asks included (`on_truncated = "continue"` or `"reask"`; default four times
+    /// `teacher.max_tokens`).
+    pub truncation_budget_tokens: NonZeroU32,
+}
+
+/// `[verify] on_truncated`: what happens to a sample the length limit cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTruncated {
+    /// Rejected as `length.truncated` (the tokens are paid and thrown away).
+    #[default]
+    Reject,
+    /// A second request continues the partial assistant message (vLLM/SGLang
+    /// `continue_final_message`, DeepSeek's assistant `prefix`), until the answer ends or the
+    /// budget is spent; the pieces are one sample.
+    Continue,
+    /// The problem is asked again for that sample with twice the `max_tokens`, up to the
+    /// budget.
+    Reask,
+}
+
+impl OnTruncated {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Reject => "reject",
+            Self::Continue => "continue",
+            Self::Reask => "reask",
+        }
+    }
 }
 
 /// `[verify.code]`: candidates run against each row's tests in the sandbox. The layout is

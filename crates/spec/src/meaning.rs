@@ -43,6 +43,7 @@ impl Pipeline {
             stream: _,
             top_logprobs,
             pricing: _,
+            until_correct,
         } = teacher;
         let Verify {
             math,
@@ -52,6 +53,8 @@ impl Pipeline {
             max_repetition_ratio,
             code,
             keep,
+            on_truncated,
+            truncation_budget_tokens,
         } = verify;
         let Output {
             dir,
@@ -71,6 +74,7 @@ impl Pipeline {
                 stream: false,
                 top_logprobs,
                 pricing: None,
+                until_correct,
             },
             verify: Verify {
                 math,
@@ -80,6 +84,8 @@ impl Pipeline {
                 max_repetition_ratio,
                 code: code.map(code_meaning),
                 keep,
+                on_truncated,
+                truncation_budget_tokens,
             },
             output: Output {
                 dir,

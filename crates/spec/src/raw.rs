@@ -60,6 +60,8 @@ pub(crate) struct RawTeacher {
     pub retries: Option<i64>,
     pub stream: Option<bool>,
     pub top_logprobs: Option<i64>,
+    pub until_correct: Option<i64>,
+    pub max_samples: Option<i64>,
     pub input_cost_per_mtok: Option<f64>,
     pub output_cost_per_mtok: Option<f64>,
     pub local: Option<RawLocal>,
@@ -97,6 +99,8 @@ pub(crate) struct RawVerify {
     pub max_completion_tokens: Option<i64>,
     pub max_repetition_ratio: Option<f64>,
     pub keep: Option<KeepPolicy>,
+    pub on_truncated: Option<crate::OnTruncated>,
+    pub truncation_budget_tokens: Option<i64>,
     pub code: Option<RawCode>,
 }
 

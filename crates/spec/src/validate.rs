@@ -7,9 +7,10 @@ use std::time::Duration;
 use crate::locate::{FieldPath, Locator, Position};
 use crate::raw::{RawCode, RawEndpoint, RawPipeline, RawSource, RawTeacher, RawVerify};
 use crate::{
-    AnswerExtract, AssistantFormat, Backend, CodeCheck, Diagnostic, Endpoint, Limits, LocalModel,
-    MAX_TOP_LOGPROBS, MockTask, Output, Pipeline, Pricing, Prompt, R1_TEMPERATURE, R1_TOP_P,
-    Sampling, Source, SourceFormat, Teacher, TeacherKind, Template, Verify,
+    AnswerExtract, AssistantFormat, Backend, CodeCheck, Diagnostic, Endpoint, KeepPolicy, Limits,
+    LocalModel, MAX_SAMPLES_PER_PROBLEM, MAX_TOP_LOGPROBS, MockTask, OnTruncated, Output, Pipeline,
+    Pricing, Prompt, R1_TEMPERATURE, R1_TOP_P, Sampling, Source, SourceFormat, Teacher,
+    TeacherKind, Template, UntilCorrect, Verify,
 };
 
 const DEFAULT_MAX_TOKENS: u32 = 32_768;
@@ -249,7 +250,14 @@ impl Checker<'_> {
         let teacher = self.required(raw.teacher, root.key("teacher"), "a [teacher] table");
         let teacher = teacher.and_then(|teacher| self.teacher(teacher, source.as_ref(), base_dir));
         let prompt = self.prompt(raw.prompt.unwrap_or_default(), source.as_ref());
-        let verify = self.verify(raw.verify.unwrap_or_default(), source.as_ref());
+        let budget_given = raw
+            .verify
+            .as_ref()
+            .is_some_and(|v| v.truncation_budget_tokens.is_some());
+        let mut verify = self.verify(raw.verify.unwrap_or_default(), source.as_ref());
+        if let Some(teacher) = &teacher {
+            self.cross_check(teacher, &mut verify, budget_given);
+        }
         // A mock teacher answers a code run with code unless told otherwise.
         let teacher = teacher.map(|mut teacher| {
             if let Backend::Mock { settings, .. } = &mut teacher.backend
@@ -272,6 +280,51 @@ impl Checker<'_> {
             verify,
             output,
         })
+    }
+
+    /// What `[teacher]` and `[verify]` say together: the truncation budget against
+    /// `max_tokens`, `until_correct` against the keep policy, continuation against the backend.
+    fn cross_check(&mut self, teacher: &Teacher, verify: &mut Verify, budget_given: bool) {
+        let at = FieldPath::root().key("verify");
+        let max_tokens = teacher.sampling.max_tokens;
+        if budget_given {
+            if verify.on_truncated != OnTruncated::Reject
+                && verify.truncation_budget_tokens <= max_tokens
+            {
+                self.error(
+                    at.key("truncation_budget_tokens"),
+                    format!(
+                        "must be more than teacher.max_tokens ({max_tokens}): the first request \
+                         already spends that much, so nothing would be left to continue or \
+                         re-ask with, got {}",
+                        verify.truncation_budget_tokens
+                    ),
+                );
+            }
+        } else {
+            verify.truncation_budget_tokens =
+                NonZeroU32::new(max_tokens.get().saturating_mul(4)).unwrap_or(max_tokens);
+        }
+        if verify.on_truncated == OnTruncated::Continue && teacher.kind() == TeacherKind::Local {
+            self.error(
+                at.key("on_truncated"),
+                "\"continue\" needs a server that continues an assistant message; the local \
+                 teacher does not: use \"reask\"",
+            );
+        }
+        if let Some(until) = teacher.until_correct
+            && until.verified.get() > 1
+            && verify.keep == KeepPolicy::FirstCorrect
+        {
+            self.error(
+                FieldPath::root().key("teacher").key("until_correct"),
+                format!(
+                    "asks for {} verified samples per problem, but verify.keep = \
+                     \"first_correct\" accepts one: use \"all_correct\" or until_correct = 1",
+                    until.verified
+                ),
+            );
+        }
     }
 
     fn source(&mut self, raw: RawSource, base_dir: &Path) -> Option<Source> {
@@ -508,6 +561,8 @@ impl Checker<'_> {
                 }
             },
         };
+        let until_correct =
+            self.until_correct((raw.until_correct, raw.max_samples), samples_per_prompt);
         let timeout = self.seconds(
             raw.timeout_secs,
             DEFAULT_TIMEOUT_SECS,
@@ -545,7 +600,71 @@ impl Checker<'_> {
             retries,
             stream: raw.stream.unwrap_or(true),
             top_logprobs,
+            until_correct,
             pricing,
+        })
+    }
+
+    /// `until_correct = k` and `max_samples`: k verified samples wanted, at most `max_samples`
+    /// drawn (default `max(n, 4k)`), at least `n` and `k`.
+    fn until_correct(
+        &mut self,
+        raw: (Option<i64>, Option<i64>),
+        n: NonZeroU32,
+    ) -> Option<UntilCorrect> {
+        let at = FieldPath::root().key("teacher");
+        let (until_correct, raw_max_samples) = raw;
+        let verified = self.optional_count(until_correct, at.key("until_correct"));
+        let max_samples = self.optional_count(raw_max_samples, at.key("max_samples"));
+        let Some(verified) = verified else {
+            if max_samples.is_some() {
+                self.error(
+                    at.key("max_samples"),
+                    "applies with teacher.until_correct (the samples a problem may take to reach \
+                     that many verified ones)",
+                );
+            }
+            return None;
+        };
+        let max_samples = max_samples.unwrap_or_else(|| {
+            let default = verified
+                .get()
+                .saturating_mul(4)
+                .max(n.get())
+                .min(MAX_SAMPLES_PER_PROBLEM);
+            NonZeroU32::new(default).unwrap_or(NonZeroU32::MIN)
+        });
+        let path = if raw_max_samples.is_some() {
+            at.key("max_samples")
+        } else {
+            at.key("until_correct")
+        };
+        if max_samples.get() > MAX_SAMPLES_PER_PROBLEM {
+            self.error(
+                path.clone(),
+                format!(
+                    "must be at most {MAX_SAMPLES_PER_PROBLEM} samples per problem, got {max_samples}"
+                ),
+            );
+        }
+        if max_samples < verified {
+            self.error(
+                path.clone(),
+                format!(
+                    "max_samples ({max_samples}) is fewer than until_correct ({verified}): a \
+                     problem could never reach that many verified samples"
+                ),
+            );
+        }
+        if max_samples < n {
+            self.error(
+                path,
+                format!("max_samples ({max_samples}) must be at least teacher.n ({n})"),
+            );
+        }
+        Some(UntilCorrect {
+            verified,
+            max_samples,
         })
     }
 
@@ -679,6 +798,21 @@ impl Checker<'_> {
         let max_completion_tokens =
             self.optional_count(raw.max_completion_tokens, at.key("max_completion_tokens"));
         let code = raw.code.and_then(|code| self.code(code));
+        let on_truncated = raw.on_truncated.unwrap_or_default();
+        if raw.truncation_budget_tokens.is_some() && on_truncated == OnTruncated::Reject {
+            self.error(
+                at.key("truncation_budget_tokens"),
+                "applies only with verify.on_truncated = \"continue\" or \"reask\" (a \
+                 truncated sample is rejected otherwise)",
+            );
+        }
+        // Checked against teacher.max_tokens once both are known (`budget`).
+        let truncation_budget_tokens = self
+            .optional_count(
+                raw.truncation_budget_tokens,
+                at.key("truncation_budget_tokens"),
+            )
+            .unwrap_or(NonZeroU32::MAX);
         Verify {
             math: raw.math.unwrap_or(has_answers && code.is_none()),
             format: raw.format.unwrap_or(true),
@@ -687,6 +821,8 @@ impl Checker<'_> {
             max_repetition_ratio,
             code,
             keep: raw.keep.unwrap_or_default(),
+            on_truncated,
+            truncation_budget_tokens,
         }
     }
 
@@ -1088,6 +1224,119 @@ server_error = 0.7
         assert!(
             missing[0].contains("verify.code.tests_field: is required"),
             "{missing:#?}"
+        );
+    }
+
+    #[test]
+    fn truncation_handling_is_validated_against_max_tokens_and_the_backend() {
+        let with = |extra: &str| {
+            MINIMAL.replace(
+                "model = \"m\"",
+                &format!("model = \"m\"\nmax_tokens = 1000\n{extra}"),
+            )
+        };
+        let parse = |extra: &str| {
+            crate::Pipeline::parse(&with(extra), Path::new("p.toml"), Path::new("/base"))
+        };
+        let default = parse("").unwrap();
+        assert_eq!(default.verify.on_truncated, OnTruncated::Reject);
+        let cont = parse("[verify]\non_truncated = \"continue\"").unwrap();
+        assert_eq!(cont.verify.on_truncated, OnTruncated::Continue);
+        assert_eq!(
+            cont.verify.truncation_budget_tokens.get(),
+            4000,
+            "four times max_tokens"
+        );
+        let reask =
+            parse("[verify]\non_truncated = \"reask\"\ntruncation_budget_tokens = 2500").unwrap();
+        assert_eq!(reask.verify.on_truncated, OnTruncated::Reask);
+        assert_eq!(reask.verify.truncation_budget_tokens.get(), 2500);
+
+        let errors = super::tests::errors(&with(
+            "[verify]\non_truncated = \"continue\"\ntruncation_budget_tokens = 800",
+        ));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].starts_with(
+                "13:28 verify.truncation_budget_tokens: must be more than teacher.max_tokens (1000)"
+            ),
+            "{errors:#?}"
+        );
+        let errors = super::tests::errors(&with("[verify]\ntruncation_budget_tokens = 8000"));
+        assert!(
+            errors[0].starts_with(
+                "12:28 verify.truncation_budget_tokens: applies only with verify.on_truncated"
+            ),
+            "{errors:#?}"
+        );
+        let errors = super::tests::errors(&with("[verify]\non_truncated = \"later\""));
+        assert!(
+            errors[0].starts_with("12:16 verify.on_truncated: unknown variant"),
+            "{errors:#?}"
+        );
+        let local = "name = \"l\"\n[source]\npath = \"d.jsonl\"\nprompt_field = \"q\"\n[teacher]\nkind = \"local\"\n[teacher.local]\ncheckpoint = \"c\"\n[verify]\non_truncated = \"continue\"\n";
+        let errors = super::tests::errors(local);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("10:16 verify.on_truncated: \"continue\" needs a server"),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn until_correct_takes_max_samples_and_checks_them() {
+        let with =
+            |extra: &str| MINIMAL.replace("model = \"m\"", &format!("model = \"m\"\n{extra}"));
+        let parse = |extra: &str| {
+            crate::Pipeline::parse(&with(extra), Path::new("p.toml"), Path::new("/base"))
+        };
+        let until = parse("n = 2\nuntil_correct = 3")
+            .unwrap()
+            .teacher
+            .until_correct
+            .unwrap();
+        assert_eq!((until.verified.get(), until.max_samples.get()), (3, 12));
+        let until = parse("until_correct = 2\nmax_samples = 5")
+            .unwrap()
+            .teacher
+            .until_correct
+            .unwrap();
+        assert_eq!((until.verified.get(), until.max_samples.get()), (2, 5));
+        assert_eq!(parse("").unwrap().teacher.until_correct, None);
+
+        let errors = super::tests::errors(&with("max_samples = 4"));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("10:15 teacher.max_samples: applies with teacher.until_correct"),
+            "{errors:#?}"
+        );
+        let errors = super::tests::errors(&with("until_correct = 4\nmax_samples = 3"));
+        assert!(
+            errors[0].starts_with(
+                "11:15 teacher.max_samples: max_samples (3) is fewer than until_correct (4)"
+            ),
+            "{errors:#?}"
+        );
+        let errors = super::tests::errors(&with("n = 4\nuntil_correct = 1\nmax_samples = 2"));
+        assert!(
+            errors[0].starts_with(
+                "12:15 teacher.max_samples: max_samples (2) must be at least teacher.n (4)"
+            ),
+            "{errors:#?}"
+        );
+        let errors = super::tests::errors(&with("until_correct = 0"));
+        assert!(
+            errors[0].starts_with("10:17 teacher.until_correct: must be a whole number from 1"),
+            "{errors:#?}"
+        );
+        let errors = super::tests::errors(&format!(
+            "{}[verify]\nkeep = \"first_correct\"\n",
+            with("until_correct = 2")
+        ));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("10:17 teacher.until_correct: asks for 2 verified samples"),
+            "{errors:#?}"
         );
     }
 

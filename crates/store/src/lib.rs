@@ -13,6 +13,7 @@
 //!
 //! Datasets made from runs (export, the dataset card, inspection) are `distillery-dataset`'s.
 
+pub mod difficulty;
 pub mod error;
 pub mod fsck;
 pub mod logprobs;
@@ -32,8 +33,8 @@ pub use error::{Result, StoreError};
 pub use logprobs::TeacherLogprobs;
 pub use read::{GenerationReader, Which, read_generations, read_shards};
 pub use record::{
-    ChatMessage, CheckResult, FailureEntry, Generation, Provenance, QuarantineEntry, SourceFields,
-    assistant_turn, assistant_turn_as,
+    ChatMessage, CheckResult, FailureEntry, Generation, LengthHandling, Provenance,
+    QuarantineEntry, SourceFields, assistant_turn, assistant_turn_as,
 };
 pub use run_dir::{
     Counts, EndpointConcurrency, Manifest, Recovered, RunDir, RunLock, RunStatus, ShardInfo,

@@ -181,6 +181,10 @@ pub struct RowSummary {
     pub reasoning_tokens: u64,
     /// False for files written before the column existed.
     pub tokens_estimated: bool,
+    /// The source's difficulty (`level`), when the file has the column and the row a value.
+    pub level: Option<String>,
+    /// Times the length limit cut the sample off; 0 for files written before the column.
+    pub truncations: u32,
 }
 
 const SUMMARY_COLUMNS: [&str; 7] = [
@@ -209,8 +213,10 @@ pub fn scan_summaries(path: &Path, mut on_row: impl FnMut(RowSummary)) -> Result
         })?;
         roots.push(index);
     }
-    if let Ok(index) = schema.index_of("tokens_estimated") {
-        roots.push(index);
+    for optional in ["tokens_estimated", "level", "truncations"] {
+        if let Ok(index) = schema.index_of(optional) {
+            roots.push(index);
+        }
     }
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
     let reader = builder
@@ -243,6 +249,16 @@ pub fn scan_summaries(path: &Path, mut on_row: impl FnMut(RowSummary)) -> Result
         let estimated = batch
             .column_by_name("tokens_estimated")
             .and_then(|c| c.as_boolean_opt());
+        let level = match batch.column_by_name("level") {
+            Some(_) => Some(col("level", &DataType::Utf8)?),
+            None => None,
+        };
+        let level = level.as_ref().map(|l| l.as_string::<i32>());
+        let truncations = match batch.column_by_name("truncations") {
+            Some(_) => Some(col("truncations", &DataType::Int64)?),
+            None => None,
+        };
+        let truncations = truncations.as_ref().map(|t| t.as_primitive::<Int64Type>());
         let ints: Vec<_> = [
             "sample_index",
             "prompt_tokens",
@@ -271,6 +287,12 @@ pub fn scan_summaries(path: &Path, mut on_row: impl FnMut(RowSummary)) -> Result
                 completion_tokens: uint(2)?,
                 reasoning_tokens: uint(3)?,
                 tokens_estimated: estimated.is_some_and(|c| c.is_valid(row) && c.value(row)),
+                level: level
+                    .filter(|l| l.is_valid(row))
+                    .map(|l| l.value(row).to_owned()),
+                truncations: truncations
+                    .filter(|t| t.is_valid(row))
+                    .map_or(0, |t| u32::try_from(t.value(row)).unwrap_or(0)),
             });
         }
         rows += batch.num_rows() as u64;

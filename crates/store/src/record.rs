@@ -98,10 +98,28 @@ pub struct Generation {
     /// HTTP attempts the request took, retries included.
     pub attempts: u32,
     pub provenance: Provenance,
+    /// How the length limit treated this sample; WAL records written before it existed read as
+    /// never cut.
+    #[serde(default)]
+    pub length: LengthHandling,
     /// The teacher's top-k log-probabilities of every generated token, when the definition
     /// asked for them (`[teacher] top_logprobs`) and the row was accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher_logprobs: Option<TeacherLogprobs>,
+}
+
+/// How the length limit treated one sample (`[verify] on_truncated`): how often it cut the
+/// sample off, and the requests that followed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LengthHandling {
+    /// Times the length limit cut this sample off (`finish_reason = "length"`), the attempts
+    /// a re-ask threw away included.
+    pub truncations: u32,
+    /// Requests that continued the partial answer (`on_truncated = "continue"`).
+    pub continuations: u32,
+    /// Requests that asked the problem again with more tokens (`on_truncated = "reask"`).
+    pub reasks: u32,
 }
 
 /// Why a row with these checks is rejected: the first failing check's reason code.

@@ -24,13 +24,16 @@ use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use serde_json::{Map, Value};
 
 use crate::error::{Result, StoreError};
-use crate::record::{ChatMessage, CheckResult, Generation, Provenance, SourceFields};
+use crate::record::{
+    ChatMessage, CheckResult, Generation, LengthHandling, Provenance, SourceFields,
+};
 
 /// Version of the row layout, written to every shard's footer (`distillery.schema_version`).
 /// 2 added the source's own fields (`source_problem`, `source_solution`, `problem_type`,
 /// `level`, `origin`) and the teacher's top-k log-probabilities (`teacher_logprobs`); files of
-/// version 1 read with those null.
-pub const SCHEMA_VERSION: &str = "2";
+/// version 1 read with those null. 3 added how the length limit treated each sample
+/// (`truncations`, `continuations`, `reasks`); files of earlier versions read them as 0.
+pub const SCHEMA_VERSION: &str = "3";
 
 /// Footer key of the schema version.
 pub const META_SCHEMA_VERSION: &str = "distillery.schema_version";
@@ -93,6 +96,9 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("tokens_estimated", DataType::Boolean, false),
         i64f("latency_ms"),
         i32f("attempts"),
+        i32f("truncations"),
+        i32f("continuations"),
+        i32f("reasks"),
         s("run_id", false),
         s("pipeline", false),
         s("config_hash", false),
@@ -228,6 +234,9 @@ pub fn to_record_batch(rows: &[Generation]) -> Result<RecordBatch> {
         )),
         i64s("latency_ms", &|g| g.latency_ms)?,
         i32s("attempts", &|g| g.attempts)?,
+        i32s("truncations", &|g| g.length.truncations)?,
+        i32s("continuations", &|g| g.length.continuations)?,
+        i32s("reasks", &|g| g.length.reasks)?,
         strings(rows, |g| &g.provenance.run_id),
         strings(rows, |g| &g.provenance.pipeline),
         strings(rows, |g| &g.provenance.config_hash),
@@ -312,6 +321,15 @@ impl Int {
             name,
             array: required(batch, name, &DataType::Int64)?,
         })
+    }
+
+    fn optional(batch: &RecordBatch, name: &'static str) -> Result<Option<Self>> {
+        Ok(column(batch, name, &DataType::Int64)?.map(|array| Self { name, array }))
+    }
+
+    /// The value of an optional column; 0 where the column is absent.
+    fn u32_or_zero(column: &Option<Self>, row: usize) -> Result<u32> {
+        column.as_ref().map_or(Ok(0), |c| c.u32(row))
     }
 
     fn i64(&self, row: usize) -> Result<i64> {
@@ -464,6 +482,10 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<Generation>> {
         .and_then(|c| c.as_boolean_opt());
     let latency_ms = Int::new(batch, "latency_ms")?;
     let attempts = Int::new(batch, "attempts")?;
+    // Files of schema 2 and before read as samples the length limit never cut.
+    let truncations = Int::optional(batch, "truncations")?;
+    let continuations = Int::optional(batch, "continuations")?;
+    let reasks = Int::optional(batch, "reasks")?;
     let run_id = Str::new(batch, "run_id", true)?;
     let pipeline = Str::new(batch, "pipeline", true)?;
     let config_hash = Str::new(batch, "config_hash", true)?;
@@ -540,6 +562,11 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<Generation>> {
                 source_path: source_path.get(row)?,
                 source_row: source_row.u64(row)?,
                 created_at_ms: created_at_ms.i64(row)?,
+            },
+            length: LengthHandling {
+                truncations: Int::u32_or_zero(&truncations, row)?,
+                continuations: Int::u32_or_zero(&continuations, row)?,
+                reasks: Int::u32_or_zero(&reasks, row)?,
             },
             teacher_logprobs: teacher_logprobs
                 .get(row)

@@ -63,6 +63,7 @@ pub fn sample(id: &str, sample_index: u32, accepted: bool) -> Generation {
             source_row: 7,
             created_at_ms: 1_700_000_000_000,
         },
+        length: Default::default(),
         teacher_logprobs: None,
     }
 }

@@ -122,6 +122,7 @@ mod tests {
             stream: false,
             top_logprobs: None,
             pricing: None,
+            until_correct: None,
         }
     }
 

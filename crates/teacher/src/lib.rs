@@ -67,6 +67,41 @@ impl Message {
 pub struct TeacherRequest {
     pub messages: Vec<Message>,
     pub samples: NonZeroU32,
+    /// `max_tokens` of this request, instead of the definition's (a re-ask after a truncation
+    /// asks with more, a continuation with what the budget leaves).
+    pub max_tokens: Option<NonZeroU32>,
+    /// Sent as the request's `seed`, so that asking the same prompt again (`until_correct`'s
+    /// later rounds) draws new samples from a server that seeds its sampling.
+    pub seed: Option<i64>,
+    /// Continue this partial assistant message instead of starting a new one: it goes last in
+    /// `messages` as an assistant turn marked for continuation (see [`continuation_wire`]).
+    pub prefill: Option<String>,
+}
+
+impl TeacherRequest {
+    pub fn new(messages: Vec<Message>, samples: NonZeroU32) -> Self {
+        Self {
+            messages,
+            samples,
+            max_tokens: None,
+            seed: None,
+            prefill: None,
+        }
+    }
+}
+
+/// How a continuation is asked for on the wire, for the documentation and the mock: the
+/// partial answer is the last message, `{"role": "assistant", "content": <partial>,
+/// "prefix": true}` (DeepSeek's prefix completion), and the body carries
+/// `"continue_final_message": true, "add_generation_prompt": false` (vLLM and SGLang);
+/// llama.cpp continues a trailing assistant message as it is. The partial message is the
+/// reasoning so far as `<think>\n…` (still open), or `<think>\n…\n</think>\n\n` and the
+/// answer so far; the server's reply is only the new text.
+pub mod continuation_wire {
+    /// The body flag vLLM and SGLang read.
+    pub const CONTINUE_FINAL_MESSAGE: &str = "continue_final_message";
+    /// The flag on the last (assistant) message DeepSeek reads.
+    pub const PREFIX: &str = "prefix";
 }
 
 /// Why the model stopped.

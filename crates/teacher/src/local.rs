@@ -408,13 +408,34 @@ impl Teacher for LocalTeacher {
     async fn complete(&self, request: &TeacherRequest) -> Result<Completion, TeacherError> {
         let started = Instant::now();
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        if request.prefill.is_some() {
+            return Err(TeacherError::Generation {
+                teacher: self.endpoint.clone(),
+                message: "the local teacher cannot continue a partial answer; re-ask instead \
+                          (`on_truncated = \"reask\"`)"
+                    .into(),
+            });
+        }
         let prompt = self.encode(&request.messages)?;
         let samples = request.samples.get();
         let room = self.context - prompt.len();
-        let max_new_tokens = (self.options.sampling.max_tokens.get() as usize).min(room);
+        let max_tokens = request
+            .max_tokens
+            .unwrap_or(self.options.sampling.max_tokens);
+        let max_new_tokens = (max_tokens.get() as usize).min(room);
+        // A request's own seed draws other samples of the same prompt (until_correct's rounds).
+        let base_seed = match request.seed {
+            None => self.options.seed,
+            // Every bit of the request's seed counts (until_correct's rounds differ above bit 32).
+            Some(seed) => sample_seed(
+                self.options.seed ^ (seed as u64).rotate_left(17),
+                &[],
+                u32::MAX,
+            ),
+        };
         let rows = (0..samples)
             .map(|index| RowOptions {
-                seed: sample_seed(self.options.seed, &prompt, index),
+                seed: sample_seed(base_seed, &prompt, index),
                 max_new_tokens,
             })
             .collect();
@@ -754,6 +775,9 @@ mod tests {
 
     fn ask(question: &str, n: u32) -> TeacherRequest {
         TeacherRequest {
+            max_tokens: None,
+            seed: None,
+            prefill: None,
             messages: vec![Message::new(Role::User, question)],
             samples: NonZeroU32::new(n).unwrap(),
         }
@@ -977,6 +1001,37 @@ mod tests {
         .unwrap();
         let reseeded = asked(&other, "Janet has 3 eggs.", 3).await.unwrap();
         assert_ne!(texts(&reseeded), alone);
+    }
+
+    #[tokio::test]
+    async fn a_request_seed_draws_other_samples_and_max_tokens_is_honoured() {
+        let (_dir, teacher) = teacher(8, 8, 1.0);
+        let first = texts(&asked(&teacher, "Janet has 3 eggs.", 2).await.unwrap());
+        let round = |seed: i64| {
+            let mut request = ask("Janet has 3 eggs.", 2);
+            request.seed = Some(seed);
+            request
+        };
+        // until_correct's rounds differ above bit 32: each is its own draw, and repeatable.
+        let second = texts(&teacher.complete(&round(1 << 32)).await.unwrap());
+        let third = texts(&teacher.complete(&round(2 << 32)).await.unwrap());
+        assert_ne!(second, first);
+        assert_ne!(third, second);
+        assert_eq!(
+            texts(&teacher.complete(&round(1 << 32)).await.unwrap()),
+            second
+        );
+        // A re-ask may ask for more (or fewer) tokens than the definition's max_tokens.
+        let mut short = ask("Janet has 3 eggs.", 1);
+        short.max_tokens = NonZeroU32::new(3);
+        let short = teacher.complete(&short).await.unwrap();
+        assert_eq!(short.usage.completion_tokens, 3);
+        assert_eq!(short.samples[0].finish_reason, FinishReason::Length);
+        // A continuation is refused in words: the local teacher cannot continue a message.
+        let mut cont = ask("Janet has 3 eggs.", 1);
+        cont.prefill = Some("<think>\nJanet".into());
+        let error = teacher.complete(&cont).await.unwrap_err().to_string();
+        assert!(error.contains("cannot continue"), "{error}");
     }
 
     #[tokio::test]

@@ -18,7 +18,9 @@ use crate::backoff::Backoff;
 use crate::http::{HttpStatusError, StatusCheckingService};
 use crate::limits::TokenBucket;
 use crate::reasoning;
-use crate::wire::{ChatChunk, ChatRequest, ChatResponse, StreamOptions, WireLogprobs, WireUsage};
+use crate::wire::{
+    ChatChunk, ChatRequest, ChatResponse, StreamOptions, WireLogprobs, WireMessage, WireUsage,
+};
 use crate::{
     Completion, FinishReason, Sample, Teacher, TeacherError, TeacherRequest, TokenLogprob, Usage,
 };
@@ -375,8 +377,11 @@ impl OpenAiTeacher {
         let options = &self.options;
         let body = ChatRequest {
             model: &endpoint.model,
-            messages: &request.messages,
-            max_tokens: options.sampling.max_tokens.get(),
+            messages: WireMessage::of(&request.messages, request.prefill.as_deref()),
+            max_tokens: request
+                .max_tokens
+                .unwrap_or(options.sampling.max_tokens)
+                .get(),
             temperature: options.sampling.temperature,
             top_p: options.sampling.top_p,
             n: samples,
@@ -386,6 +391,9 @@ impl OpenAiTeacher {
             }),
             logprobs: options.top_logprobs.map(|_| true),
             top_logprobs: options.top_logprobs,
+            seed: request.seed,
+            continue_final_message: request.prefill.is_some(),
+            add_generation_prompt: request.prefill.as_ref().map(|_| false),
         };
         let chat = endpoint.client.chat();
         let mut choices: BTreeMap<u32, ChoiceText> = BTreeMap::new();

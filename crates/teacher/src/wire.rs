@@ -8,7 +8,7 @@ use crate::Message;
 #[derive(Debug, Serialize)]
 pub(crate) struct ChatRequest<'a> {
     pub model: &'a str,
-    pub messages: &'a [Message],
+    pub messages: Vec<WireMessage<'a>>,
     pub max_tokens: u32,
     pub temperature: f64,
     pub top_p: f64,
@@ -20,6 +20,46 @@ pub(crate) struct ChatRequest<'a> {
     pub logprobs: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// vLLM/SGLang: continue the last (assistant) message rather than start a new turn.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub continue_final_message: bool,
+    /// vLLM/SGLang: `false` with `continue_final_message`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub add_generation_prompt: Option<bool>,
+}
+
+/// A message as sent: the request's own, or the partial assistant turn to continue.
+#[derive(Debug, Serialize)]
+pub(crate) struct WireMessage<'a> {
+    pub role: crate::Role,
+    pub content: &'a str,
+    /// DeepSeek's prefix completion: the model continues this assistant message.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub prefix: bool,
+}
+
+impl<'a> WireMessage<'a> {
+    /// The request's messages, then the partial assistant turn when it is a continuation.
+    pub(crate) fn of(messages: &'a [Message], prefill: Option<&'a str>) -> Vec<Self> {
+        let mut out: Vec<Self> = messages
+            .iter()
+            .map(|m| Self {
+                role: m.role,
+                content: &m.content,
+                prefix: false,
+            })
+            .collect();
+        if let Some(partial) = prefill {
+            out.push(Self {
+                role: crate::Role::Assistant,
+                content: partial,
+                prefix: true,
+            });
+        }
+        out
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -144,4 +184,65 @@ pub(crate) struct Delta {
     pub reasoning_content: Option<String>,
     #[serde(default)]
     pub reasoning: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Role;
+
+    #[test]
+    fn a_continuation_is_marked_for_vllm_sglang_and_deepseek() {
+        let messages = [Message::new(Role::User, "2+2?")];
+        let body = ChatRequest {
+            model: "m",
+            messages: WireMessage::of(&messages, Some("<think>\nAdd")),
+            max_tokens: 10,
+            temperature: 0.6,
+            top_p: 0.95,
+            n: 1,
+            stream: false,
+            stream_options: None,
+            logprobs: None,
+            top_logprobs: None,
+            seed: Some(4),
+            continue_final_message: true,
+            add_generation_prompt: Some(false),
+        };
+        let json = serde_json::to_value(&body).unwrap();
+        assert_eq!(json["continue_final_message"], true);
+        assert_eq!(json["add_generation_prompt"], false);
+        assert_eq!(json["seed"], 4);
+        assert_eq!(
+            json["messages"],
+            serde_json::json!([
+                {"role": "user", "content": "2+2?"},
+                {"role": "assistant", "content": "<think>\nAdd", "prefix": true}
+            ])
+        );
+        // A plain request carries none of it.
+        let plain = ChatRequest {
+            messages: WireMessage::of(&messages, None),
+            seed: None,
+            continue_final_message: false,
+            add_generation_prompt: None,
+            ..body
+        };
+        let json = serde_json::to_value(&plain).unwrap();
+        assert_eq!(
+            json.as_object()
+                .unwrap()
+                .keys()
+                .filter(
+                    |k| ["seed", "continue_final_message", "add_generation_prompt"]
+                        .contains(&k.as_str())
+                )
+                .count(),
+            0
+        );
+        assert_eq!(
+            json["messages"],
+            serde_json::json!([{"role": "user", "content": "2+2?"}])
+        );
+    }
 }

@@ -32,6 +32,9 @@ fn dataset(rows: usize) -> MockDataset {
 
 fn request(i: usize, samples: u32) -> TeacherRequest {
     TeacherRequest {
+        max_tokens: None,
+        seed: None,
+        prefill: None,
         messages: vec![Message::new(
             Role::User,
             format!(

@@ -115,6 +115,11 @@ pub(crate) struct Args {
     /// A system prompt (R1 is best asked without one, the pipeline's default).
     #[arg(long)]
     system: Option<String>,
+    /// The answer layout the default math prompt asks for, as the pipeline's
+    /// `[prompt] assistant_format`: `tagged` asks for `<think>` then `<answer>` tags (a student
+    /// trained on tagged traces is asked what it learnt) [default: r1].
+    #[arg(long, value_enum)]
+    assistant_format: Option<FormatArg>,
     /// Log lines instead of a progress bar, even on a terminal.
     #[arg(long)]
     plain: bool,
@@ -133,6 +138,21 @@ enum ExtractArg {
     Verbatim,
     Gsm8k,
     Boxed,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    R1,
+    Tagged,
+}
+
+impl From<FormatArg> for distillery_spec::AssistantFormat {
+    fn from(value: FormatArg) -> Self {
+        match value {
+            FormatArg::R1 => Self::R1,
+            FormatArg::Tagged => Self::Tagged,
+        }
+    }
 }
 
 impl From<ExtractArg> for AnswerExtract {
@@ -195,6 +215,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         id_field: args.id_field.clone(),
         template: args.template.clone(),
         system: args.system.clone(),
+        assistant_format: args.assistant_format.map(Into::into),
         limit: args.limit,
     };
     let config = BenchmarkConfig::resolve(&benchmark, &args.datasets_dir, &overrides)
@@ -281,6 +302,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         stream: !args.no_stream,
         top_logprobs: None,
         pricing: None,
+        until_correct: None,
     };
     if local {
         tracing::info!("loading {}", args.model);

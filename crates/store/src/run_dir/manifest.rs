@@ -63,6 +63,9 @@ pub struct Counts {
     pub prompts_unfinished: u64,
     /// `prompts_unfinished` by the reason of the last failure.
     pub unfinished_by_reason: BTreeMap<String, u64>,
+    /// Problems, samples, acceptance and what the length limit cost, by problem difficulty
+    /// (the source's level, else the teacher's pass-rate bucket; see [`crate::difficulty`]).
+    pub by_difficulty: BTreeMap<String, crate::difficulty::DifficultyCounts>,
 }
 
 impl Counts {

@@ -74,6 +74,8 @@ impl RunDir {
 
         // Rebuild from the shards, reading only the small columns.
         let mut seen: HashSet<(String, u32)> = HashSet::new();
+        let mut problems: std::collections::HashMap<String, crate::difficulty::ProblemTally> =
+            std::collections::HashMap::new();
         let mut by_index: BTreeMap<u64, ShardInfo> = BTreeMap::new();
         for (kind, index, path) in self.shard_files()? {
             let info = by_index.entry(index).or_insert_with(|| ShardInfo {
@@ -106,6 +108,12 @@ impl RunDir {
                 recovered.tokens.estimated |= row.tokens_estimated;
                 if seen.insert((row.id.clone(), row.sample_index)) {
                     *recovered.samples.entry(row.id.clone()).or_default() += 1;
+                    problems.entry(row.id.clone()).or_default().add(
+                        row.level.as_deref(),
+                        row.accepted,
+                        row.reject_reason.as_deref(),
+                        row.truncations,
+                    );
                 } else {
                     recovered.duplicate_generations += 1;
                 }
@@ -123,6 +131,9 @@ impl RunDir {
             }
         }
         recovered.shards = by_index.into_values().collect();
+        for problem in problems.values() {
+            problem.record(&mut recovered.counts.by_difficulty);
+        }
 
         // Every source row is accounted for once: by its generations, or by its quarantine
         // line (a duplicate id's second row too, which is why lines and not ids are counted).
