@@ -2,12 +2,13 @@
 //! that make requests, a pool of verifiers on their own threads, and a writer that makes
 //! results durable.
 //!
-//! Memory stays flat because the dispatcher hands out credits: at most `max_outstanding`
-//! prompts exist between the source and a durable write, so no mailbox can hold more than
-//! that however large the source is. A slow verifier or disk therefore slows the dispatcher,
-//! not the other way round.
+//! Memory stays flat because every prompt between the source and a durable write holds a
+//! [`Credit`] of the run's prompt pool, and every request in the teacher one of its request
+//! pool (see [`crate::credits`]): no mailbox can hold more prompts than the pool allows,
+//! however large the source is. A slow verifier or disk therefore slows the dispatcher, not
+//! the other way round.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use distillery_store::{Manifest, RunDir, RunStatus, ShardWriter, now_ms};
 use distillery_teacher::{TeacherError, TeacherRequest};
 use tokio::sync::oneshot;
 
+use crate::credits::{Credit, Credits};
 use crate::grade::{Grader, RunContext};
 use crate::job::PromptJob;
 use crate::metrics::RunMetrics;
@@ -106,6 +108,10 @@ impl StopSignal {
 pub(crate) struct Ask {
     pub job: PromptJob,
     pub round: Round,
+    /// The prompt's place between the source and the WAL.
+    pub credit: Credit,
+    /// The request's place in the teacher.
+    pub slot: Credit,
 }
 
 /// Which request of a prompt this is: `until_correct` asks a prompt again, round after round,
@@ -129,6 +135,7 @@ pub(crate) struct Verify {
     round: Round,
     /// How the length limit treated each sample of `completion`.
     length: Vec<LengthHandling>,
+    credit: Credit,
 }
 
 /// From a verifier: the prompt needs another round (`until_correct`).
@@ -137,6 +144,7 @@ pub(crate) struct Verify {
 struct Again {
     job: PromptJob,
     round: Round,
+    credit: Credit,
 }
 
 #[derive(Message)]
@@ -148,27 +156,29 @@ struct TeacherAnswered;
 struct TeacherFailed {
     job: PromptJob,
     error: TeacherError,
+    credit: Credit,
 }
 
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Record {
     rows: Vec<Generation>,
+    credit: Credit,
 }
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Quarantine(QuarantineEntry);
+struct Quarantine(QuarantineEntry, Credit);
 
 /// A prompt the teacher gave up on: recorded in failures.jsonl, asked again by a resume.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Failure(FailureEntry);
 
-/// From the writer: this many prompts are now durable.
+/// From the writer: prompts are now durable, and their credits back in the pool.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Durable(usize);
+struct Durable;
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -197,10 +207,12 @@ pub(crate) struct Dispatcher {
     pub quarantined_rows: HashSet<u64>,
     pub workers: Vec<Addr<TeacherWorker>>,
     pub writer: Addr<Writer>,
-    /// Requests the teacher takes at once.
-    pub window: usize,
-    /// Prompts between the source and a durable write, at most.
-    pub max_outstanding: usize,
+    /// Prompts between the source and a durable write.
+    pub prompts: Credits,
+    /// Requests in the teacher (it takes this many at once).
+    pub requests: Credits,
+    /// `until_correct` rounds waiting for a place in the teacher; served before new prompts.
+    pub again: VecDeque<(PromptJob, Round, Credit)>,
     pub grace: Duration,
     pub progress: Arc<Progress>,
     pub done: Option<oneshot::Sender<Result<RunEnd, WriterError>>>,
@@ -209,8 +221,6 @@ pub(crate) struct Dispatcher {
     pub dispatched: u64,
     /// Behave as if interrupted once this many prompts were sent.
     pub stop_after: Option<u64>,
-    pub in_teacher: usize,
-    pub outstanding: usize,
     pub stopping: Option<StopReason>,
 }
 
@@ -225,11 +235,17 @@ impl Actor for Dispatcher {
 impl Dispatcher {
     fn fill(&mut self, ctx: &mut Context<Self>) {
         // `done` is gone once the run is finishing (and `stopping` handed to its end).
-        while self.stopping.is_none()
-            && self.done.is_some()
-            && self.in_teacher < self.window
-            && self.outstanding < self.max_outstanding
-        {
+        while self.stopping.is_none() && self.done.is_some() {
+            let Some(slot) = self.requests.take() else {
+                break;
+            };
+            if let Some((job, round, credit)) = self.again.pop_front() {
+                self.ask(job, round, credit, slot);
+                continue;
+            }
+            let Some(credit) = self.prompts.take() else {
+                break;
+            };
             let Some(source) = self.source.as_mut() else {
                 break;
             };
@@ -250,18 +266,8 @@ impl Dispatcher {
                 }
                 Ok(row) => match PromptJob::from_row(row, &self.pipeline) {
                     Ok(job) => {
-                        let worker = &self.workers[self.next_worker % self.workers.len()];
-                        self.next_worker = self.next_worker.wrapping_add(1);
-                        worker.do_send(Ask {
-                            job,
-                            round: Round::default(),
-                        });
-                        self.in_teacher += 1;
-                        self.outstanding += 1;
+                        self.ask(job, Round::default(), credit, slot);
                         self.dispatched += 1;
-                        self.progress
-                            .in_flight
-                            .store(self.in_teacher, Ordering::Relaxed);
                         if self
                             .stop_after
                             .is_some_and(|limit| self.dispatched >= limit)
@@ -269,16 +275,35 @@ impl Dispatcher {
                             self.stop(ctx, StopReason::Interrupted(StopSignal::Interrupt));
                         }
                     }
-                    Err(entry) => self.quarantine(*entry),
+                    Err(entry) => self.quarantine(*entry, credit),
                 },
                 Err(entry) if self.quarantined_rows.contains(&entry.source_row) => {}
-                Err(entry) => self.quarantine(entry),
+                Err(entry) => self.quarantine(entry, credit),
             }
         }
         self.finish_if_idle(ctx);
     }
 
-    fn quarantine(&mut self, entry: QuarantineEntry) {
+    /// Hands a prompt to the next teacher worker.
+    fn ask(&mut self, job: PromptJob, round: Round, credit: Credit, slot: Credit) {
+        let worker = &self.workers[self.next_worker % self.workers.len()];
+        self.next_worker = self.next_worker.wrapping_add(1);
+        worker.do_send(Ask {
+            job,
+            round,
+            credit,
+            slot,
+        });
+        self.publish_in_flight();
+    }
+
+    fn publish_in_flight(&self) {
+        self.progress
+            .in_flight
+            .store(self.requests.in_use(), Ordering::Relaxed);
+    }
+
+    fn quarantine(&mut self, entry: QuarantineEntry, credit: Credit) {
         tracing::warn!(
             "quarantined {} row {}: {} ({})",
             entry.source_path,
@@ -286,8 +311,7 @@ impl Dispatcher {
             entry.detail,
             entry.reason
         );
-        self.outstanding += 1;
-        self.writer.do_send(Quarantine(entry));
+        self.writer.do_send(Quarantine(entry, credit));
     }
 
     fn stop(&mut self, ctx: &mut Context<Self>, stop: StopReason) {
@@ -300,7 +324,7 @@ impl Dispatcher {
                     "{}: no new prompts; waiting up to {:?} for {} in flight",
                     signal.name(),
                     self.grace,
-                    self.in_teacher
+                    self.requests.in_use()
                 );
                 self.grace
             }
@@ -318,7 +342,7 @@ impl Dispatcher {
 
     fn finish_if_idle(&mut self, ctx: &mut Context<Self>) {
         let drained = self.source.is_none() || self.stopping.is_some();
-        if drained && self.in_teacher == 0 && self.outstanding == 0 {
+        if drained && self.requests.in_use() == 0 && self.prompts.in_use() == 0 {
             self.finish(ctx);
         }
     }
@@ -352,10 +376,7 @@ impl Handler<TeacherAnswered> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, _: TeacherAnswered, ctx: &mut Context<Self>) {
-        self.in_teacher -= 1;
-        self.progress
-            .in_flight
-            .store(self.in_teacher, Ordering::Relaxed);
+        self.publish_in_flight();
         self.fill(ctx);
     }
 }
@@ -364,33 +385,32 @@ impl Handler<TeacherFailed> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, failed: TeacherFailed, ctx: &mut Context<Self>) {
-        self.in_teacher -= 1;
-        self.progress
-            .in_flight
-            .store(self.in_teacher, Ordering::Relaxed);
-        let TeacherFailed { job, error } = failed;
+        self.publish_in_flight();
+        let TeacherFailed { job, error, credit } = failed;
         match error {
             error if error.is_fatal() => {
-                self.outstanding -= 1;
+                drop(credit);
                 self.stop(ctx, StopReason::Teacher(error));
             }
             error if error.is_rejection() => {
                 // The teacher will never answer this prompt (e.g. longer than its context):
                 // it is done, with the reason on record.
-                self.outstanding -= 1;
-                self.quarantine(QuarantineEntry {
-                    id: Some(job.id),
-                    source_path: self.pipeline.source.path.display().to_string(),
-                    source_row: job.row_number,
-                    reason: "teacher.rejected".into(),
-                    detail: error.to_string(),
-                    raw: None,
-                });
+                self.quarantine(
+                    QuarantineEntry {
+                        id: Some(job.id),
+                        source_path: self.pipeline.source.path.display().to_string(),
+                        source_row: job.row_number,
+                        reason: "teacher.rejected".into(),
+                        detail: error.to_string(),
+                        raw: None,
+                    },
+                    credit,
+                );
             }
             error => {
                 // Out of retries: not done, so a resume asks again. The failure is on record
                 // (failures.jsonl) and keeps the run from being called completed.
-                self.outstanding -= 1;
+                drop(credit);
                 self.progress.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     "prompt {} (row {}) failed: {error}; `distillery resume` will retry it",
@@ -414,29 +434,23 @@ impl Handler<TeacherFailed> for Dispatcher {
 impl Handler<Again> for Dispatcher {
     type Result = ();
 
-    fn handle(&mut self, Again { job, round }: Again, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Again { job, round, credit }: Again, ctx: &mut Context<Self>) {
         if self.stopping.is_some() {
             // Abandoned with its earlier rounds: nothing of it is in the WAL, so a resume asks
             // for it again from its first sample.
-            self.outstanding -= 1;
+            drop(credit);
             self.finish_if_idle(ctx);
             return;
         }
-        let worker = &self.workers[self.next_worker % self.workers.len()];
-        self.next_worker = self.next_worker.wrapping_add(1);
-        worker.do_send(Ask { job, round });
-        self.in_teacher += 1;
-        self.progress
-            .in_flight
-            .store(self.in_teacher, Ordering::Relaxed);
+        self.again.push_back((job, round, credit));
+        self.fill(ctx);
     }
 }
 
 impl Handler<Durable> for Dispatcher {
     type Result = ();
 
-    fn handle(&mut self, Durable(prompts): Durable, ctx: &mut Context<Self>) {
-        self.outstanding -= prompts;
+    fn handle(&mut self, Durable: Durable, ctx: &mut Context<Self>) {
         self.fill(ctx);
     }
 }
@@ -486,7 +500,16 @@ impl Actor for TeacherWorker {
 impl Handler<Ask> for TeacherWorker {
     type Result = ();
 
-    fn handle(&mut self, Ask { job, round }: Ask, _ctx: &mut Context<Self>) {
+    fn handle(
+        &mut self,
+        Ask {
+            job,
+            round,
+            credit,
+            slot,
+        }: Ask,
+        _ctx: &mut Context<Self>,
+    ) {
         let teacher = Arc::clone(&self.teacher);
         let verifiers = self.verifiers.clone();
         let dispatcher = self.dispatcher.clone();
@@ -520,6 +543,9 @@ impl Handler<Ask> for TeacherWorker {
                 .map(|handled| (completion, handled)),
                 Err(error) => Err(error),
             };
+            // The teacher is done with the request: its place goes back before the dispatcher
+            // hears, so it can fill it.
+            drop(slot);
             match answered {
                 Ok((mut completion, length)) => {
                     metrics.observe(&completion);
@@ -533,9 +559,10 @@ impl Handler<Ask> for TeacherWorker {
                         completion,
                         round,
                         length,
+                        credit,
                     });
                 }
-                Err(error) => dispatcher.do_send(TeacherFailed { job, error }),
+                Err(error) => dispatcher.do_send(TeacherFailed { job, error, credit }),
             }
         });
     }
@@ -565,6 +592,7 @@ impl Handler<Verify> for Verifier {
             completion,
             round,
             length,
+            credit,
         } = verify;
         let mut rows = self
             .grader
@@ -585,11 +613,15 @@ impl Handler<Verify> for Verifier {
                         number: number + 1,
                         prior,
                     },
+                    credit,
                 });
                 return;
             }
         }
-        self.writer.do_send(Record { rows: prior });
+        self.writer.do_send(Record {
+            rows: prior,
+            credit,
+        });
     }
 }
 
@@ -615,7 +647,8 @@ pub(crate) struct Writer {
     /// Elapsed seconds of earlier sessions of this run.
     pub elapsed_before: f64,
     pub started: Instant,
-    pub pending_prompts: usize,
+    /// The credits of the prompts buffered for the next commit: given back once it is durable.
+    pub pending_credits: Vec<Credit>,
     pub pending_rows: Vec<Generation>,
     pub pending_quarantine: Vec<QuarantineEntry>,
     pub commit_scheduled: bool,
@@ -648,7 +681,7 @@ impl Actor for Writer {
 
 impl Writer {
     fn schedule_commit(&mut self, ctx: &mut Context<Self>) {
-        if self.pending_prompts >= GROUP_COMMIT_PROMPTS {
+        if self.pending_credits.len() >= GROUP_COMMIT_PROMPTS {
             self.commit();
         } else if !self.commit_scheduled {
             self.commit_scheduled = true;
@@ -661,7 +694,7 @@ impl Writer {
 
     /// One write + fsync for everything buffered, then the dispatcher hears it is durable.
     fn commit(&mut self) {
-        if self.failed || self.pending_prompts == 0 {
+        if self.failed || self.pending_credits.is_empty() {
             return;
         }
         if let Err(error) = self.try_commit() {
@@ -689,8 +722,8 @@ impl Writer {
             }
         }
         self.progress.publish(&self.manifest);
-        let prompts = std::mem::take(&mut self.pending_prompts);
-        self.dispatcher.do_send(Durable(prompts));
+        self.pending_credits.clear();
+        self.dispatcher.do_send(Durable);
     }
 
     fn try_commit(&mut self) -> Result<(), WriterError> {
@@ -766,12 +799,12 @@ impl Writer {
 impl Handler<Record> for Writer {
     type Result = ();
 
-    fn handle(&mut self, Record { rows }: Record, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Record { rows, credit }: Record, ctx: &mut Context<Self>) {
         if self.shards.is_none() {
             return; // finished: what arrives now was abandoned and will be asked again
         }
         self.pending_rows.extend(rows);
-        self.pending_prompts += 1;
+        self.pending_credits.push(credit);
         self.schedule_commit(ctx);
     }
 }
@@ -779,12 +812,12 @@ impl Handler<Record> for Writer {
 impl Handler<Quarantine> for Writer {
     type Result = ();
 
-    fn handle(&mut self, Quarantine(entry): Quarantine, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Quarantine(entry, credit): Quarantine, ctx: &mut Context<Self>) {
         if self.shards.is_none() {
             return;
         }
         self.pending_quarantine.push(entry);
-        self.pending_prompts += 1;
+        self.pending_credits.push(credit);
         self.schedule_commit(ctx);
     }
 }

@@ -4,6 +4,7 @@
 //! [`run`] for starting and resuming runs.
 
 mod actors;
+mod credits;
 mod error;
 pub mod grade;
 pub mod job;

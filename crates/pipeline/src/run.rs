@@ -1,6 +1,6 @@
 //! Starting, resuming and wiring a run.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use crate::PipelineError;
 use crate::actors::{
     Dispatcher, Interrupt, RunEnd, StopSignal, TeacherWorker, Verifier, Writer, WriterError,
 };
+use crate::credits::Credits;
 use crate::error::RunDirConflict;
 use crate::grade::{Grader, RunContext};
 use crate::metrics::{RunMetrics, Sources};
@@ -556,7 +557,7 @@ fn execute_locked(
                     pricing,
                     elapsed_before,
                     started: Instant::now(),
-                    pending_prompts: 0,
+                    pending_credits: Vec::new(),
                     pending_rows: Vec::new(),
                     pending_quarantine: Vec::new(),
                     commit_scheduled: false,
@@ -603,17 +604,16 @@ fn execute_locked(
                 quarantined_rows,
                 workers,
                 writer,
-                window,
+                requests: Credits::new(window),
                 // Enough slack for verification and group commit not to starve the teacher.
-                max_outstanding: window * 2 + 64,
+                prompts: Credits::new(window * 2 + 64),
+                again: VecDeque::new(),
                 grace,
                 progress: Arc::clone(&progress),
                 done: Some(done_tx),
                 next_worker: 0,
                 dispatched: 0,
                 stop_after,
-                in_teacher: 0,
-                outstanding: 0,
                 stopping: None,
             }
         });
