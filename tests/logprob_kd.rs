@@ -23,6 +23,28 @@ fn student(dir: &Path) -> std::path::PathBuf {
     student
 }
 
+/// `distillery train` of `student` on `data` into `out` for `steps` steps with
+/// `--kd-from-logprobs` and `extra`, not yet run.
+fn kd_train(
+    student: &Path,
+    data: &Path,
+    out: &Path,
+    steps: u32,
+    extra: &[&str],
+) -> std::process::Command {
+    let mut command = distillery();
+    command
+        .args(["train", "--model"])
+        .arg(student)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .args(["--steps", &steps.to_string(), "--kd-from-logprobs"])
+        .args(extra);
+    command
+}
+
 fn total_requests(mock: &MockProcess) -> u64 {
     mock.requests().values().sum()
 }
@@ -73,24 +95,20 @@ fn captured_top_logprobs_train_a_student_with_no_second_teacher_pass() {
 
     let requests = total_requests(&mock);
     let out = dir.path().join("kd-student");
-    run_ok(&[
-        "train",
-        "--model",
-        student.to_str().unwrap(),
-        "--data",
-        run.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--steps",
-        "3",
-        "--lr",
-        "1e-3",
-        "--kd-from-logprobs",
-        "--kd-alpha",
-        "0.5",
-        "--kd-temperature",
-        "2:1",
-    ]);
+    common::succeeds(&mut kd_train(
+        &student,
+        &run,
+        &out,
+        3,
+        &[
+            "--lr",
+            "1e-3",
+            "--kd-alpha",
+            "0.5",
+            "--kd-temperature",
+            "2:1",
+        ],
+    ));
     assert_eq!(
         total_requests(&mock),
         requests,
@@ -134,20 +152,7 @@ fn a_student_that_does_not_cover_the_teachers_tokens_is_refused_by_name() {
     let run = dir.path().join("run");
     common::run_definition(&definition, &run);
     let train = |extra: &[&str], out: &str| {
-        distillery()
-            .args([
-                "train",
-                "--model",
-                student.to_str().unwrap(),
-                "--data",
-                run.to_str().unwrap(),
-                "--out",
-                dir.path().join(out).to_str().unwrap(),
-                "--steps",
-                "1",
-                "--kd-from-logprobs",
-            ])
-            .args(extra)
+        kd_train(&student, &run, &dir.path().join(out), 1, extra)
             .output()
             .unwrap()
     };
@@ -180,19 +185,7 @@ fn distilling_from_data_without_logprobs_says_how_to_capture_them() {
         common::mock_definition(dir.path(), "plain", 3, "", "accuracy = 1.0\nseed = 3");
     let run = dir.path().join("run");
     common::run_definition(&definition, &run);
-    let output = distillery()
-        .args([
-            "train",
-            "--model",
-            student.to_str().unwrap(),
-            "--data",
-            run.to_str().unwrap(),
-            "--out",
-            dir.path().join("out").to_str().unwrap(),
-            "--steps",
-            "1",
-            "--kd-from-logprobs",
-        ])
+    let output = kd_train(&student, &run, &dir.path().join("out"), 1, &[])
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -380,18 +373,7 @@ fn a_jsonl_export_carries_the_logprobs_and_trains_from_them() {
     );
 
     let out = dir.path().join("from-jsonl");
-    run_ok(&[
-        "train",
-        "--model",
-        student.to_str().unwrap(),
-        "--data",
-        ds.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--steps",
-        "2",
-        "--kd-from-logprobs",
-    ]);
+    common::succeeds(&mut kd_train(&student, &ds, &out, 2, &[]));
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     let stats = &summary["train"]["logprobs"];
@@ -407,16 +389,7 @@ fn a_jsonl_export_carries_the_logprobs_and_trains_from_them() {
         .clone();
     first["teacher_logprobs"]["content"][0]["logprob"] = "high".into();
     std::fs::write(&broken, format!("{first}\n")).unwrap();
-    let output = distillery()
-        .args(["train", "--model", student.to_str().unwrap(), "--data"])
-        .arg(&broken)
-        .args([
-            "--out",
-            dir.path().join("no").to_str().unwrap(),
-            "--steps",
-            "1",
-        ])
-        .arg("--kd-from-logprobs")
+    let output = kd_train(&student, &broken, &dir.path().join("no"), 1, &[])
         .output()
         .unwrap();
     assert!(!output.status.success());

@@ -14,7 +14,6 @@ use distillery_store::EndpointConcurrency;
 use distillery_teacher::{Completion, TeacherStats};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -231,32 +230,43 @@ impl Collector for RunCollector {
         )?)?;
 
         let endpoints = endpoints();
-        let mut limit = encoder.encode_descriptor(
+        by_endpoint(
+            &mut encoder,
             "endpoint_concurrency_limit",
             "Requests an endpoint may have in flight now (adaptive, at most its configured concurrency)",
-            None,
-            MetricType::Gauge,
+            &endpoints,
+            |e| ConstGauge::new(i64::from(e.limit)),
         )?;
-        for endpoint in &endpoints {
-            let label = EndpointLabel {
-                endpoint: endpoint.base_url.clone(),
-            };
-            ConstGauge::new(i64::from(endpoint.limit)).encode(limit.encode_family(&label)?)?;
-        }
-        let mut backoffs = encoder.encode_descriptor(
+        by_endpoint(
+            &mut encoder,
             "endpoint_backoffs",
             "Times an endpoint's concurrency was cut after 429s or errors",
-            None,
-            MetricType::Counter,
+            &endpoints,
+            |e| ConstCounter::new(e.backoffs),
         )?;
-        for endpoint in &endpoints {
-            let label = EndpointLabel {
-                endpoint: endpoint.base_url.clone(),
-            };
-            ConstCounter::new(endpoint.backoffs).encode(backoffs.encode_family(&label)?)?;
-        }
         Ok(())
     }
+}
+
+/// One metric with a value per endpoint, labelled `endpoint`.
+fn by_endpoint<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    endpoints: &[EndpointConcurrency],
+    value: impl Fn(&EndpointConcurrency) -> M,
+) -> fmt::Result {
+    let Some(first) = endpoints.first() else {
+        return Ok(());
+    };
+    let mut family = encoder.encode_descriptor(name, help, None, value(first).metric_type())?;
+    for endpoint in endpoints {
+        let label = EndpointLabel {
+            endpoint: endpoint.base_url.clone(),
+        };
+        value(endpoint).encode(family.encode_family(&label)?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
