@@ -319,7 +319,8 @@ awk -v s="$(json_num "$summary" seconds)" -v r="$(json_num "$summary" tokens_per
 echo "  loss (training batches; the bar is logarithmic; with KD, the KL term beside it):"
 sed -n 's/.*"step":\([0-9]*\),.*"loss":\([0-9.eE+-]*\).*/\1 \2/p' "$metrics" |
   while read -r st lo; do
-    kl="$(grep "\"step\":$st," "$metrics" | grep -o '"kl":[0-9.eE+-]*' | head -n 1 | cut -d: -f2)"
+    # An SFT run logs no KL: no match is not an error.
+    kl="$(grep "\"step\":$st," "$metrics" | grep -o '"kl":[0-9.eE+-]*' | head -n 1 | cut -d: -f2 || true)"
     echo "$st $lo ${kl:--}"
   done |
   awk -v n="$steps" '
