@@ -45,6 +45,15 @@ fn kd_train(
     command
 }
 
+/// The tiny student, and a mock teacher that tokenizes its text with the student's tokenizer
+/// (so the captured log-probabilities are over the student's vocabulary).
+fn student_and_mock(dir: &Path) -> (std::path::PathBuf, MockProcess) {
+    let student = student(dir);
+    let tokenizer = student.join("tokenizer.json");
+    let mock = MockProcess::start(&["--tokenizer", tokenizer.to_str().unwrap()]);
+    (student, mock)
+}
+
 fn total_requests(mock: &MockProcess) -> u64 {
     mock.requests().values().sum()
 }
@@ -52,9 +61,7 @@ fn total_requests(mock: &MockProcess) -> u64 {
 #[test]
 fn captured_top_logprobs_train_a_student_with_no_second_teacher_pass() {
     let dir = tempfile::tempdir().unwrap();
-    let student = student(dir.path());
-    let tokenizer = student.join("tokenizer.json");
-    let mock = MockProcess::start(&["--tokenizer", tokenizer.to_str().unwrap()]);
+    let (student, mock) = student_and_mock(dir.path());
     let definition = dir.path().join("pipeline.toml");
     served_definition(
         &definition,
@@ -304,9 +311,7 @@ fn kill_9_then_resume_stores_each_samples_logprobs_once_as_an_uninterrupted_run_
 #[test]
 fn a_jsonl_export_carries_the_logprobs_and_trains_from_them() {
     let dir = tempfile::tempdir().unwrap();
-    let student = student(dir.path());
-    let tokenizer = student.join("tokenizer.json");
-    let mock = MockProcess::start(&["--tokenizer", tokenizer.to_str().unwrap()]);
+    let (student, mock) = student_and_mock(dir.path());
     let definition = dir.path().join("pipeline.toml");
     served_definition(
         &definition,

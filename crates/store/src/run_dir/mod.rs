@@ -277,18 +277,7 @@ impl RunDir {
 
     /// Reads failures.jsonl (a torn last line is skipped; no file is no failure).
     pub fn failures(&self) -> Result<Vec<FailureEntry>> {
-        let path = self.path.join(FAILURES_FILE);
-        let mut out = Vec::new();
-        scan_jsonl(&path, |line, text| {
-            let entry = serde_json::from_slice(text).map_err(|e| StoreError::Corrupt {
-                path: path.clone(),
-                line,
-                message: e.to_string(),
-            })?;
-            out.push(entry);
-            Ok(())
-        })?;
-        Ok(out)
+        read_jsonl(&self.path.join(FAILURES_FILE))
     }
 
     /// Whether the run holds anything a run produced: WAL segments, shards, quarantined rows
@@ -349,18 +338,7 @@ impl RunDir {
 
     /// Reads quarantine.jsonl (a torn last line is skipped).
     pub fn quarantined(&self) -> Result<Vec<QuarantineEntry>> {
-        let path = self.quarantine_path();
-        let mut out = Vec::new();
-        scan_jsonl(&path, |line, text| {
-            let entry = serde_json::from_slice(text).map_err(|e| StoreError::Corrupt {
-                path: path.clone(),
-                line,
-                message: e.to_string(),
-            })?;
-            out.push(entry);
-            Ok(())
-        })?;
-        Ok(out)
+        read_jsonl(&self.quarantine_path())
     }
 
     /// Segment numbers present in wal/, ascending.
@@ -565,6 +543,22 @@ pub(crate) fn scan_jsonl(
 }
 
 /// Appends `entries` to the JSONL file at `path`, one line each, with one write and one fsync.
+/// Every entry of a JSONL file of the run (a torn last line is skipped; no file is no entry);
+/// a line that is not an entry is an error naming the file and line.
+fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    scan_jsonl(path, |line, text| {
+        let entry = serde_json::from_slice(text).map_err(|e| StoreError::Corrupt {
+            path: path.to_owned(),
+            line,
+            message: e.to_string(),
+        })?;
+        out.push(entry);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
 fn append_jsonl<T: serde::Serialize>(path: &Path, entries: &[T]) -> Result<()> {
     if entries.is_empty() {
         return Ok(());
