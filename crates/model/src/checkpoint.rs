@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::safetensors::SliceSafetensors;
 use candle_core::{DType, Device, Tensor, Var};
@@ -12,7 +13,7 @@ use tokenizers::Tokenizer;
 use crate::chat_template::{ChatTemplate, TemplateError};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Model, Param};
 
 /// A loaded model: config, trainable weights, tokenizer and chat template. Cloning is cheap
 /// and shares the weights (the `VarMap` is reference-counted).
@@ -31,9 +32,18 @@ pub struct Checkpoint {
     pub source: PathBuf,
     pub device: Device,
     pub dtype: DType,
-    /// The model of a checkpoint loaded with its quantized blocks ([`Checkpoint::load_quantized`]),
-    /// for inference only; its `varmap` is then empty.
-    pub quantized: Option<Model>,
+    /// A checkpoint loaded with its quantized blocks ([`Checkpoint::load_quantized`]), for
+    /// inference only; its `varmap` is then empty.
+    pub quantized: Option<QuantizedWeights>,
+}
+
+/// The weights of a GGUF checkpoint kept in their quantized blocks: the candle model over
+/// them, and each block tensor under its Hugging Face name (for engines that multiply in the
+/// blocks themselves). Cloning shares the blocks.
+#[derive(Debug, Clone)]
+pub struct QuantizedWeights {
+    pub model: Model,
+    pub params: Arc<HashMap<String, Param>>,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -118,13 +128,32 @@ impl Checkpoint {
     /// Build the model over this checkpoint's `VarMap` (shares the weights: training the
     /// `VarMap` changes the model).
     pub fn model(&self) -> Result<Model> {
-        if let Some(model) = &self.quantized {
-            return Ok(model.clone());
+        if let Some(quantized) = &self.quantized {
+            return Ok(quantized.model.clone());
         }
         Model::new(
             &self.config,
             VarBuilder::from_varmap(&self.varmap, self.dtype, &self.device),
         )
+    }
+
+    /// The weight named `name` (a Hugging Face name, see [`Model::tensor_specs`]): its
+    /// quantized blocks when loaded with them, else the tensor in the checkpoint's dtype.
+    pub fn param(&self, name: &str) -> Result<Param> {
+        let found = match &self.quantized {
+            Some(quantized) => quantized.params.get(name).cloned(),
+            None => self
+                .varmap
+                .data()
+                .lock()
+                .map_err(|_| Error::InvalidInput("the weights' lock is poisoned".into()))?
+                .get(name)
+                .map(|var| Param::Dense(var.as_tensor().clone())),
+        };
+        found.ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+            file: self.source.clone(),
+        })
     }
 
     /// Write this checkpoint as an HF directory (see [`save_checkpoint`]).

@@ -376,7 +376,7 @@ impl Samplers {
                     if limits[idx] == 0 {
                         (0, None)
                     } else {
-                        with_logprobs(row, sample(row, opts, rng))
+                        with_logprobs(row, sample_token(row, opts, rng))
                     }
                 })
                 .collect());
@@ -394,13 +394,15 @@ impl Samplers {
             .collect();
         Ok(jobs
             .into_par_iter()
-            .map(|(row, rng)| with_logprobs(row, sample(row, opts, rng)))
+            .map(|(row, rng)| with_logprobs(row, sample_token(row, opts, rng)))
             .collect())
     }
 }
 
-/// Greedy argmax at temperature 0, else temperature + nucleus (top-p) sampling.
-fn sample(logits: &[f32], opts: &GenerateOptions, rng: &mut StdRng) -> u32 {
+/// The next token from one position's logits: the argmax at temperature 0, else temperature
+/// plus nucleus (top-p) sampling with `rng`. Every generator in the workspace samples through
+/// this, so that the same logits and seed give the same token whichever engine produced them.
+pub fn sample_token(logits: &[f32], opts: &GenerateOptions, rng: &mut StdRng) -> u32 {
     if opts.temperature <= 0.0 {
         return argmax(logits);
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use candle_core::quantized::{QStorage, QTensor};
 use candle_nn::VarMap;
 
-use crate::checkpoint::{Checkpoint, varmap_from};
+use crate::checkpoint::{Checkpoint, QuantizedWeights, varmap_from};
 use crate::config::{Arch, Config};
 use crate::error::{Error, Result};
 use crate::model::{Model, Param, TensorSpec};
@@ -146,10 +146,24 @@ pub(crate) fn load(path: &Path, device: &Device, dtype: DType) -> Result<Checkpo
 pub(crate) fn load_quantized(path: &Path, device: &Device) -> Result<Checkpoint> {
     let mut gguf = open(path)?;
     let config = gguf.config.clone();
+    let mut params = HashMap::new();
     let model = Model::from_params(&config, device, DType::F32, |spec| {
-        Ok(Param::Quantized(Arc::new(gguf.tensor(path, spec)?)))
+        let param = Param::Quantized(Arc::new(gguf.tensor(path, spec)?));
+        params.insert(spec.name.clone(), param.clone());
+        Ok(param)
     })?;
-    finish(path, gguf, VarMap::new(), Some(model), device, DType::F32)
+    let quantized = QuantizedWeights {
+        model,
+        params: Arc::new(params),
+    };
+    finish(
+        path,
+        gguf,
+        VarMap::new(),
+        Some(quantized),
+        device,
+        DType::F32,
+    )
 }
 
 /// Reads and checks the header of the GGUF file at `path`.
@@ -226,7 +240,7 @@ fn finish(
     path: &Path,
     gguf: Gguf,
     varmap: VarMap,
-    quantized: Option<Model>,
+    quantized: Option<QuantizedWeights>,
     device: &Device,
     dtype: DType,
 ) -> Result<Checkpoint> {

@@ -28,16 +28,16 @@ mod tiny;
 mod token_bytes;
 
 pub use chat_template::{CHATML_FALLBACK_TEMPLATE, ChatTemplate, ChatTurn, TemplateError};
-pub use checkpoint::{Checkpoint, save_checkpoint};
+pub use checkpoint::{Checkpoint, QuantizedWeights, save_checkpoint};
 pub use config::{Arch, Config, RopeScaling};
 pub use device::{CUDA_BUILD, OpenDevice, PrecisionDType};
 pub use distillery_spec::{DeviceSpec, Precision};
 pub use error::{Error, Result};
 pub use generate::{
-    FinishReason, GenerateOptions, Generated, RowOptions, TokenEvent, TokenLogprobs,
+    FinishReason, GenerateOptions, Generated, RowOptions, TokenEvent, TokenLogprobs, sample_token,
 };
 pub use memory::keep_freed_tensor_memory;
-pub use model::{BatchContext, Model, TensorSpec, random_varmap};
+pub use model::{BatchContext, Model, Param, TensorSpec, random_varmap};
 pub use tiny::{
     CHATML_TEMPLATE, TINY_EOT_ID, TINY_IM_END_ID, TINY_IM_START_ID, TINY_INIT_STD,
     TINY_SPECIAL_TOKENS, TINY_VOCAB_SIZE, chatml_tokenizer_config, init_tiny, init_tiny_with,

@@ -1,10 +1,14 @@
-//! A local Qwen2/Llama checkpoint as the teacher, run by candle on the CPU.
+//! A local Qwen2/Llama checkpoint as the teacher.
 //!
-//! candle blocks the thread it runs on, so the model lives on one dedicated OS thread and the
-//! async side only renders and tokenizes prompts, queues them and awaits the answer. The
-//! generation thread takes up to `batch_size` queued sequences at a time (the `n` samples of a
-//! request are `n` sequences), generates them together with a KV cache, and answers each
-//! request once all of its samples are done; a request bigger than a batch spans batches.
+//! Generation blocks the thread it runs on, so the model lives on one dedicated OS thread and
+//! the async side only renders and tokenizes prompts, queues them and awaits the answer. The
+//! `n` samples of a request are `n` sequences, and a request is answered once all of its
+//! samples are done.
+//!
+//! On the CPU, `distillery-infer`'s engine generates with continuous batching: up to
+//! `batch_size` sequences decode together, a request joins at the next step after it
+//! arrives, and a finished sequence's slot is refilled at once. On a GPU, candle's model
+//! generates `batch_size` sequences at a time, a batch after another.
 //!
 //! Every sample has its own sampler, seeded from the base seed, the prompt's tokens and the
 //! sample index, so the same prompt gets the same samples whatever it is batched with, and a
@@ -18,6 +22,9 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
+use distillery_infer::{BatchLimits, Batcher, Engine, Request};
 use distillery_model::{
     ChatTemplate, ChatTurn, Checkpoint, DeviceSpec, GenerateOptions, Generated, Model, OpenDevice,
     Precision, PrecisionDType, RowOptions, TokenBytes,
@@ -49,9 +56,9 @@ pub struct LocalOptions {
     pub device: DeviceSpec,
     /// Weights and activations in f32 or bf16.
     pub precision: Precision,
-    /// Run a GGUF file in its quantized blocks (on the CPU) instead of dequantizing it: a
-    /// quarter of the memory at 4 bits; faster for the types candle has SIMD kernels for
-    /// (Q4_0, Q8_0, the K-quants), slower for the others (Q4_1, Q5_x).
+    /// Run a GGUF file in its quantized blocks (on the CPU) instead of dequantizing it to f32:
+    /// a quarter of the memory at 4 bits and several times the speed, since decoding is bound
+    /// by reading the weights.
     pub quantized: bool,
     /// Record the top-k log-probabilities of every generated token (`[teacher] top_logprobs`),
     /// in the form the OpenAI-compatible backend produces: the model's own distribution (the
@@ -132,7 +139,10 @@ struct Counters {
     in_flight: AtomicU64,
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
-    batches: AtomicU64,
+    /// Forward passes (steps of the continuous batcher, or whole batches on a GPU).
+    steps: AtomicU64,
+    /// The most sequences generated together so far.
+    peak_batch: AtomicU64,
     /// Tests: the generation thread panics at its next batch.
     #[cfg(test)]
     panic_next_batch: AtomicBool,
@@ -208,7 +218,6 @@ impl LocalTeacher {
         if template.is_fallback {
             tracing::warn!(checkpoint = %path.display(), "no chat template; prompting in ChatML");
         }
-        let model = checkpoint.model().map_err(|e| load_error(e.to_string()))?;
         let generate = GenerateOptions {
             max_new_tokens: options.sampling.max_tokens.get() as usize,
             temperature,
@@ -220,6 +229,16 @@ impl LocalTeacher {
         if generate.stop_token_ids.is_empty() {
             tracing::warn!(checkpoint = %path.display(), "no EOS token: every sample runs to max_tokens");
         }
+        let backend = if device.is_cpu() {
+            let engine =
+                Engine::from_checkpoint(&checkpoint).map_err(|e| load_error(e.to_string()))?;
+            let limits = BatchLimits::new(options.batch_size);
+            let batcher = Batcher::new(Arc::new(engine), generate.clone(), limits)
+                .map_err(|e| load_error(e.to_string()))?;
+            Backend::Engine(batcher)
+        } else {
+            Backend::Candle(checkpoint.model().map_err(|e| load_error(e.to_string()))?)
+        };
         let name = model_name(path);
         let endpoint = format!("local:{}", path.display());
         let stop = Arc::new(AtomicBool::new(false));
@@ -227,7 +246,6 @@ impl LocalTeacher {
         let (jobs, queue) = mpsc::channel();
         let thread = {
             let generator = Generator {
-                model,
                 options: generate,
                 batch_size: options.batch_size,
                 linger: options.linger,
@@ -236,7 +254,7 @@ impl LocalTeacher {
             };
             std::thread::Builder::new()
                 .name("local-teacher".into())
-                .spawn(move || generator.run(&queue))
+                .spawn(move || generator.run(backend, &queue))
                 .map_err(|e| load_error(format!("cannot start the generation thread: {e}")))?
         };
         tracing::info!(
@@ -289,9 +307,14 @@ impl LocalTeacher {
         }
     }
 
-    /// Batches generated so far.
-    pub fn batches(&self) -> u64 {
-        self.counters.batches.load(Ordering::Relaxed)
+    /// Forward passes so far: decoding steps on the CPU, whole batches on a GPU.
+    pub fn steps(&self) -> u64 {
+        self.counters.steps.load(Ordering::Relaxed)
+    }
+
+    /// The most sequences generated together so far.
+    pub fn peak_batch(&self) -> u64 {
+        self.counters.peak_batch.load(Ordering::Relaxed)
     }
 
     fn rejected(&self, message: String) -> TeacherError {
@@ -537,9 +560,19 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// What generates on the generation thread.
+enum Backend {
+    /// The CPU engine, continuously batched.
+    Engine(Batcher<RowTag>),
+    /// candle's model on a GPU, a batch at a time.
+    Candle(Model),
+}
+
+/// A sequence in the batcher: its request's number and its sample index.
+type RowTag = (u64, usize);
+
 /// The generation thread's state.
 struct Generator {
-    model: Model,
     options: GenerateOptions,
     batch_size: usize,
     linger: Duration,
@@ -548,7 +581,115 @@ struct Generator {
 }
 
 impl Generator {
-    fn run(self, incoming: &mpsc::Receiver<Job>) {
+    fn run(self, backend: Backend, incoming: &mpsc::Receiver<Job>) {
+        match backend {
+            Backend::Engine(batcher) => self.run_continuous(batcher, incoming),
+            Backend::Candle(model) => self.run_batches(&model, incoming),
+        }
+    }
+
+    fn count_step(&self, sequences: usize) {
+        self.counters.steps.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .peak_batch
+            .fetch_max(sequences as u64, Ordering::Relaxed);
+        #[cfg(test)]
+        if self.counters.panic_next_batch.load(Ordering::Relaxed) {
+            panic!("generation thread panic (test)");
+        }
+    }
+
+    /// Continuous batching: every step takes in what has arrived, and answers each request
+    /// as its last sample finishes.
+    fn run_continuous(&self, mut batcher: Batcher<RowTag>, incoming: &mpsc::Receiver<Job>) {
+        let mut jobs: HashMap<u64, Job> = HashMap::new();
+        let mut queue: VecDeque<Job> = VecDeque::new();
+        let mut next_id = 0u64;
+        while !self.stop.load(Ordering::Relaxed) {
+            if batcher.is_idle() {
+                // Nothing to do: sleep until a request comes, then let the ones sent with it
+                // arrive so that they start together.
+                match incoming.recv() {
+                    Ok(job) => queue.push_back(job),
+                    Err(_) => return,
+                }
+                if !self.fill(&mut queue, incoming) {
+                    return;
+                }
+            } else {
+                queue.extend(incoming.try_iter());
+            }
+            for mut job in queue.drain(..) {
+                let id = next_id;
+                next_id += 1;
+                for (r, row) in job.rows.iter().enumerate() {
+                    let request = Request {
+                        tag: (id, r),
+                        prompt: job.prompt.clone(),
+                        row: *row,
+                    };
+                    if let Err(error) = batcher.submit(request) {
+                        job.failed = Some(error.to_string());
+                        break;
+                    }
+                }
+                match job.failed.take() {
+                    Some(message) => {
+                        batcher.cancel(|tag| tag.0 == id);
+                        let _ = job.reply.send(Err(message));
+                    }
+                    None => {
+                        jobs.insert(id, job);
+                    }
+                }
+            }
+            // Nobody waits for these any more (the caller gave up): do not spend time on them.
+            let before = jobs.len();
+            jobs.retain(|_, job| !job.reply.is_closed());
+            if jobs.len() < before {
+                batcher.cancel(|tag| !jobs.contains_key(&tag.0));
+            }
+            if batcher.is_idle() {
+                continue;
+            }
+            let step = batcher.step(|event| {
+                if let Some(job) = jobs.get_mut(&event.tag.0) {
+                    job.first_token.get_or_insert_with(Instant::now);
+                }
+            });
+            self.count_step(batcher.running().max(1));
+            match step {
+                Ok(finished) => {
+                    for done in finished {
+                        let (id, r) = done.tag;
+                        let Some(job) = jobs.get_mut(&id) else {
+                            continue;
+                        };
+                        job.results[r] = Some(done.generated);
+                        job.finished += 1;
+                        if job.finished == job.rows.len() {
+                            let job = jobs.remove(&id).expect("present");
+                            let _ = job.reply.send(Ok(Answer {
+                                generated: job.results.into_iter().flatten().collect(),
+                                first_token: job.first_token,
+                            }));
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!("local generation failed: {error}");
+                    batcher.drain();
+                    for (_, job) in jobs.drain() {
+                        let _ = job.reply.send(Err(error.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A batch at a time: up to `batch_size` sequences start together and the next batch
+    /// starts when they have all finished.
+    fn run_batches(&self, model: &Model, incoming: &mpsc::Receiver<Job>) {
         let mut queue: VecDeque<Job> = VecDeque::new();
         while !self.stop.load(Ordering::Relaxed) {
             if queue.is_empty() {
@@ -565,7 +706,7 @@ impl Generator {
             if queue.is_empty() {
                 continue;
             }
-            self.run_batch(&mut queue);
+            self.run_batch(model, &mut queue);
             let mut waiting = VecDeque::with_capacity(queue.len());
             for mut job in queue.drain(..) {
                 if let Some(message) = job.failed.take() {
@@ -606,7 +747,7 @@ impl Generator {
     }
 
     /// Generates the next `batch_size` rows, first come first served.
-    fn run_batch(&self, queue: &mut VecDeque<Job>) {
+    fn run_batch(&self, model: &Model, queue: &mut VecDeque<Job>) {
         let mut picks: Vec<(usize, usize)> = Vec::with_capacity(self.batch_size);
         for (j, job) in queue.iter_mut().enumerate() {
             while job.next < job.rows.len() && picks.len() < self.batch_size {
@@ -624,24 +765,19 @@ impl Generator {
         let rows: Vec<RowOptions> = picks.iter().map(|&(j, r)| queue[j].rows[r]).collect();
         let mut jobs_in_batch: Vec<usize> = picks.iter().map(|&(j, _)| j).collect();
         jobs_in_batch.dedup();
-        self.counters.batches.fetch_add(1, Ordering::Relaxed);
-        #[cfg(test)]
-        if self.counters.panic_next_batch.load(Ordering::Relaxed) {
-            panic!("generation thread panic (test)");
-        }
+        self.count_step(picks.len());
         let mut first_tokens: Vec<Option<Instant>> = vec![None; picks.len()];
         let result = {
             let queue = &*queue;
-            self.model
-                .generate_rows(&prompts, &rows, &self.options, |event| {
-                    first_tokens[event.index].get_or_insert_with(Instant::now);
-                    let abandoned = jobs_in_batch.iter().all(|&j| queue[j].reply.is_closed());
-                    if abandoned || self.stop.load(Ordering::Relaxed) {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    }
-                })
+            model.generate_rows(&prompts, &rows, &self.options, |event| {
+                first_tokens[event.index].get_or_insert_with(Instant::now);
+                let abandoned = jobs_in_batch.iter().all(|&j| queue[j].reply.is_closed());
+                if abandoned || self.stop.load(Ordering::Relaxed) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
         };
         match result {
             Ok(generated) => {
@@ -824,12 +960,8 @@ mod tests {
             assert!(completion.endpoint.starts_with("local:"));
             assert_eq!(completion.model, "tiny");
         }
-        assert!(
-            teacher.batches() < questions.len() as u64,
-            "{} batches for {} requests",
-            teacher.batches(),
-            questions.len()
-        );
+        // Sent together, they decode together: 8 sequences in one step.
+        assert_eq!(teacher.peak_batch(), 8);
         let stats = teacher.stats();
         assert_eq!(stats.completions, 4);
         assert_eq!(stats.in_flight, 0);
@@ -940,12 +1072,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_request_bigger_than_a_batch_spans_batches() {
+    async fn a_request_bigger_than_a_batch_is_answered_whole() {
         let (_dir, teacher) = teacher(2, 3, 1.0);
         let completion = asked(&teacher, "many", 5).await.unwrap();
         assert_eq!(completion.samples.len(), 5);
-        assert_eq!(teacher.batches(), 3);
         assert_eq!(completion.usage.completion_tokens, 15);
+        assert_eq!(teacher.peak_batch(), 2);
+    }
+
+    /// Continuous batching: a short request sent beside a long one is answered while the long
+    /// one still decodes (its slot is refilled), and neither waits for the other to start.
+    #[tokio::test]
+    async fn a_short_request_finishes_while_a_long_one_decodes() {
+        let (_dir, teacher) = teacher(2, 200, 1.0);
+        let long = ask("a long answer", 1);
+        let short = TeacherRequest {
+            max_tokens: NonZeroU32::new(2),
+            ..ask("short", 1)
+        };
+        let steps_at = |teacher: &LocalTeacher| teacher.steps();
+        let (long, (short, short_done_at)) = tokio::join!(teacher.complete(&long), async {
+            let answer = teacher.complete(&short).await;
+            (answer, steps_at(&teacher))
+        });
+        assert_eq!(long.unwrap().usage.completion_tokens, 200);
+        assert_eq!(short.unwrap().usage.completion_tokens, 2);
+        assert!(
+            short_done_at < 20,
+            "the short answer came after {short_done_at} steps"
+        );
+        assert_eq!(teacher.peak_batch(), 2);
     }
 
     #[tokio::test]
@@ -987,7 +1143,11 @@ mod tests {
             asked(&teacher, "And a third", 1),
         );
         assert_eq!(texts(&together.unwrap()), alone);
-        assert!(teacher.batches() <= 2, "{} batches", teacher.batches());
+        assert!(
+            teacher.peak_batch() >= 3,
+            "{} together",
+            teacher.peak_batch()
+        );
 
         // Another base seed samples differently.
         let path = teacher.endpoint.trim_start_matches("local:").to_owned();
@@ -1127,7 +1287,7 @@ mod tests {
             tokio::spawn(async move { asked(&teacher, "go on forever", 2).await })
         };
         // Let the batch start, then walk away from it.
-        while teacher.batches() == 0 {
+        while teacher.steps() == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         asking.abort();
