@@ -312,7 +312,7 @@ impl Engine {
             let mut max = f32::NEG_INFINITY;
             for (t, score) in scores.iter_mut().enumerate() {
                 let k = &keys[t * kv_dim + kv..t * kv_dim + kv + hd];
-                *score = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                *score = crate::matrix::dot_f32(q, k) * scale;
                 max = max.max(*score);
             }
             let mut total = 0f32;

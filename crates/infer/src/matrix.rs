@@ -9,16 +9,15 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::quant::{
-    self, BLOCK, DotFn, Q4_1_BYTES, Q8_0_BYTES, QBlock, dequantize_q4_1, dequantize_q8_0,
-    quantize_row,
+    self, BLOCK, DotFn, Q4_1_BYTES, Q8_0_BYTES, QRow, QRows, dequantize_q4_1, dequantize_q8_0,
 };
 
 #[derive(Debug, Clone)]
 enum Data {
     F32(Vec<f32>),
-    /// GGUF `Q4_1` blocks, row after row.
+    /// GGUF `Q4_1` blocks, row after row, each row repacked ([`quant::repack_q4_1`]).
     Q4_1(Vec<u8>),
-    /// GGUF `Q8_0` blocks, row after row.
+    /// GGUF `Q8_0` blocks, row after row, each row repacked ([`quant::repack_q8_0`]).
     Q8_0(Vec<u8>),
 }
 
@@ -67,9 +66,16 @@ impl Matrix {
             name: name.to_string(),
             message: e.to_string(),
         };
+        let repacked = |repack: fn(&[u8]) -> Vec<u8>| -> Result<Vec<u8>> {
+            let bytes = q.data().map_err(candle)?;
+            Ok(bytes
+                .chunks_exact(bytes.len() / rows)
+                .flat_map(repack)
+                .collect())
+        };
         let data = match q.dtype() {
-            GgmlDType::Q4_1 => Data::Q4_1(q.data().map_err(candle)?.into_owned()),
-            GgmlDType::Q8_0 => Data::Q8_0(q.data().map_err(candle)?.into_owned()),
+            GgmlDType::Q4_1 if cols % BLOCK == 0 => Data::Q4_1(repacked(quant::repack_q4_1)?),
+            GgmlDType::Q8_0 if cols % BLOCK == 0 => Data::Q8_0(repacked(quant::repack_q8_0)?),
             other => {
                 let dense = q.dequantize(&Device::Cpu).map_err(candle)?;
                 let dense = dense_f32(name, &dense)?;
@@ -77,7 +83,12 @@ impl Matrix {
                 if float || cols % BLOCK != 0 {
                     Data::F32(dense)
                 } else {
-                    Data::Q8_0(quant::quantize_q8_0(&dense))
+                    Data::Q8_0(
+                        dense
+                            .chunks_exact(cols)
+                            .flat_map(quant::quantize_q8_0)
+                            .collect(),
+                    )
                 }
             }
         };
@@ -193,12 +204,9 @@ impl Matrix {
         m: usize,
         out_t: &mut [f32],
     ) {
-        let blocks = self.cols / BLOCK;
-        let mut qx = vec![QBlock::ZERO; m * blocks];
-        for (row, q) in x.chunks_exact(self.cols).zip(qx.chunks_exact_mut(blocks)) {
-            quantize_row(row, q);
-        }
-        let row_bytes = blocks * block_bytes;
+        let acts = QRows::quantize(x, self.cols);
+        let rows: Vec<QRow<'_>> = (0..m).map(|r| acts.row(r)).collect();
+        let row_bytes = self.cols / BLOCK * block_bytes;
         out_t
             .par_chunks_mut(COLUMNS_PER_TASK * m)
             .enumerate()
@@ -206,9 +214,7 @@ impl Matrix {
                 let first = task * COLUMNS_PER_TASK;
                 for (c, out) in out.chunks_exact_mut(m).enumerate() {
                     let row = &w[(first + c) * row_bytes..(first + c + 1) * row_bytes];
-                    for (r, o) in out.iter_mut().enumerate() {
-                        *o = dot(row, &qx[r * blocks..(r + 1) * blocks]);
-                    }
+                    dot(row, &rows, out);
                 }
             });
     }
@@ -227,7 +233,7 @@ pub(crate) fn dense_f32(name: &str, t: &Tensor) -> Result<Vec<f32>> {
 }
 
 /// f32 dot product with eight independent sums, which the compiler keeps in vector registers.
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = a8

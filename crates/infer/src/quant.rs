@@ -1,15 +1,18 @@
-//! Dot products between weight rows in llama.cpp's block formats, exactly as a GGUF file
-//! stores them, and activations quantized to 8 bits per block of 32 (llama.cpp's `Q8_1`
-//! idea, with f32 scales).
+//! Dot products between weight rows in llama.cpp's block formats and activations quantized
+//! to 8 bits per block of 32 (llama.cpp's `Q8_1` idea, with f32 scales).
 //!
-//! The formats (little-endian, one block per 32 consecutive weights of a row):
+//! A GGUF file stores a row as blocks of 32 weights, each with its scales in front:
 //! - `Q4_1`, 20 bytes: `d: f16, m: f16, qs: [u8; 16]`; weight `j` is `d * q + m` where `q` is
-//!   the low nibble of `qs[j]` for `j < 16` and the high nibble of `qs[j - 16]` otherwise.
+//!   the low nibble of `qs[j]` for `j < 16` and the high nibble of `qs[j - 16]` otherwise;
 //! - `Q8_0`, 34 bytes: `d: f16, qs: [i8; 32]`; weight `j` is `d * qs[j]`.
 //!
-//! Each format has a portable kernel and, on x86-64 with AVX2, FMA and F16C, a SIMD one (the
-//! arithmetic of llama.cpp's `ggml_vec_dot_q4_1_q8_1` and `ggml_vec_dot_q8_0_q8_0`); the
-//! tests hold the two to each other on random blocks.
+//! [`repack_q4_1`] and [`repack_q8_0`] move a row's scales ahead of its quants (same bytes,
+//! same size): `Q4_1` rows become `[d; n][m; n][qs; n]`, `Q8_0` rows `[d; n][qs; n]`, so that
+//! a kernel converts eight scales with one instruction and its inner loop touches quants
+//! only. Each format has a portable kernel and, on x86-64 with AVX2, FMA and F16C, a SIMD one
+//! (the arithmetic of llama.cpp's `ggml_vec_dot_q4_1_q8_1` and `ggml_vec_dot_q8_0_q8_0`) that
+//! takes a weight row against up to four activation rows at once, so that the weights are
+//! unpacked once per step and not once per sequence. The tests hold the two to each other.
 
 use half::f16;
 
@@ -18,39 +21,64 @@ pub(crate) const BLOCK: usize = 32;
 pub(crate) const Q4_1_BYTES: usize = 20;
 pub(crate) const Q8_0_BYTES: usize = 34;
 
-/// 32 activations as `d * qs`, with `sum = d * Σ qs` (what a `Q4_1` block's offset `m`
-/// multiplies).
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[repr(C)]
-pub(crate) struct QBlock {
-    pub(crate) qs: [i8; BLOCK],
-    pub(crate) d: f32,
-    pub(crate) sum: f32,
+/// Rows of activations quantized block by block: value `j` of block `b` is `d[b] * qs[j]`,
+/// and `sum[b] = d[b] * Σ qs` of that block (what a `Q4_1` block's offset `m` multiplies).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct QRows {
+    blocks: usize,
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    sum: Vec<f32>,
 }
 
-impl QBlock {
-    pub(crate) const ZERO: QBlock = QBlock {
-        qs: [0; BLOCK],
-        d: 0.0,
-        sum: 0.0,
-    };
+/// One row of [`QRows`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QRow<'a> {
+    pub(crate) qs: &'a [i8],
+    pub(crate) d: &'a [f32],
+    pub(crate) sum: &'a [f32],
 }
 
-/// Quantizes `x` (a multiple of 32 long) into `out`, one block per 32 values, rounding each
-/// to the nearest of 255 levels spanning its block's largest magnitude.
-pub(crate) fn quantize_row(x: &[f32], out: &mut [QBlock]) {
-    debug_assert_eq!(x.len(), out.len() * BLOCK);
-    for (xs, block) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let mut total = 0i32;
-        for (q, &v) in block.qs.iter_mut().zip(xs) {
-            *q = (v * inv).round() as i8;
-            total += i32::from(*q);
+impl QRows {
+    /// Quantizes `x`, rows of `cols` values (a multiple of 32), rounding each value to the
+    /// nearest of 255 levels spanning its block's largest magnitude.
+    pub(crate) fn quantize(x: &[f32], cols: usize) -> QRows {
+        debug_assert_eq!(cols % BLOCK, 0);
+        let blocks = x.len() / BLOCK;
+        let mut out = QRows {
+            blocks: cols / BLOCK,
+            qs: vec![0; x.len()],
+            d: Vec::with_capacity(blocks),
+            sum: Vec::with_capacity(blocks),
+        };
+        for (xs, qs) in x.chunks_exact(BLOCK).zip(out.qs.chunks_exact_mut(BLOCK)) {
+            let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            let mut total = 0i32;
+            for (q, &v) in qs.iter_mut().zip(xs) {
+                // Half away from zero, as `round` (which is a libm call without SSE4.1).
+                *q = (v * inv + 0.5f32.copysign(v)) as i8;
+                total += i32::from(*q);
+            }
+            out.d.push(d);
+            out.sum.push(d * total as f32);
         }
-        block.d = d;
-        block.sum = d * total as f32;
+        out
+    }
+
+    #[cfg(test)]
+    pub(crate) fn rows(&self) -> usize {
+        self.d.len() / self.blocks.max(1)
+    }
+
+    pub(crate) fn row(&self, r: usize) -> QRow<'_> {
+        let b = self.blocks;
+        QRow {
+            qs: &self.qs[r * b * BLOCK..(r + 1) * b * BLOCK],
+            d: &self.d[r * b..(r + 1) * b],
+            sum: &self.sum[r * b..(r + 1) * b],
+        }
     }
 }
 
@@ -58,74 +86,109 @@ fn f16_at(bytes: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
 }
 
-/// `Σ w·a` of a row of `Q4_1` blocks against quantized activations (portable).
-pub(crate) fn dot_q4_1_portable(w: &[u8], a: &[QBlock]) -> f32 {
-    let mut total = 0f32;
-    for (block, act) in w.chunks_exact(Q4_1_BYTES).zip(a) {
-        let (d, m) = (f16_at(block, 0), f16_at(block, 2));
-        let mut dot = 0i32;
-        for j in 0..BLOCK / 2 {
-            let byte = block[4 + j];
-            dot += i32::from(byte & 0x0F) * i32::from(act.qs[j])
-                + i32::from(byte >> 4) * i32::from(act.qs[j + BLOCK / 2]);
-        }
-        total += d * act.d * dot as f32 + m * act.sum;
+/// A GGUF `Q4_1` row in the engine's layout: `[d; n][m; n][qs; n]`.
+pub(crate) fn repack_q4_1(row: &[u8]) -> Vec<u8> {
+    let n = row.len() / Q4_1_BYTES;
+    let mut out = vec![0u8; row.len()];
+    for (b, block) in row.chunks_exact(Q4_1_BYTES).enumerate() {
+        out[2 * b..2 * b + 2].copy_from_slice(&block[0..2]);
+        out[2 * n + 2 * b..2 * n + 2 * b + 2].copy_from_slice(&block[2..4]);
+        out[4 * n + 16 * b..4 * n + 16 * (b + 1)].copy_from_slice(&block[4..]);
     }
-    total
+    out
 }
 
-/// `Σ w·a` of a row of `Q8_0` blocks against quantized activations (portable).
-pub(crate) fn dot_q8_0_portable(w: &[u8], a: &[QBlock]) -> f32 {
-    let mut total = 0f32;
-    for (block, act) in w.chunks_exact(Q8_0_BYTES).zip(a) {
-        let d = f16_at(block, 0);
-        let dot: i32 = block[2..]
-            .iter()
-            .zip(&act.qs)
-            .map(|(&q, &x)| i32::from(q as i8) * i32::from(x))
-            .sum();
-        total += d * act.d * dot as f32;
+/// A GGUF `Q8_0` row in the engine's layout: `[d; n][qs; n]`.
+pub(crate) fn repack_q8_0(row: &[u8]) -> Vec<u8> {
+    let n = row.len() / Q8_0_BYTES;
+    let mut out = vec![0u8; row.len()];
+    for (b, block) in row.chunks_exact(Q8_0_BYTES).enumerate() {
+        out[2 * b..2 * b + 2].copy_from_slice(&block[0..2]);
+        out[2 * n + 32 * b..2 * n + 32 * (b + 1)].copy_from_slice(&block[2..]);
     }
-    total
+    out
 }
 
-/// The weights of one `Q4_1` or `Q8_0` row as f32.
+/// One engine-layout `Q4_1` row as f32.
 pub(crate) fn dequantize_q4_1(w: &[u8], out: &mut [f32]) {
-    for (block, out) in w.chunks_exact(Q4_1_BYTES).zip(out.chunks_exact_mut(BLOCK)) {
-        let (d, m) = (f16_at(block, 0), f16_at(block, 2));
-        for j in 0..BLOCK / 2 {
-            let byte = block[4 + j];
+    let n = w.len() / Q4_1_BYTES;
+    for (b, out) in out.chunks_exact_mut(BLOCK).enumerate() {
+        let (d, m) = (f16_at(w, 2 * b), f16_at(w, 2 * n + 2 * b));
+        let qs = &w[4 * n + 16 * b..4 * n + 16 * (b + 1)];
+        for (j, &byte) in qs.iter().enumerate() {
             out[j] = d * f32::from(byte & 0x0F) + m;
             out[j + BLOCK / 2] = d * f32::from(byte >> 4) + m;
         }
     }
 }
 
+/// One engine-layout `Q8_0` row as f32.
 pub(crate) fn dequantize_q8_0(w: &[u8], out: &mut [f32]) {
-    for (block, out) in w.chunks_exact(Q8_0_BYTES).zip(out.chunks_exact_mut(BLOCK)) {
-        let d = f16_at(block, 0);
-        for (o, &q) in out.iter_mut().zip(&block[2..]) {
+    let n = w.len() / Q8_0_BYTES;
+    for (b, out) in out.chunks_exact_mut(BLOCK).enumerate() {
+        let d = f16_at(w, 2 * b);
+        let qs = &w[2 * n + 32 * b..2 * n + 32 * (b + 1)];
+        for (o, &q) in out.iter_mut().zip(qs) {
             *o = d * f32::from(q as i8);
         }
     }
 }
 
-/// Quantizes f32 weights (a multiple of 32 per row) to `Q8_0`, as llama.cpp does: for formats
-/// this engine has no kernel for.
+/// Quantizes one row of f32 weights (a multiple of 32) to engine-layout `Q8_0`, rounding as
+/// llama.cpp does: for block formats this engine has no kernel for.
 pub(crate) fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(x.len() / BLOCK * Q8_0_BYTES);
+    let mut gguf = Vec::with_capacity(x.len() / BLOCK * Q8_0_BYTES);
     for xs in x.chunks_exact(BLOCK) {
         let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
         let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-        out.extend(xs.iter().map(|&v| (v * inv).round() as i8 as u8));
+        gguf.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        gguf.extend(xs.iter().map(|&v| (v * inv).round() as i8 as u8));
     }
-    out
+    repack_q8_0(&gguf)
 }
 
-/// A row-against-activations dot product in one format.
-pub(crate) type DotFn = fn(&[u8], &[QBlock]) -> f32;
+/// `out[j] = Σ w·acts[j]` for one weight row against a few activation rows (portable).
+pub(crate) fn dot_q4_1_portable(w: &[u8], acts: &[QRow<'_>], out: &mut [f32]) {
+    let n = w.len() / Q4_1_BYTES;
+    for (act, out) in acts.iter().zip(out.iter_mut()) {
+        let mut total = 0f32;
+        for b in 0..n {
+            let (d, m) = (f16_at(w, 2 * b), f16_at(w, 2 * n + 2 * b));
+            let qs = &w[4 * n + 16 * b..4 * n + 16 * (b + 1)];
+            let x = &act.qs[b * BLOCK..(b + 1) * BLOCK];
+            let mut dot = 0i32;
+            for (j, &byte) in qs.iter().enumerate() {
+                dot += i32::from(byte & 0x0F) * i32::from(x[j])
+                    + i32::from(byte >> 4) * i32::from(x[j + BLOCK / 2]);
+            }
+            total += d * act.d[b] * dot as f32 + m * act.sum[b];
+        }
+        *out = total;
+    }
+}
+
+/// `out[j] = Σ w·acts[j]` for one weight row against a few activation rows (portable).
+pub(crate) fn dot_q8_0_portable(w: &[u8], acts: &[QRow<'_>], out: &mut [f32]) {
+    let n = w.len() / Q8_0_BYTES;
+    for (act, out) in acts.iter().zip(out.iter_mut()) {
+        let mut total = 0f32;
+        for b in 0..n {
+            let qs = &w[2 * n + 32 * b..2 * n + 32 * (b + 1)];
+            let x = &act.qs[b * BLOCK..(b + 1) * BLOCK];
+            let dot: i32 = qs
+                .iter()
+                .zip(x)
+                .map(|(&q, &v)| i32::from(q as i8) * i32::from(v))
+                .sum();
+            total += f16_at(w, 2 * b) * act.d[b] * dot as f32;
+        }
+        *out = total;
+    }
+}
+
+/// A weight row against activation rows: `out[j]` is its dot product with `acts[j]`.
+pub(crate) type DotFn = fn(&[u8], &[QRow<'_>], &mut [f32]);
 
 /// The fastest `Q4_1` kernel this CPU runs.
 pub(crate) fn q4_1_kernel() -> DotFn {
@@ -152,7 +215,10 @@ pub(crate) fn q8_0_kernel() -> DotFn {
 mod simd {
     use std::arch::x86_64::*;
 
-    use super::{BLOCK, Q4_1_BYTES, Q8_0_BYTES, QBlock};
+    use super::{BLOCK, Q4_1_BYTES, Q8_0_BYTES, QRow};
+
+    /// Activation rows taken together against one weight row.
+    const ROWS: usize = 4;
 
     pub(super) fn available() -> bool {
         is_x86_feature_detected!("avx2")
@@ -160,24 +226,29 @@ mod simd {
             && is_x86_feature_detected!("f16c")
     }
 
+    fn check(w: &[u8], block_bytes: usize, acts: &[QRow<'_>], out: &[f32]) -> usize {
+        let n = w.len() / block_bytes;
+        assert_eq!(w.len(), n * block_bytes);
+        assert!(out.len() >= acts.len());
+        for act in acts {
+            assert!(act.qs.len() >= n * BLOCK && act.d.len() >= n && act.sum.len() >= n);
+        }
+        n
+    }
+
     /// Only handed out by `q4_1_kernel` after `available()`.
-    pub(super) fn dot_q4_1(w: &[u8], a: &[QBlock]) -> f32 {
-        assert!(w.len() >= a.len() * Q4_1_BYTES);
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked before this function was chosen),
-        // and every block read lies inside `w` and `a` (asserted above).
-        unsafe { dot_q4_1_avx2(w, a) }
+    pub(super) fn dot_q4_1(w: &[u8], acts: &[QRow<'_>], out: &mut [f32]) {
+        let n = check(w, Q4_1_BYTES, acts, out);
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked before this function was chosen);
+        // every load is from a slice of its exact length.
+        unsafe { all_rows::<true>(w, n, acts, &mut out[..acts.len()]) }
     }
 
     /// Only handed out by `q8_0_kernel` after `available()`.
-    pub(super) fn dot_q8_0(w: &[u8], a: &[QBlock]) -> f32 {
-        assert!(w.len() >= a.len() * Q8_0_BYTES);
+    pub(super) fn dot_q8_0(w: &[u8], acts: &[QRow<'_>], out: &mut [f32]) {
+        let n = check(w, Q8_0_BYTES, acts, out);
         // SAFETY: as for `dot_q4_1`.
-        unsafe { dot_q8_0_avx2(w, a) }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn f16_to_f32(bits: u16) -> f32 {
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(bits as i16)))
+        unsafe { all_rows::<false>(w, n, acts, &mut out[..acts.len()]) }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -188,55 +259,174 @@ mod simd {
         _mm_cvtss_f32(s)
     }
 
+    /// Eight f16 at `bytes[2b..2b + 16]` as f32.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_q4_1_avx2(w: &[u8], a: &[QBlock]) -> f32 {
-        let low = _mm256_set1_epi8(0x0F);
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
-        let mut offsets = 0f32;
-        for (i, act) in a.iter().enumerate() {
-            let block = &w[i * Q4_1_BYTES..(i + 1) * Q4_1_BYTES];
-            let d = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
-            let m = f16_to_f32(u16::from_le_bytes([block[2], block[3]]));
-            offsets += m * act.sum;
-            // SAFETY: `block[4..20]` is 16 bytes and `act.qs` 32; both loads are unaligned.
-            let (packed, x) = unsafe {
-                (
-                    _mm_loadu_si128(block[4..].as_ptr().cast()),
-                    _mm256_loadu_si256(act.qs.as_ptr().cast()),
-                )
-            };
-            // Low nibbles are weights 0..16, high nibbles 16..32.
-            let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low);
-            let pairs = _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), ones);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * act.d), _mm256_cvtepi32_ps(pairs), acc);
-        }
-        hsum(acc) + offsets
+    fn f16x8(bytes: &[u8], b: usize) -> __m256 {
+        let bytes = &bytes[2 * b..2 * b + 16];
+        // SAFETY: 16 bytes, checked by the slice above; unaligned load.
+        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) })
     }
 
+    /// The f16 at `bytes[2b..2b + 2]` as f32.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_q8_0_avx2(w: &[u8], a: &[QBlock]) -> f32 {
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
-        for (i, act) in a.iter().enumerate() {
-            let block = &w[i * Q8_0_BYTES..(i + 1) * Q8_0_BYTES];
-            let d = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
-            debug_assert_eq!(block.len() - 2, BLOCK);
-            // SAFETY: `block[2..34]` and `act.qs` are 32 bytes each; unaligned loads.
-            let (q, x) = unsafe {
-                (
-                    _mm256_loadu_si256(block[2..].as_ptr().cast()),
-                    _mm256_loadu_si256(act.qs.as_ptr().cast()),
-                )
-            };
+    fn f16x1(bytes: &[u8], b: usize) -> f32 {
+        let bits = u16::from_le_bytes([bytes[2 * b], bytes[2 * b + 1]]);
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(bits as i16)))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn f32x8(values: &[f32], b: usize) -> __m256 {
+        let values = &values[b..b + 8];
+        // SAFETY: eight f32, checked by the slice above; unaligned load.
+        unsafe { _mm256_loadu_ps(values.as_ptr()) }
+    }
+
+    /// The 32 activations of block `b`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn activations(act: &QRow<'_>, b: usize) -> __m256i {
+        let qs = &act.qs[BLOCK * b..BLOCK * (b + 1)];
+        // SAFETY: 32 bytes, checked by the slice above; unaligned load.
+        unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) }
+    }
+
+    /// Σ u·x of 32 unsigned weights and 32 signed activations, as eight partial sums.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn dot_u8_i8(u: __m256i, x: __m256i) -> __m256 {
+        let pairs = _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1));
+        _mm256_cvtepi32_ps(pairs)
+    }
+
+    /// Weights of `Q4_1` block `b` as 32 unsigned bytes: low nibbles are weights 0..16, high
+    /// nibbles 16..32.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn q4_1_weights(qs: &[u8], b: usize) -> __m256i {
+        let qs = &qs[16 * b..16 * (b + 1)];
+        // SAFETY: 16 bytes, checked by the slice above; unaligned load.
+        let packed = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
+        let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+        _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+    }
+
+    /// The weights of `Q8_0` block `b`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn q8_0_weights(qs: &[u8], b: usize) -> __m256i {
+        let qs = &qs[32 * b..32 * (b + 1)];
+        // SAFETY: 32 bytes, checked by the slice above; unaligned load.
+        unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) }
+    }
+
+    /// Lane `j` of `v` in every lane.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn lane(v: __m256, j: usize) -> __m256 {
+        _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(j as i32))
+    }
+
+    /// Block `b` against every row, scaled by lane `j` of that row's scales, into `acc`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn block<const R: usize, const Q4_1: bool>(
+        qs: &[u8],
+        acts: &[QRow<'_>; R],
+        b: usize,
+        scales: &[__m256; R],
+        j: usize,
+        acc: &mut [__m256; R],
+    ) {
+        if Q4_1 {
+            let q = q4_1_weights(qs, b);
+            for r in 0..R {
+                let dot = dot_u8_i8(q, activations(&acts[r], b));
+                acc[r] = _mm256_fmadd_ps(lane(scales[r], j), dot, acc[r]);
+            }
+        } else {
+            let q = q8_0_weights(qs, b);
             // maddubs multiplies unsigned by signed bytes: move q's sign onto x.
-            let pairs = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q)),
-                ones,
-            );
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * act.d), _mm256_cvtepi32_ps(pairs), acc);
+            let magnitude = _mm256_sign_epi8(q, q);
+            for r in 0..R {
+                let dot = dot_u8_i8(magnitude, _mm256_sign_epi8(activations(&acts[r], b), q));
+                acc[r] = _mm256_fmadd_ps(lane(scales[r], j), dot, acc[r]);
+            }
         }
-        hsum(acc)
+    }
+
+    /// Both kernels in one, for `R` activation rows: `Q4_1` (weights unsigned nibbles plus an
+    /// offset) or `Q8_0` (signed bytes). The scales of eight blocks are converted and
+    /// multiplied at once, each weight block is unpacked once for all rows, and two sets of
+    /// sums alternate so that no add waits for the one before it. `R` is a constant so that
+    /// the sums live in registers.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn rows<const R: usize, const Q4_1: bool>(
+        w: &[u8],
+        n: usize,
+        acts: &[QRow<'_>; R],
+    ) -> [f32; R] {
+        let (d, rest) = w.split_at(2 * n);
+        let (m, qs) = if Q4_1 {
+            rest.split_at(2 * n)
+        } else {
+            (&[][..], rest)
+        };
+        let mut even = [_mm256_setzero_ps(); R];
+        let mut odd = [_mm256_setzero_ps(); R];
+        let mut offsets = [_mm256_setzero_ps(); R];
+        let mut offsets_tail = [0f32; R];
+        let mut b = 0;
+        while b + 8 <= n {
+            let dw = f16x8(d, b);
+            let mut scales = [_mm256_setzero_ps(); R];
+            for r in 0..R {
+                scales[r] = _mm256_mul_ps(dw, f32x8(acts[r].d, b));
+                if Q4_1 {
+                    offsets[r] = _mm256_fmadd_ps(f16x8(m, b), f32x8(acts[r].sum, b), offsets[r]);
+                }
+            }
+            for j in (0..8).step_by(2) {
+                block::<R, Q4_1>(qs, acts, b + j, &scales, j, &mut even);
+                block::<R, Q4_1>(qs, acts, b + j + 1, &scales, j + 1, &mut odd);
+            }
+            b += 8;
+        }
+        for b in b..n {
+            let dw = f16x1(d, b);
+            let mut scales = [_mm256_setzero_ps(); R];
+            for r in 0..R {
+                scales[r] = _mm256_set1_ps(dw * acts[r].d[b]);
+                if Q4_1 {
+                    offsets_tail[r] += f16x1(m, b) * acts[r].sum[b];
+                }
+            }
+            block::<R, Q4_1>(qs, acts, b, &scales, 0, &mut even);
+        }
+        let mut out = [0f32; R];
+        for r in 0..R {
+            out[r] = hsum(_mm256_add_ps(even[r], odd[r])) + hsum(offsets[r]) + offsets_tail[r];
+        }
+        out
+    }
+
+    /// [`rows`] over any number of rows, four at a time.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn all_rows<const Q4_1: bool>(w: &[u8], n: usize, acts: &[QRow<'_>], out: &mut [f32]) {
+        for (acts, out) in acts.chunks(ROWS).zip(out.chunks_mut(ROWS)) {
+            match acts.len() {
+                1 => out.copy_from_slice(&rows::<1, Q4_1>(w, n, &[acts[0]])),
+                2 => out.copy_from_slice(&rows::<2, Q4_1>(w, n, &[acts[0], acts[1]])),
+                3 => out.copy_from_slice(&rows::<3, Q4_1>(w, n, &[acts[0], acts[1], acts[2]])),
+                _ => out.copy_from_slice(&rows::<4, Q4_1>(
+                    w,
+                    n,
+                    &[acts[0], acts[1], acts[2], acts[3]],
+                )),
+            }
+        }
     }
 }
 
@@ -245,6 +435,7 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
+    /// A random GGUF `Q4_1` row of `blocks` blocks, in the engine's layout.
     fn random_q4_1(rng: &mut StdRng, blocks: usize) -> Vec<u8> {
         let mut w = Vec::new();
         for _ in 0..blocks {
@@ -252,70 +443,100 @@ mod tests {
             w.extend_from_slice(&f16::from_f32(rng.random_range(-0.5..0.5)).to_le_bytes());
             w.extend((0..16).map(|_| rng.random::<u8>()));
         }
-        w
+        repack_q4_1(&w)
     }
 
-    fn random_activations(rng: &mut StdRng, n: usize) -> (Vec<f32>, Vec<QBlock>) {
-        let x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0..3.0)).collect();
-        let mut q = vec![QBlock::ZERO; n / BLOCK];
-        quantize_row(&x, &mut q);
-        (x, q)
+    fn random_rows(rng: &mut StdRng, rows: usize, cols: usize) -> QRows {
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.random_range(-3.0..3.0))
+            .collect();
+        QRows::quantize(&x, cols)
+    }
+
+    /// The activations as the quantized values stand for them.
+    fn dequantized(row: QRow<'_>) -> Vec<f32> {
+        row.qs
+            .iter()
+            .enumerate()
+            .map(|(j, &q)| row.d[j / BLOCK] * f32::from(q))
+            .collect()
     }
 
     fn exact_dot(w: &[f32], x: &[f32]) -> f64 {
         w.iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum()
     }
 
+    /// Both kernels against the f64 dot of the dequantized weights and activations, for 1 to
+    /// 6 rows at once (one group of four and a partial one).
+    fn check_kernels(w: &[u8], dense: &[f32], portable: DotFn, fast: DotFn, rng: &mut StdRng) {
+        let cols = dense.len();
+        for rows in [1, 2, 6] {
+            let acts = random_rows(rng, rows, cols);
+            let views: Vec<QRow<'_>> = (0..rows).map(|r| acts.row(r)).collect();
+            let (mut slow, mut quick) = (vec![0f32; rows], vec![0f32; rows]);
+            portable(w, &views, &mut slow);
+            fast(w, &views, &mut quick);
+            for r in 0..rows {
+                let x = dequantized(views[r]);
+                let want = exact_dot(dense, &x);
+                let scale: f64 = dense
+                    .iter()
+                    .zip(&x)
+                    .map(|(a, b)| (a * b).abs() as f64)
+                    .sum();
+                let tol = 1e-5 * scale + 1e-4;
+                assert!(
+                    (slow[r] as f64 - want).abs() <= tol,
+                    "{} vs {want}",
+                    slow[r]
+                );
+                assert!(
+                    (quick[r] as f64 - want).abs() <= tol,
+                    "{} vs {want}",
+                    quick[r]
+                );
+            }
+        }
+    }
+
     #[test]
     fn quantized_activations_are_within_half_a_step() {
         let mut rng = StdRng::seed_from_u64(1);
-        let (x, q) = random_activations(&mut rng, 256);
-        for (xs, block) in x.chunks(BLOCK).zip(&q) {
-            let total: i32 = block.qs.iter().map(|&v| i32::from(v)).sum();
-            assert!((block.sum - block.d * total as f32).abs() < 1e-4);
-            for (&v, &qv) in xs.iter().zip(&block.qs) {
-                assert!((v - block.d * f32::from(qv)).abs() <= block.d * 0.5 + 1e-6);
+        let x: Vec<f32> = (0..256).map(|_| rng.random_range(-3.0..3.0)).collect();
+        let q = QRows::quantize(&x, 128);
+        assert_eq!(q.rows(), 2);
+        for r in 0..2 {
+            let row = q.row(r);
+            for (b, xs) in x[r * 128..(r + 1) * 128].chunks(BLOCK).enumerate() {
+                let qs = &row.qs[b * BLOCK..(b + 1) * BLOCK];
+                let total: i32 = qs.iter().map(|&v| i32::from(v)).sum();
+                assert!((row.sum[b] - row.d[b] * total as f32).abs() < 1e-4);
+                for (&v, &qv) in xs.iter().zip(qs) {
+                    assert!((v - row.d[b] * f32::from(qv)).abs() <= row.d[b] * 0.5 + 1e-6);
+                }
             }
         }
-        let mut zeros = [QBlock::ZERO];
-        quantize_row(&[0.0; BLOCK], &mut zeros);
-        assert_eq!(zeros[0], QBlock::ZERO);
+        let zeros = QRows::quantize(&[0.0; BLOCK], BLOCK);
+        assert_eq!((zeros.d[0], zeros.sum[0]), (0.0, 0.0));
     }
 
     #[test]
-    fn q4_1_dot_is_the_dot_of_the_dequantized_weights() {
+    fn q4_1_kernels_give_the_dot_of_the_dequantized_weights() {
         let mut rng = StdRng::seed_from_u64(2);
-        for blocks in [1, 2, 18, 48] {
+        // 18 and 48 blocks: SmolLM2's rows; 1, 2 and 9: the scale loop's tail alone and
+        // after a full group of eight.
+        for blocks in [1, 2, 9, 18, 48] {
             let w = random_q4_1(&mut rng, blocks);
-            let (x, q) = random_activations(&mut rng, blocks * BLOCK);
             let mut dense = vec![0f32; blocks * BLOCK];
             dequantize_q4_1(&w, &mut dense);
-            let dequantized_x: Vec<f32> = q
-                .iter()
-                .flat_map(|b| b.qs.iter().map(move |&v| b.d * f32::from(v)))
-                .collect();
-            let want = exact_dot(&dense, &dequantized_x);
-            let portable = dot_q4_1_portable(&w, &q) as f64;
-            let fast = q4_1_kernel()(&w, &q) as f64;
-            let scale = exact_dot(
-                &dense.iter().map(|v| v.abs()).collect::<Vec<_>>(),
-                &x.iter().map(|v| v.abs()).collect::<Vec<_>>(),
-            );
-            assert!(
-                (portable - want).abs() <= 1e-4 * scale,
-                "{portable} vs {want}"
-            );
-            assert!(
-                (fast - portable).abs() <= 1e-4 * scale,
-                "{fast} vs {portable}"
-            );
+            check_kernels(&w, &dense, dot_q4_1_portable, q4_1_kernel(), &mut rng);
         }
     }
 
     #[test]
-    fn q8_0_round_trips_and_its_kernels_agree() {
+    fn q8_0_round_trips_and_its_kernels_give_the_dot() {
         let mut rng = StdRng::seed_from_u64(3);
-        for blocks in [1, 3, 18] {
+        for blocks in [1, 3, 9, 18] {
             let dense: Vec<f32> = (0..blocks * BLOCK)
                 .map(|_| rng.random_range(-1.0..1.0))
                 .collect();
@@ -326,31 +547,27 @@ mod tests {
             for (a, b) in dense.iter().zip(&back) {
                 assert!((a - b).abs() <= 1.0 / 127.0, "{a} vs {b}");
             }
-            let (_, q) = random_activations(&mut rng, blocks * BLOCK);
-            let dequantized_x: Vec<f32> = q
-                .iter()
-                .flat_map(|b| b.qs.iter().map(move |&v| b.d * f32::from(v)))
-                .collect();
-            let want = exact_dot(&back, &dequantized_x);
-            let portable = dot_q8_0_portable(&w, &q) as f64;
-            let fast = q8_0_kernel()(&w, &q) as f64;
-            assert!((portable - want).abs() < 1e-3, "{portable} vs {want}");
-            assert!((fast - portable).abs() < 1e-3, "{fast} vs {portable}");
+            check_kernels(&w, &back, dot_q8_0_portable, q8_0_kernel(), &mut rng);
         }
     }
 
     #[test]
     fn extreme_q8_0_weights_do_not_saturate() {
         // -128 is a legal i8 weight; the SIMD kernel's sign trick must not overflow on it.
-        let mut w = f16::from_f32(1.0).to_le_bytes().to_vec();
-        w.extend(std::iter::repeat_n(-128i8 as u8, BLOCK));
-        let act = QBlock {
-            qs: [-127; BLOCK],
-            d: 1.0,
-            sum: 0.0,
+        let mut gguf = f16::from_f32(1.0).to_le_bytes().to_vec();
+        gguf.extend(std::iter::repeat_n(-128i8 as u8, BLOCK));
+        let w = repack_q8_0(&gguf);
+        let qs = [-127i8; BLOCK];
+        let act = QRow {
+            qs: &qs,
+            d: &[1.0],
+            sum: &[0.0],
         };
         let want = (128 * 127 * BLOCK) as f32;
-        assert_eq!(dot_q8_0_portable(&w, &[act]), want);
-        assert_eq!(q8_0_kernel()(&w, &[act]), want);
+        let mut out = [0f32];
+        dot_q8_0_portable(&w, &[act], &mut out);
+        assert_eq!(out[0], want);
+        q8_0_kernel()(&w, &[act], &mut out);
+        assert_eq!(out[0], want);
     }
 }
