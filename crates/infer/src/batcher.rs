@@ -293,3 +293,182 @@ impl<T> Batcher<T> {
         Ok(finished)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, prompt};
+    use candle_core::quantized::GgmlDType;
+    use distillery_model::Arch;
+
+    fn engine() -> Arc<Engine> {
+        let cfg = testing::config(Arch::Llama);
+        let checkpoint = testing::quantized(&cfg, 21, GgmlDType::Q4_1);
+        Arc::new(Engine::from_checkpoint(&checkpoint).unwrap())
+    }
+
+    fn sampling() -> GenerateOptions {
+        GenerateOptions {
+            temperature: 0.9,
+            top_p: 0.95,
+            top_logprobs: 2,
+            ..GenerateOptions::greedy(0)
+        }
+    }
+
+    fn request(i: usize, new_tokens: usize) -> Request<usize> {
+        Request {
+            tag: i,
+            prompt: prompt(100 + i as u64, 3 + i % 5, 700),
+            row: RowOptions {
+                seed: i as u64,
+                max_new_tokens: new_tokens,
+            },
+        }
+    }
+
+    /// Runs every request to the end; the finished ones by tag, and how many tokens each step
+    /// sampled.
+    fn run(batcher: &mut Batcher<usize>) -> (Vec<Option<Generated>>, Vec<usize>) {
+        let mut done = vec![None; 16];
+        let mut sampled = Vec::new();
+        let mut streamed: Vec<Vec<u32>> = vec![Vec::new(); 16];
+        while !batcher.is_idle() {
+            let mut tokens = 0;
+            let finished = batcher
+                .step(|e| {
+                    streamed[*e.tag].push(e.token);
+                    tokens += 1;
+                })
+                .unwrap();
+            for f in finished {
+                assert_eq!(
+                    streamed[f.tag], f.generated.tokens,
+                    "the stream spells the answer"
+                );
+                done[f.tag] = Some(f.generated);
+            }
+            sampled.push(tokens);
+        }
+        (done, sampled)
+    }
+
+    #[test]
+    fn each_answer_is_what_it_would_be_alone_and_slots_refill_at_once() {
+        let engine = engine();
+        let lengths = [9, 2, 5, 1, 7, 3, 0, 4];
+        let alone: Vec<Generated> = lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let mut b =
+                    Batcher::new(Arc::clone(&engine), sampling(), BatchLimits::new(1)).unwrap();
+                b.submit(request(i, n)).unwrap();
+                run(&mut b).0[i].clone().unwrap()
+            })
+            .collect();
+        let mut batcher = Batcher::new(engine, sampling(), BatchLimits::new(3)).unwrap();
+        for (i, &n) in lengths.iter().enumerate() {
+            batcher.submit(request(i, n)).unwrap();
+        }
+        let (together, sampled) = run(&mut batcher);
+        for (i, want) in alone.iter().enumerate() {
+            let got = together[i].as_ref().unwrap();
+            assert_eq!(got.tokens, want.tokens, "request {i}");
+            assert_eq!(got.finish, FinishReason::Length);
+            assert_eq!(got.tokens.len(), lengths[i]);
+            assert_eq!(got.logprobs.len(), lengths[i]);
+        }
+        // Three slots stay full while requests wait: a finished sequence's slot is taken at
+        // the very next step, so the 31 tokens take 12 steps, the first 9 full (a batch at a
+        // time, 9 then 7 then 4 long, would take 20).
+        assert_eq!(sampled.iter().sum::<usize>(), 31);
+        assert!(sampled.len() <= 12, "{sampled:?}");
+        assert!(sampled[..9].iter().all(|&n| n == 3), "{sampled:?}");
+    }
+
+    #[test]
+    fn a_prompt_fed_in_chunks_gives_the_same_answer() {
+        let engine = engine();
+        let long = Request {
+            prompt: prompt(7, 40, 700),
+            ..request(0, 6)
+        };
+        let mut whole = Batcher::new(Arc::clone(&engine), sampling(), BatchLimits::new(2)).unwrap();
+        whole.submit(long.clone()).unwrap();
+        let limits = BatchLimits {
+            max_sequences: 2,
+            max_step_tokens: 7,
+        };
+        let mut chunked = Batcher::new(engine, sampling(), limits).unwrap();
+        chunked.submit(long).unwrap();
+        chunked.submit(request(1, 12)).unwrap();
+        let (a, _) = run(&mut whole);
+        let (b, steps) = run(&mut chunked);
+        let (a, b) = (a[0].as_ref().unwrap(), b[0].as_ref().unwrap());
+        assert_eq!(a.tokens, b.tokens);
+        for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
+            assert!((x.logprob - y.logprob).abs() < 1e-4);
+        }
+        // 40 prompt tokens 7 at a time beside a decoding sequence: 7 steps before its first.
+        assert!(steps.len() >= 12, "{steps:?}");
+    }
+
+    #[test]
+    fn stop_tokens_end_a_sequence_and_stay_in_it() {
+        let engine = engine();
+        let mut probe = Batcher::new(Arc::clone(&engine), sampling(), BatchLimits::new(1)).unwrap();
+        probe.submit(request(2, 6)).unwrap();
+        let free = run(&mut probe).0[2].clone().unwrap();
+        let stop = free.tokens[2];
+        let options = GenerateOptions {
+            stop_token_ids: vec![stop],
+            ..sampling()
+        };
+        let mut batcher = Batcher::new(engine, options, BatchLimits::new(1)).unwrap();
+        batcher.submit(request(2, 6)).unwrap();
+        let stopped = run(&mut batcher).0[2].clone().unwrap();
+        let end = free.tokens.iter().position(|&t| t == stop).unwrap();
+        assert_eq!(stopped.tokens, free.tokens[..=end]);
+        assert_eq!(stopped.finish, FinishReason::Stop);
+    }
+
+    #[test]
+    fn bad_requests_are_refused_alone_and_cancelled_ones_leave() {
+        let engine = engine();
+        let context = engine.config().max_position_embeddings;
+        let mut batcher = Batcher::new(engine, sampling(), BatchLimits::new(2)).unwrap();
+        let empty = Request {
+            prompt: vec![],
+            ..request(0, 3)
+        };
+        assert!(
+            batcher
+                .submit(empty)
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
+        let unknown = Request {
+            prompt: vec![5, 9_999],
+            ..request(1, 3)
+        };
+        let err = batcher.submit(unknown).unwrap_err();
+        assert!(err.to_string().contains("9999"), "{err}");
+        let err = batcher.submit(request(2, context)).unwrap_err();
+        assert!(err.to_string().contains("context"), "{err}");
+        assert!(batcher.is_idle());
+        for i in 3..6 {
+            batcher.submit(request(i, 50)).unwrap();
+        }
+        batcher.step(|_| {}).unwrap();
+        batcher.cancel(|&tag| tag != 5);
+        assert_eq!(batcher.running(), 0);
+        let (done, _) = run(&mut batcher);
+        assert!(done[3].is_none() && done[4].is_none());
+        assert_eq!(done[5].as_ref().unwrap().tokens.len(), 50);
+        assert!(
+            Batcher::<usize>::new(batcher.engine.clone(), sampling(), BatchLimits::new(0)).is_err()
+        );
+    }
+}

@@ -12,7 +12,7 @@ use distillery_model::{Checkpoint, Config};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::matrix::{Matrix, dense_f32};
+use crate::matrix::{Matrix, dense_f32, dot_f32};
 
 #[derive(Debug)]
 struct Layer {
@@ -241,25 +241,25 @@ impl Engine {
                 .iter()
                 .map(|(seq, _)| (seq.keys[l].as_slice(), seq.values[l].as_slice()))
                 .collect();
+            // One task per (row, query head): a single sequence's heads spread too.
             let mut attended = vec![0f32; m * q_dim];
-            let attend_row = |((out, q), &(s, pos)): ((&mut [f32], &[f32]), &(usize, usize))| {
+            let heads = cfg.num_attention_heads;
+            let attend_head = |(i, out): (usize, &mut [f32])| {
+                let (r, head) = (i / heads, i % heads);
+                let (s, pos) = rows[r];
                 let (keys, values) = caches[s];
                 let seen = (pos + 1) * kv_dim;
-                self.attend(&q[..q_dim], &keys[..seen], &values[..seen], out);
+                let q = &qkv[r * width + head * hd..r * width + (head + 1) * hd];
+                self.attend_head(head, q, &keys[..seen], &values[..seen], out);
             };
             let work: usize = rows.iter().map(|&(_, pos)| pos + 1).sum::<usize>() * q_dim;
             if work >= PARALLEL_ATTENTION {
                 attended
-                    .par_chunks_mut(q_dim)
-                    .zip(qkv.par_chunks(width))
-                    .zip(rows.par_iter())
-                    .for_each(attend_row);
+                    .par_chunks_mut(hd)
+                    .enumerate()
+                    .for_each(attend_head);
             } else {
-                attended
-                    .chunks_mut(q_dim)
-                    .zip(qkv.chunks(width))
-                    .zip(rows.iter())
-                    .for_each(attend_row);
+                attended.chunks_mut(hd).enumerate().for_each(attend_head);
             }
             let projected = layer.o.matmul(&attended, m);
             x.iter_mut().zip(&projected).for_each(|(a, b)| *a += b);
@@ -297,35 +297,29 @@ impl Engine {
             .collect())
     }
 
-    /// Causal attention of one row's query heads over a sequence's keys and values up to its
-    /// own position (GQA: query head `j` reads kv head `j / (heads / kv_heads)`).
-    fn attend(&self, q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]) {
+    /// Causal attention of one query head over a sequence's keys and values up to its own
+    /// position (GQA: query head `j` reads kv head `j / (heads / kv_heads)`).
+    fn attend_head(&self, head: usize, q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]) {
         let cfg = &self.cfg;
         let hd = cfg.head_dim();
         let kv_dim = cfg.num_key_value_heads * hd;
-        let group = cfg.num_attention_heads / cfg.num_key_value_heads;
+        let kv = head / (cfg.num_attention_heads / cfg.num_key_value_heads) * hd;
         let scale = 1.0 / (hd as f32).sqrt();
         let positions = keys.len() / kv_dim;
-        let mut scores = vec![0f32; positions];
-        for (head, (q, out)) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)).enumerate() {
-            let kv = (head / group) * hd;
-            let mut max = f32::NEG_INFINITY;
-            for (t, score) in scores.iter_mut().enumerate() {
-                let k = &keys[t * kv_dim + kv..t * kv_dim + kv + hd];
-                *score = crate::matrix::dot_f32(q, k) * scale;
-                max = max.max(*score);
-            }
-            let mut total = 0f32;
-            for score in scores.iter_mut() {
-                *score = (*score - max).exp();
-                total += *score;
-            }
-            out.fill(0.0);
-            for (t, &p) in scores.iter().enumerate() {
-                let v = &values[t * kv_dim + kv..t * kv_dim + kv + hd];
-                let p = p / total;
-                out.iter_mut().zip(v).for_each(|(o, &v)| *o += p * v);
-            }
+        let mut scores: Vec<f32> = (0..positions)
+            .map(|t| dot_f32(q, &keys[t * kv_dim + kv..t * kv_dim + kv + hd]) * scale)
+            .collect();
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut total = 0f32;
+        for score in scores.iter_mut() {
+            *score = (*score - max).exp();
+            total += *score;
+        }
+        out.fill(0.0);
+        for (t, &p) in scores.iter().enumerate() {
+            let v = &values[t * kv_dim + kv..t * kv_dim + kv + hd];
+            let p = p / total;
+            out.iter_mut().zip(v).for_each(|(o, &v)| *o += p * v);
         }
     }
 

@@ -29,8 +29,12 @@ pub(crate) struct Matrix {
     data: Data,
 }
 
-/// Output columns per task: enough work to pay for the task, and enough tasks to balance.
-const COLUMNS_PER_TASK: usize = 32;
+/// Output columns per task: a few tasks per thread, so that they balance, and no fewer than
+/// 16 columns, so that each pays for itself.
+fn columns_per_task(columns: usize) -> usize {
+    let tasks = 4 * rayon::current_num_threads();
+    columns.div_ceil(tasks).max(16)
+}
 
 impl Matrix {
     /// The matrix a checkpoint weight becomes: `Q4_1` and `Q8_0` blocks are kept as they
@@ -163,11 +167,12 @@ impl Matrix {
         match &self.data {
             Data::F32(w) => {
                 let k = self.cols;
+                let per_task = columns_per_task(n);
                 out_t
-                    .par_chunks_mut(COLUMNS_PER_TASK * m)
+                    .par_chunks_mut(per_task * m)
                     .enumerate()
                     .for_each(|(task, out)| {
-                        let first = task * COLUMNS_PER_TASK;
+                        let first = task * per_task;
                         for (c, out) in out.chunks_exact_mut(m).enumerate() {
                             let row = &w[(first + c) * k..(first + c + 1) * k];
                             for (r, o) in out.iter_mut().enumerate() {
@@ -207,11 +212,12 @@ impl Matrix {
         let acts = QRows::quantize(x, self.cols);
         let rows: Vec<QRow<'_>> = (0..m).map(|r| acts.row(r)).collect();
         let row_bytes = self.cols / BLOCK * block_bytes;
+        let per_task = columns_per_task(self.rows);
         out_t
-            .par_chunks_mut(COLUMNS_PER_TASK * m)
+            .par_chunks_mut(per_task * m)
             .enumerate()
             .for_each(|(task, out)| {
-                let first = task * COLUMNS_PER_TASK;
+                let first = task * per_task;
                 for (c, out) in out.chunks_exact_mut(m).enumerate() {
                     let row = &w[(first + c) * row_bytes..(first + c + 1) * row_bytes];
                     dot(row, &rows, out);
