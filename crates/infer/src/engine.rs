@@ -12,7 +12,8 @@ use distillery_model::{Checkpoint, Config};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::matrix::{Matrix, dense_f32, dot_f32};
+use crate::matrix::{Matrix, dense_f32};
+use crate::quant::{F32DotFn, f32_kernel};
 
 #[derive(Debug)]
 struct Layer {
@@ -306,8 +307,9 @@ impl Engine {
         let kv = head / (cfg.num_attention_heads / cfg.num_key_value_heads) * hd;
         let scale = 1.0 / (hd as f32).sqrt();
         let positions = keys.len() / kv_dim;
+        let dot: F32DotFn = f32_kernel();
         let mut scores: Vec<f32> = (0..positions)
-            .map(|t| dot_f32(q, &keys[t * kv_dim + kv..t * kv_dim + kv + hd]) * scale)
+            .map(|t| dot(q, &keys[t * kv_dim + kv..t * kv_dim + kv + hd]) * scale)
             .collect();
         let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut total = 0f32;

@@ -167,6 +167,7 @@ impl Matrix {
         match &self.data {
             Data::F32(w) => {
                 let k = self.cols;
+                let dot = quant::f32_kernel();
                 let per_task = columns_per_task(n);
                 out_t
                     .par_chunks_mut(per_task * m)
@@ -176,7 +177,7 @@ impl Matrix {
                         for (c, out) in out.chunks_exact_mut(m).enumerate() {
                             let row = &w[(first + c) * k..(first + c + 1) * k];
                             for (r, o) in out.iter_mut().enumerate() {
-                                *o = dot_f32(row, &x[r * k..(r + 1) * k]);
+                                *o = dot(row, &x[r * k..(r + 1) * k]);
                             }
                         }
                     });
@@ -236,24 +237,6 @@ pub(crate) fn dense_f32(name: &str, t: &Tensor) -> Result<Vec<f32>> {
             name: name.to_string(),
             message: e.to_string(),
         })
-}
-
-/// f32 dot product with eight independent sums, which the compiler keeps in vector registers.
-pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a8.zip(b8) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]

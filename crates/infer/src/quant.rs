@@ -208,6 +208,36 @@ pub(crate) fn q8_0_kernel() -> DotFn {
     dot_q8_0_portable
 }
 
+/// An f32 dot product.
+pub(crate) type F32DotFn = fn(&[f32], &[f32]) -> f32;
+
+/// The fastest f32 dot product this CPU runs.
+pub(crate) fn f32_kernel() -> F32DotFn {
+    #[cfg(target_arch = "x86_64")]
+    if simd::available() {
+        return simd::dot_f32;
+    }
+    dot_f32_portable
+}
+
+/// f32 dot product with eight independent sums, which the compiler keeps in vector registers.
+pub(crate) fn dot_f32_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 /// AVX2 kernels. The only unsafe code of the crate: intrinsics behind a run-time check of the
 /// CPU's features, and unaligned loads from slices whose lengths are checked first.
 #[cfg(target_arch = "x86_64")]
@@ -234,6 +264,31 @@ mod simd {
             assert!(act.qs.len() >= n * BLOCK && act.d.len() >= n && act.sum.len() >= n);
         }
         n
+    }
+
+    /// Only handed out by `f32_kernel` after `available()`.
+    pub(super) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: the CPU has AVX2 and FMA (checked before this function was chosen); every
+        // load is from a slice of its exact length.
+        unsafe { dot_f32_avx2(a, b) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n {
+            even = _mm256_fmadd_ps(f32x8(a, i), f32x8(b, i), even);
+            odd = _mm256_fmadd_ps(f32x8(a, i + 8), f32x8(b, i + 8), odd);
+            i += 16;
+        }
+        if i + 8 <= n {
+            even = _mm256_fmadd_ps(f32x8(a, i), f32x8(b, i), even);
+            i += 8;
+        }
+        let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y).sum();
+        hsum(_mm256_add_ps(even, odd)) + tail
     }
 
     /// Only handed out by `q4_1_kernel` after `available()`.
@@ -548,6 +603,18 @@ mod tests {
                 assert!((a - b).abs() <= 1.0 / 127.0, "{a} vs {b}");
             }
             check_kernels(&w, &back, dot_q8_0_portable, q8_0_kernel(), &mut rng);
+        }
+    }
+
+    #[test]
+    fn f32_kernels_agree_at_every_length() {
+        let mut rng = StdRng::seed_from_u64(4);
+        for n in [0, 1, 7, 8, 15, 16, 17, 64, 100] {
+            let a: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let b: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let want = exact_dot(&a, &b);
+            assert!((dot_f32_portable(&a, &b) as f64 - want).abs() < 1e-5, "{n}");
+            assert!((f32_kernel()(&a, &b) as f64 - want).abs() < 1e-5, "{n}");
         }
     }
 
