@@ -182,6 +182,12 @@ impl Engine {
     /// for each, the logits after its last new token. Each sequence's cache grows by its
     /// tokens. Nothing changes when it fails.
     pub fn forward(&self, batch: &mut [(&mut Sequence, &[u32])]) -> Result<Vec<Vec<f32>>> {
+        // On one of rayon's threads: the step's hundred-odd parallel loops then split as
+        // worker-local jobs, with this thread taking its share, where from any other thread
+        // each loop would be handed to the pool and waited for, two context switches apiece.
+        if rayon::current_thread_index().is_none() {
+            return rayon::scope(|_| self.forward(batch));
+        }
         let cfg = &self.cfg;
         for (seq, tokens) in batch.iter() {
             if tokens.is_empty() {
