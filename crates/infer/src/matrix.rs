@@ -166,21 +166,13 @@ impl Matrix {
         let mut out_t = vec![0f32; n * m];
         match &self.data {
             Data::F32(w) => {
-                let k = self.cols;
-                let dot = quant::f32_kernel();
-                let per_task = columns_per_task(n);
-                out_t
-                    .par_chunks_mut(per_task * m)
-                    .enumerate()
-                    .for_each(|(task, out)| {
-                        let first = task * per_task;
-                        for (c, out) in out.chunks_exact_mut(m).enumerate() {
-                            let row = &w[(first + c) * k..(first + c + 1) * k];
-                            for (r, o) in out.iter_mut().enumerate() {
-                                *o = dot(row, &x[r * k..(r + 1) * k]);
-                            }
-                        }
-                    });
+                let (k, dot) = (self.cols, quant::f32_kernel());
+                self.by_columns(&mut out_t, m, |c, out| {
+                    let row = &w[c * k..(c + 1) * k];
+                    for (r, o) in out.iter_mut().enumerate() {
+                        *o = dot(row, &x[r * k..(r + 1) * k]);
+                    }
+                });
             }
             Data::Q4_1(w) => {
                 self.blocks_matmul(w, Q4_1_BYTES, quant::q4_1_kernel(), x, m, &mut out_t)
@@ -213,15 +205,21 @@ impl Matrix {
         let acts = QRows::quantize(x, self.cols);
         let rows: Vec<QRow<'_>> = (0..m).map(|r| acts.row(r)).collect();
         let row_bytes = self.cols / BLOCK * block_bytes;
+        self.by_columns(out_t, m, |c, out| {
+            dot(&w[c * row_bytes..(c + 1) * row_bytes], &rows, out)
+        });
+    }
+
+    /// Runs `column(c, out)` for every output column `c`, its `m` results in `out`, a run of
+    /// columns per task.
+    fn by_columns(&self, out_t: &mut [f32], m: usize, column: impl Fn(usize, &mut [f32]) + Sync) {
         let per_task = columns_per_task(self.rows);
         out_t
             .par_chunks_mut(per_task * m)
             .enumerate()
             .for_each(|(task, out)| {
-                let first = task * per_task;
                 for (c, out) in out.chunks_exact_mut(m).enumerate() {
-                    let row = &w[(first + c) * row_bytes..(first + c + 1) * row_bytes];
-                    dot(row, &rows, out);
+                    column(task * per_task + c, out);
                 }
             });
     }

@@ -2,32 +2,16 @@
 //! in its Q4_1 blocks it answers a sum as the candle model on the dequantized weights does,
 //! and its logits stay within 8-bit activation rounding of candle's quantized model.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use distillery_infer::{BatchLimits, Batcher, Engine, Request};
 use distillery_model::{Checkpoint, GenerateOptions, RowOptions};
 
-fn smollm2() -> PathBuf {
-    let path = std::env::var_os("DISTILLERY_SMOLLM2")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    assert!(
-        path.is_file(),
-        "{} not found (run `make model` or set DISTILLERY_SMOLLM2)",
-        path.display()
-    );
-    path
-}
-
 #[test]
 #[ignore = "needs SmolLM2-135M-Instruct from `make model`; run by `make test-real`"]
 fn smollm2_in_its_blocks_answers_like_the_dequantized_model() {
-    let path = smollm2();
+    let path = distillery_model::smollm2_gguf();
     let checkpoint = Checkpoint::load_quantized(&path, &Device::Cpu, DType::F32).unwrap();
     let template = checkpoint.compile_chat_template().unwrap();
     let messages = [("user", "What is 2+3?")];

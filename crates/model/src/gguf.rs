@@ -686,17 +686,7 @@ mod tests {
     #[test]
     #[ignore = "needs SmolLM2-135M-Instruct from `make model`; run by `make test-real`"]
     fn smollm2_answers_a_sum_greedily() {
-        let path = std::env::var_os("DISTILLERY_SMOLLM2")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-            });
-        assert!(
-            path.is_file(),
-            "{} not found (run `make model` or set DISTILLERY_SMOLLM2)",
-            path.display()
-        );
+        let path = crate::smollm2_gguf();
         let ck = Checkpoint::load(&path, &Device::Cpu, DType::F32).unwrap();
         assert_eq!(ck.config.arch, Arch::Llama);
         let template = ck

@@ -44,3 +44,20 @@ pub use tiny::{
     learn_merges, tiny_tokenizer,
 };
 pub use token_bytes::TokenBytes;
+
+/// Where `make model` puts SmolLM2-135M-Instruct's GGUF (`$DISTILLERY_SMOLLM2` when set): the
+/// real model of the tests and benches that need one. They fail, not skip, without it.
+pub fn smollm2_gguf() -> std::path::PathBuf {
+    let path = std::env::var_os("DISTILLERY_SMOLLM2")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    assert!(
+        path.is_file(),
+        "{} not found (run `make model` or set DISTILLERY_SMOLLM2)",
+        path.display()
+    );
+    path
+}

@@ -427,17 +427,7 @@ fn distillation_uses_the_teacher_and_the_temperature_schedule() {
 #[test]
 #[ignore = "needs SmolLM2-135M-Instruct from `make model`; run by `make test-real`"]
 fn smollm2_fine_tunes_for_a_few_steps() {
-    let path = std::env::var_os("DISTILLERY_SMOLLM2")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    assert!(
-        path.is_file(),
-        "{} not found (run `make model` or set DISTILLERY_SMOLLM2)",
-        path.display()
-    );
+    let path = distillery_model::smollm2_gguf();
     let dir = tempfile::tempdir().unwrap();
     let mut t = Trainer::new(TrainerInit {
         model: path,
