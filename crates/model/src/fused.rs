@@ -8,7 +8,7 @@
 //! gradients.
 
 use candle_core::{
-    CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail,
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail,
 };
 use rayon::prelude::*;
 
@@ -35,8 +35,9 @@ fn slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [
 // ---------------------------------------------------------------------------------------------
 // Softmax of scaled, masked attention scores.
 
-/// `softmax(scores · scale + mask)` over the last dimension. `scores` is `[b, h, t, s]`;
-/// `mask` (additive, not differentiated) is `[1 | b, 1, t, s]`.
+/// `softmax(scores · scale + mask)` over the last dimension. `scores` is `[b, h, t, s]`, or
+/// `[b, g, n·t, s]` (grouped query heads: `n` heads' rows one after the other); `mask`
+/// (additive, not differentiated) is `[1 | b, 1, t, s]`.
 pub(crate) fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
     let scores = scores.contiguous()?;
     let mask = mask.contiguous()?;
@@ -67,8 +68,13 @@ impl CustomOp2 for MaskedSoftmax {
     ) -> Result<(CpuStorage, Shape)> {
         let x = slice(s1, l1, self.name())?;
         let mask = slice(s2, l2, self.name())?;
-        let (b, h, t, s) = l1.shape().dims4()?;
-        let mb = l2.shape().dims()[0];
+        let (b, g, rows, s) = l1.shape().dims4()?;
+        let (mb, _, t, ms) = l2.shape().dims4()?;
+        if rows % t != 0 || ms != s || (mb != 1 && mb != b) {
+            bail!("masked-softmax: mask {:?} for scores {:?}", l2.shape(), l1.shape())
+        }
+        // Rows of one batch row; the mask row of flat row `r` is `r mod t`.
+        let per_batch = g * rows;
         let mut out = vec![0f32; x.len()];
         let scale = self.scale;
         out.par_chunks_mut(s * ROWS_PER_TASK)
@@ -76,7 +82,7 @@ impl CustomOp2 for MaskedSoftmax {
             .for_each(|(task, rows)| {
                 for (k, y) in rows.chunks_mut(s).enumerate() {
                     let r = task * ROWS_PER_TASK + k;
-                    let (bi, i) = (r / (h * t), r % t);
+                    let (bi, i) = (r / per_batch, r % t);
                     let m = &mask[(if mb == 1 { 0 } else { bi }) * t * s + i * s..][..s];
                     let xr = &x[r * s..][..s];
                     let mut max = f32::NEG_INFINITY;
@@ -100,7 +106,6 @@ impl CustomOp2 for MaskedSoftmax {
                     }
                 }
             });
-        debug_assert_eq!(out.len(), b * h * t * s);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -284,13 +289,98 @@ impl CustomOp3 for RmsNormGrad {
 // ---------------------------------------------------------------------------------------------
 // Rope, fused with the split into heads.
 
-/// HF "rotate half" rope of the projection `x` `[b, t, heads·hd]`, returned as heads
-/// `[b, heads, t, hd]` (contiguous): the split, transpose and rope in one pass. `cos` and
-/// `sin` are `[1 | b, 1, t, hd]`.
-pub(crate) fn rope_heads(x: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize) -> Result<Tensor> {
+/// HF "rotate half" rope of the projection `x` (`b·t` tokens of `heads·hd` features), returned
+/// as heads `[b, heads, t, hd]` (contiguous): the split, transpose and rope in one pass. `cos`
+/// and `sin` are `[1 | b, 1, t, hd]`.
+pub(crate) fn rope_heads(
+    x: &Tensor,
+    (b, t): (usize, usize),
+    cos: &Tensor,
+    sin: &Tensor,
+    heads: usize,
+) -> Result<Tensor> {
     let x = x.contiguous()?;
     let (cos, sin) = (cos.contiguous()?, sin.contiguous()?);
-    x.apply_op3(&cos, &sin, RopeHeads { heads })
+    x.apply_op3(&cos, &sin, RopeHeads { b, t, heads })
+}
+
+/// `x` (`b·t` tokens of `heads·hd` features) as heads `[b, heads, t, hd]`, in one copy.
+pub(crate) fn split_heads(x: &Tensor, (b, t): (usize, usize), heads: usize) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Permute {
+        b,
+        t,
+        heads,
+        to_heads: true,
+    })
+}
+
+/// Heads `x` (`[b, heads, t, hd]`, or any shape with that layout such as grouped
+/// `[b, g, n·t, hd]`) back to tokens `[b·t, heads·hd]`, in one copy.
+pub(crate) fn merge_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let dims = x.dims();
+    let (b, hd) = (dims[0], dims[dims.len() - 1]);
+    let t = x.elem_count() / (b * heads * hd);
+    x.contiguous()?.apply_op1(Permute {
+        b,
+        t,
+        heads,
+        to_heads: false,
+    })
+}
+
+/// The copy between token-major `[b, t, heads, hd]` and head-major `[b, heads, t, hd]`.
+struct Permute {
+    b: usize,
+    t: usize,
+    heads: usize,
+    to_heads: bool,
+}
+
+impl Permute {
+    fn dims(&self, x: &Layout) -> Result<RopeDims> {
+        let n = x.shape().elem_count();
+        let per_head = self.b * self.t * self.heads;
+        if per_head == 0 || n % per_head != 0 {
+            bail!("permute-heads: {:?} for {per_head} head rows", x.shape())
+        }
+        Ok(RopeDims {
+            b: self.b,
+            t: self.t,
+            heads: self.heads,
+            hd: n / per_head,
+            cb: 1,
+        })
+    }
+}
+
+impl CustomOp1 for Permute {
+    fn name(&self) -> &'static str {
+        "permute-heads"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let d = self.dims(layout)?;
+        let x = slice(storage, layout, self.name())?;
+        let out = rope_pass(x, None, &d, false, self.to_heads);
+        let shape = if self.to_heads {
+            Shape::from((d.b, d.heads, d.t, d.hd))
+        } else {
+            Shape::from((d.b * d.t, d.heads * d.hd))
+        };
+        Ok((CpuStorage::F32(out), shape))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let back = Permute {
+            to_heads: !self.to_heads,
+            ..*self
+        };
+        Ok(Some(
+            grad.contiguous()?
+                .apply_op1_no_bwd(&back)?
+                .reshape(arg.shape())?,
+        ))
+    }
 }
 
 /// Whether [`rope_heads`] takes these tables for `x` `[b, t, _]`.
@@ -300,7 +390,10 @@ pub(crate) fn rope_fits(cos: &Tensor, b: usize, t: usize, hd: usize) -> bool {
         && hd % 2 == 0
 }
 
+#[derive(Clone, Copy)]
 struct RopeHeads {
+    b: usize,
+    t: usize,
     heads: usize,
 }
 
@@ -324,8 +417,7 @@ impl RopeDims {
 /// and the head-major `[b, heads, t, hd]`; `to_heads` says which way the data go.
 fn rope_pass(
     src: &[f32],
-    cos: &[f32],
-    sin: &[f32],
+    tables: Option<(&[f32], &[f32])>,
     d: &RopeDims,
     inverse: bool,
     to_heads: bool,
@@ -341,6 +433,10 @@ fn rope_pass(
             let at_tokens = ((bi * t + i) * heads + head) * hd;
             let at_heads = ((bi * heads + head) * t + i) * hd;
             let x = &src[if to_heads { at_tokens } else { at_heads }..][..hd];
+            let Some((cos, sin)) = tables else {
+                dst(if to_heads { at_heads } else { at_tokens }, x);
+                continue;
+            };
             let c = &cos[d.table(bi, i)..][..hd];
             let s = &sin[d.table(bi, i)..][..hd];
             for j in 0..half {
@@ -377,32 +473,19 @@ fn rope_pass(
     out
 }
 
-fn rope_dims(x: &Layout, cos: &Layout, heads: usize, token_major: bool) -> Result<RopeDims> {
-    let dims = x.shape().dims();
-    let (b, t, hd) = if token_major {
-        let (b, t, n) = x.shape().dims3()?;
-        if n % heads != 0 {
-            bail!("rope: {n} features for {heads} heads")
-        }
-        (b, t, n / heads)
-    } else {
-        let (b, h, t, hd) = x.shape().dims4()?;
-        if h != heads {
-            bail!("rope: {dims:?} for {heads} heads")
-        }
-        (b, t, hd)
-    };
-    let cb = cos.shape().dims()[0];
-    if cos.shape().elem_count() != cb * t * hd || hd % 2 != 0 {
-        bail!("rope: tables {:?} for input {dims:?}", cos.shape())
+fn rope_dims(op: RopeHeads, x: &Layout, cos: &Layout) -> Result<RopeDims> {
+    let mut d = Permute {
+        b: op.b,
+        t: op.t,
+        heads: op.heads,
+        to_heads: true,
     }
-    Ok(RopeDims {
-        b,
-        t,
-        heads,
-        hd,
-        cb,
-    })
+    .dims(x)?;
+    d.cb = cos.shape().dims()[0];
+    if cos.shape().elem_count() != d.cb * d.t * d.hd || d.hd % 2 != 0 {
+        bail!("rope: tables {:?} for input {:?}", cos.shape(), x.shape())
+    }
+    Ok(d)
 }
 
 impl CustomOp3 for RopeHeads {
@@ -419,10 +502,10 @@ impl CustomOp3 for RopeHeads {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let d = rope_dims(l1, l2, self.heads, true)?;
+        let d = rope_dims(*self, l1, l2)?;
         let x = slice(s1, l1, self.name())?;
         let (cos, sin) = (slice(s2, l2, self.name())?, slice(s3, l3, self.name())?);
-        let out = rope_pass(x, cos, sin, &d, false, true);
+        let out = rope_pass(x, Some((cos, sin)), &d, false, true);
         Ok((
             CpuStorage::F32(out),
             Shape::from((d.b, d.heads, d.t, d.hd)),
@@ -431,22 +514,22 @@ impl CustomOp3 for RopeHeads {
 
     fn bwd(
         &self,
-        _x: &Tensor,
+        x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let dx = grad.apply_op3_no_bwd(cos, sin, &RopeHeadsGrad { heads: self.heads })?;
+        let dx = grad
+            .apply_op3_no_bwd(cos, sin, &RopeHeadsGrad(*self))?
+            .reshape(x.shape())?;
         Ok((Some(dx), None, None))
     }
 }
 
 /// The transpose of [`RopeHeads`]: `[b, heads, t, hd]` gradients back to `[b, t, heads·hd]`.
-struct RopeHeadsGrad {
-    heads: usize,
-}
+struct RopeHeadsGrad(RopeHeads);
 
 impl CustomOp3 for RopeHeadsGrad {
     fn name(&self) -> &'static str {
@@ -462,10 +545,10 @@ impl CustomOp3 for RopeHeadsGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let d = rope_dims(l1, l2, self.heads, false)?;
+        let d = rope_dims(self.0, l1, l2)?;
         let g = slice(s1, l1, self.name())?;
         let (cos, sin) = (slice(s2, l2, self.name())?, slice(s3, l3, self.name())?);
-        let out = rope_pass(g, cos, sin, &d, true, false);
+        let out = rope_pass(g, Some((cos, sin)), &d, true, false);
         Ok((
             CpuStorage::F32(out),
             Shape::from((d.b, d.t, d.heads * d.hd)),
@@ -657,6 +740,73 @@ mod tests {
         }
     }
 
+    /// Grouped query heads: `[b, kv_heads, n·t, s]` scores, the mask row repeating every `t`.
+    #[test]
+    fn masked_softmax_of_grouped_heads_matches_basic_ops() {
+        let (b, g, n, t) = (2, 2, 3, 11);
+        let scores = Var::from_tensor(&random(&[b, g, n * t, t], 11)).unwrap();
+        let mask: Vec<f32> = (0..b * t * t)
+            .map(|k| {
+                let (bi, i, j) = (k / (t * t), (k / t) % t, k % t);
+                if j <= i && (bi == 0 || j > 2) || i == j {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (b, 1, t, t), &Device::Cpu).unwrap();
+        same(
+            &[scores],
+            |x| masked_softmax(&x[0], &mask, 0.5).unwrap(),
+            |x| {
+                let s = (x[0].reshape((b, g * n, t, t)).unwrap() * 0.5)
+                    .unwrap()
+                    .broadcast_add(&mask)
+                    .unwrap();
+                crate::model::softmax_last_dim(&s)
+                    .unwrap()
+                    .reshape((b, g, n * t, t))
+                    .unwrap()
+            },
+            "grouped masked softmax",
+        );
+    }
+
+    #[test]
+    fn split_and_merge_heads_match_reshape_and_transpose() {
+        let (b, t, heads, hd) = (3, 5, 4, 6);
+        let x = Var::from_tensor(&random(&[b * t, heads * hd], 12)).unwrap();
+        same(
+            std::slice::from_ref(&x),
+            |v| split_heads(&v[0], (b, t), heads).unwrap(),
+            |v| {
+                v[0].reshape((b, t, heads, hd))
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+            },
+            "split heads",
+        );
+        // Merged from the grouped layout `[b, 2, 2·t, hd]`.
+        let y = Var::from_tensor(&random(&[b, 2, 2 * t, hd], 13)).unwrap();
+        same(
+            &[y],
+            |v| merge_heads(&v[0], heads).unwrap(),
+            |v| {
+                v[0].reshape((b, heads, t, hd))
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .reshape((b * t, heads * hd))
+                    .unwrap()
+            },
+            "merge heads",
+        );
+    }
+
     #[test]
     fn rms_norm_matches_basic_ops() {
         let x = Var::from_tensor(&random(&[3, 130, 48], 2)).unwrap();
@@ -686,7 +836,7 @@ mod tests {
             let sin = random(&[cb, 1, t, hd], 6);
             same(
                 std::slice::from_ref(&x),
-                |v| rope_heads(&v[0], &cos, &sin, heads).unwrap(),
+                |v| rope_heads(&v[0], (b, t), &cos, &sin, heads).unwrap(),
                 |v| {
                     let x = v[0]
                         .reshape((b, t, heads, hd))

@@ -169,6 +169,17 @@ impl Linear {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.rank() == 2 {
+            // Already flat: no reshape nodes (each costs a gradient buffer in the backward).
+            let y = match &self.weight {
+                Weight::Dense(w) => x.matmul(&w.t()?)?,
+                Weight::Quantized(q) => q.forward(x)?,
+            };
+            return Ok(match &self.bias {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            });
+        }
         let dims = x.dims().to_vec();
         let (last, lead) = dims
             .split_last()
@@ -245,15 +256,17 @@ struct Attention {
 pub(crate) type LayerCache = Option<(Tensor, Tensor)>;
 
 impl Attention {
+    /// `x` is `[b·t, hidden]` (flat tokens); so is the result.
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: &Tensor,
+        (b, t): (usize, usize),
         cos: &Tensor,
         sin: &Tensor,
         mask: &Tensor,
         cache: Option<&mut LayerCache>,
     ) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
         let split = |y: Tensor, heads: usize| -> Result<Tensor> {
             Ok(y.reshape((b, t, heads, self.head_dim))?
                 .transpose(1, 2)?
@@ -264,15 +277,19 @@ impl Attention {
         let fused = fused::applies(x) && fused::rope_fits(cos, b, t, self.head_dim);
         let (q, mut k) = if fused {
             (
-                fused::rope_heads(&self.q_proj.forward(x)?, cos, sin, self.n_heads)?,
-                fused::rope_heads(&self.k_proj.forward(x)?, cos, sin, self.n_kv_heads)?,
+                fused::rope_heads(&self.q_proj.forward(x)?, (b, t), cos, sin, self.n_heads)?,
+                fused::rope_heads(&self.k_proj.forward(x)?, (b, t), cos, sin, self.n_kv_heads)?,
             )
         } else {
             let q = split(self.q_proj.forward(x)?, self.n_heads)?;
             let k = split(self.k_proj.forward(x)?, self.n_kv_heads)?;
             (apply_rope(&q, cos, sin)?, apply_rope(&k, cos, sin)?)
         };
-        let mut v = split(self.v_proj.forward(x)?, self.n_kv_heads)?;
+        let mut v = if fused {
+            fused::split_heads(&self.v_proj.forward(x)?, (b, t), self.n_kv_heads)?
+        } else {
+            split(self.v_proj.forward(x)?, self.n_kv_heads)?
+        };
         if let Some(cache) = cache {
             if let Some((pk, pv)) = cache.as_ref() {
                 k = Tensor::cat(&[pk, &k], 2)?;
@@ -289,15 +306,10 @@ impl Attention {
             // Grouped-query attention without repeating k and v: the query heads that share a
             // kv head are consecutive, so `[b, heads, t, hd]` is `[b, kv_heads, n_rep·t, hd]`.
             let q = q.reshape((b, self.n_kv_heads, n_rep * t, self.head_dim))?;
-            let scores = q.matmul(&k.t()?)?.reshape((b, self.n_heads, t, s))?;
+            let scores = q.matmul(&k.t()?)?;
             let scale = 1.0 / (self.head_dim as f64).sqrt();
-            let probs = fused::masked_softmax(&scores, mask, scale)?
-                .reshape((b, self.n_kv_heads, n_rep * t, s))?;
-            let out = probs
-                .matmul(&v)?
-                .reshape((b, self.n_heads, t, self.head_dim))?
-                .transpose(1, 2)?
-                .reshape((b, t, self.n_heads * self.head_dim))?;
+            let probs = fused::masked_softmax(&scores, mask, scale)?;
+            let out = fused::merge_heads(&probs.matmul(&v)?, self.n_heads)?;
             return self.o_proj.forward(&out);
         }
         let k = repeat_kv(k, n_rep)?;
@@ -309,7 +321,7 @@ impl Attention {
             probs
                 .matmul(&v)?
                 .transpose(1, 2)?
-                .reshape((b, t, self.n_heads * self.head_dim))?;
+                .reshape((b * t, self.n_heads * self.head_dim))?;
         self.o_proj.forward(&out)
     }
 }
@@ -358,12 +370,15 @@ impl Layer {
         mask: &Tensor,
         cache: Option<&mut LayerCache>,
     ) -> Result<Tensor> {
+        // Flat tokens inside the layer: the projections need no reshapes.
+        let (b, t, hidden) = x.dims3()?;
+        let x = x.reshape((b * t, hidden))?;
         let h = self
             .attn
-            .forward(&self.input_norm.forward(x)?, cos, sin, mask, cache)?;
+            .forward(&self.input_norm.forward(&x)?, (b, t), cos, sin, mask, cache)?;
         let x = (x + h)?;
         let h = self.mlp.forward(&self.post_norm.forward(&x)?)?;
-        Ok((x + h)?)
+        Ok((x + h)?.reshape((b, t, hidden))?)
     }
 }
 
