@@ -41,7 +41,12 @@ fn slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [
 pub(crate) fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
     let scores = scores.contiguous()?;
     let mask = mask.contiguous()?;
-    scores.apply_op2(&mask, MaskedSoftmax { scale: scale as f32 })
+    scores.apply_op2(
+        &mask,
+        MaskedSoftmax {
+            scale: scale as f32,
+        },
+    )
 }
 
 /// Whether [`masked_softmax`] takes this mask for scores `[b, h, t, s]`.
@@ -71,7 +76,11 @@ impl CustomOp2 for MaskedSoftmax {
         let (b, g, rows, s) = l1.shape().dims4()?;
         let (mb, _, t, ms) = l2.shape().dims4()?;
         if rows % t != 0 || ms != s || (mb != 1 && mb != b) {
-            bail!("masked-softmax: mask {:?} for scores {:?}", l2.shape(), l1.shape())
+            bail!(
+                "masked-softmax: mask {:?} for scores {:?}",
+                l2.shape(),
+                l1.shape()
+            )
         }
         // Rows of one batch row; the mask row of flat row `r` is `r mod t`.
         let per_batch = g * rows;
@@ -194,7 +203,11 @@ impl CustomOp2 for RmsNorm {
         let w = slice(s2, l2, self.name())?;
         let h = w.len();
         if l1.shape().dims().last() != Some(&h) {
-            bail!("rms-norm: weight {:?} for input {:?}", l2.shape(), l1.shape())
+            bail!(
+                "rms-norm: weight {:?} for input {:?}",
+                l2.shape(),
+                l1.shape()
+            )
         }
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(h * ROWS_PER_TASK)
@@ -506,10 +519,7 @@ impl CustomOp3 for RopeHeads {
         let x = slice(s1, l1, self.name())?;
         let (cos, sin) = (slice(s2, l2, self.name())?, slice(s3, l3, self.name())?);
         let out = rope_pass(x, Some((cos, sin)), &d, false, true);
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((d.b, d.heads, d.t, d.hd)),
-        ))
+        Ok((CpuStorage::F32(out), Shape::from((d.b, d.heads, d.t, d.hd))))
     }
 
     fn bwd(
@@ -706,7 +716,10 @@ mod tests {
             let (x, y) = (x.expect("fused gradient"), y.expect("reference gradient"));
             let d = max_diff(x, y);
             let scale = max_diff(y, &y.zeros_like().unwrap()).max(1.0);
-            assert!(d < 2e-5 * scale, "{what}: gradient of input {i} differs by {d}");
+            assert!(
+                d < 2e-5 * scale,
+                "{what}: gradient of input {i} differs by {d}"
+            );
         }
     }
 

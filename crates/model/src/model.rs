@@ -317,11 +317,10 @@ impl Attention {
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(mask)?;
         let probs = softmax_last_dim(&scores)?;
-        let out =
-            probs
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .reshape((b * t, self.n_heads * self.head_dim))?;
+        let out = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b * t, self.n_heads * self.head_dim))?;
         self.o_proj.forward(&out)
     }
 }
@@ -346,7 +345,9 @@ impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if fused::applies(x) {
             let gate = self.gate.forward(x)?;
-            return self.down.forward(&fused::silu_mul(&gate, &self.up.forward(x)?)?);
+            return self
+                .down
+                .forward(&fused::silu_mul(&gate, &self.up.forward(x)?)?);
         }
         let gate = self.gate.forward(x)?.silu()?;
         self.down.forward(&(gate * self.up.forward(x)?)?)
