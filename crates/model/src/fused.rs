@@ -75,7 +75,7 @@ impl CustomOp2 for MaskedSoftmax {
         let mask = slice(s2, l2, self.name())?;
         let (b, g, rows, s) = l1.shape().dims4()?;
         let (mb, _, t, ms) = l2.shape().dims4()?;
-        if rows % t != 0 || ms != s || (mb != 1 && mb != b) {
+        if !rows.is_multiple_of(t) || ms != s || (mb != 1 && mb != b) {
             bail!(
                 "masked-softmax: mask {:?} for scores {:?}",
                 l2.shape(),
@@ -353,7 +353,7 @@ impl Permute {
     fn dims(&self, x: &Layout) -> Result<RopeDims> {
         let n = x.shape().elem_count();
         let per_head = self.b * self.t * self.heads;
-        if per_head == 0 || n % per_head != 0 {
+        if per_head == 0 || !n.is_multiple_of(per_head) {
             bail!("permute-heads: {:?} for {per_head} head rows", x.shape())
         }
         Ok(RopeDims {
@@ -400,7 +400,7 @@ impl CustomOp1 for Permute {
 pub(crate) fn rope_fits(cos: &Tensor, b: usize, t: usize, hd: usize) -> bool {
     matches!(cos.dims(), &[cb, 1, ct, chd] if (cb == 1 || cb == b) && ct == t && chd == hd)
         && cos.dtype() == DType::F32
-        && hd % 2 == 0
+        && hd.is_multiple_of(2)
 }
 
 #[derive(Clone, Copy)]
@@ -495,7 +495,7 @@ fn rope_dims(op: RopeHeads, x: &Layout, cos: &Layout) -> Result<RopeDims> {
     }
     .dims(x)?;
     d.cb = cos.shape().dims()[0];
-    if cos.shape().elem_count() != d.cb * d.t * d.hd || d.hd % 2 != 0 {
+    if cos.shape().elem_count() != d.cb * d.t * d.hd || !d.hd.is_multiple_of(2) {
         bail!("rope: tables {:?} for input {:?}", cos.shape(), x.shape())
     }
     Ok(d)
