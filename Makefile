@@ -7,7 +7,7 @@ BIN := target/release/distillery
 BENCH_JSON ?= target/bench/summary.jsonl
 BENCH_SUMMARY ?= target/bench/summary.json
 
-.PHONY: all demo demo-real test test-real lint fmt bench build cuda gpu-distill model clean-runs verify-diff verify-suite
+.PHONY: all demo demo-real test test-real lint fmt bench bench-deps build cuda gpu-distill model clean-runs verify-diff verify-suite
 
 all: build
 
@@ -66,10 +66,23 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## Every benchmark; one JSON summary in $(BENCH_SUMMARY) and a readable table.
+## PyTorch and transformers in $(BENCH_VENV), for the train bench's side-by-side PyTorch loop
+## (CPU wheels; set TORCH_INDEX= for PyPI's default).
+BENCH_VENV ?= .venv-bench
+BENCH_PY := $(abspath $(BENCH_VENV))/bin/python
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+bench-deps:
+	test -x $(BENCH_PY) || python3 -m venv $(BENCH_VENV)
+	$(BENCH_PY) -c 'import torch' 2>/dev/null || $(BENCH_PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch
+	$(BENCH_PY) -c 'import transformers, safetensors' 2>/dev/null || $(BENCH_PY) -m pip install --quiet transformers safetensors
+	$(BENCH_PY) -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
+
+## Every benchmark; one JSON summary in $(BENCH_SUMMARY) and a readable table. The train bench
+## puts a PyTorch loop beside the trainer when $(BENCH_VENV) exists (`make bench-deps`).
 bench:
 	mkdir -p $(dir $(BENCH_JSON)) $(dir $(BENCH_SUMMARY))
 	rm -f $(BENCH_JSON) $(BENCH_SUMMARY)
+	$(if $(wildcard $(BENCH_PY)),DISTILLERY_TORCH_PYTHON=$(BENCH_PY)) \
 	DISTILLERY_BENCH_JSON=$(abspath $(BENCH_JSON)) $(CARGO) bench --workspace
 	DISTILLERY_BENCH_JSON=$(abspath $(BENCH_JSON)) python3 scripts/verify/diff_mathverify.py --bench-only
 	./scripts/bench-table.sh $(BENCH_JSON) $(BENCH_SUMMARY)

@@ -9,6 +9,14 @@ with the model's chat template and packed greedily into rows of --max-len tokens
 trainer packs them. Precision bf16 is autocast over f32 weights and AdamW state: the same
 mixed precision as `distillery train --dtype bf16`. Prints one JSON line with tokens/s and
 peak GPU memory.
+
+With --batches FILE (what `cargo bench -p distillery-train --bench train` writes), the loop
+replays the Rust trainer's own micro-batches instead: the same packed rows, segments (attention
+within a segment, positions restarting, as a 4-D mask and position ids), assistant-only loss
+mask, per-step learning rates, weight decay on rank >= 2 tensors only, gradient clipping and
+grad_accum, in f32. The loss is the summed cross-entropy of the loss positions over the step's
+loss tokens, and only those positions are projected to logits, as the Rust trainer does. It
+prints the per-step losses too, so that the bench can check that both trained the same thing.
 """
 import argparse
 import glob
@@ -55,10 +63,96 @@ def packed_rows(tokenizer, convs, max_len):
     return rows
 
 
+def replay(args):
+    """The --batches mode: the Rust trainer's micro-batches, step for step."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    with open(args.batches) as f:
+        spec = json.load(f)
+    device = torch.device(args.device)
+    model = AutoModelForCausalLM.from_pretrained(
+        args.model, dtype=torch.float32, attn_implementation=args.attn).to(device)
+    model.train()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": spec["weight_decay"]},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=spec["lrs"][0], betas=(spec["beta1"], spec["beta2"]), eps=spec["eps"],
+        foreach=True)
+    neg = torch.finfo(torch.float32).min
+
+    def micro(b):
+        rows, length = b["rows"], b["len"]
+        ids = torch.tensor(b["inputs"], dtype=torch.long).view(rows, length)
+        targets = torch.tensor(b["targets"], dtype=torch.long).view(-1)
+        seg = torch.tensor(b["segments"], dtype=torch.long).view(rows, length)
+        loss_rows = torch.tensor(b["mask"]).view(-1).nonzero().view(-1)
+        # Positions restart where a segment starts; padding (segment 0) sits at 0 and attends
+        # only to itself: the Rust model's segment mask.
+        idx = torch.arange(length).expand(rows, length)
+        start = torch.ones_like(seg, dtype=torch.bool)
+        start[:, 1:] = seg[:, 1:] != seg[:, :-1]
+        first = torch.cummax(torch.where(start, idx, torch.zeros_like(idx)), dim=1).values
+        pos = torch.where(seg == 0, torch.zeros_like(idx), idx - first)
+        same = seg.unsqueeze(2) == seg.unsqueeze(1)
+        causal = torch.ones(length, length, dtype=torch.bool).tril()
+        allowed = (same & causal & (seg != 0).unsqueeze(2)) | torch.eye(length, dtype=torch.bool)
+        mask = torch.zeros(rows, 1, length, length).masked_fill(~allowed.unsqueeze(1), neg)
+        return (ids.to(device), pos.to(device), mask.to(device),
+                loss_rows.to(device), targets[loss_rows].to(device), b["tokens"],
+                b["loss_tokens"])
+
+    # Tensors are built before the clock starts (the Rust trainer builds its own inside).
+    steps = [[micro(b) for b in step] for step in spec["steps"]]
+    warmup = spec["warmup_steps"]
+    tokens, started, losses = 0, None, []
+    for step, micros in enumerate(steps):
+        if step == warmup:
+            started, tokens = time.perf_counter(), 0
+        denom = max(1, sum(m[6] for m in micros))
+        total = 0.0
+        for ids, pos, mask, loss_rows, targets, n, _ in micros:
+            hidden = model.model(input_ids=ids, attention_mask=mask,
+                                 position_ids=pos).last_hidden_state
+            logits = model.lm_head(hidden.reshape(-1, hidden.shape[-1])[loss_rows])
+            loss = F.cross_entropy(logits, targets, reduction="sum")
+            (loss / denom).backward()
+            total += loss.item()
+            tokens += n
+        torch.nn.utils.clip_grad_norm_(model.parameters(), spec["clip"])
+        for group in opt.param_groups:
+            group["lr"] = spec["lrs"][step]
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(total / denom)
+    secs = time.perf_counter() - started
+    print(json.dumps({
+        "reference": "pytorch",
+        "torch": torch.__version__,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "attn": args.attn,
+        "dtype": "f32",
+        "steps": len(steps) - warmup,
+        "tokens": tokens,
+        "secs": secs,
+        "tokens_per_s": tokens / secs,
+        "losses": losses,
+    }))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="Hugging Face model directory")
-    ap.add_argument("--data", required=True, nargs="+")
+    ap.add_argument("--data", nargs="+", help="run directories or parquet files")
+    ap.add_argument("--batches", help="JSON micro-batches from the Rust training bench")
+    ap.add_argument("--attn", default="sdpa", help="transformers attn_implementation")
     ap.add_argument("--max-len", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--steps", type=int, default=60)
@@ -68,6 +162,10 @@ def main():
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
+    if args.batches:
+        return replay(args)
+    if not args.data:
+        ap.error("one of --data or --batches is needed")
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

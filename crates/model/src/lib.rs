@@ -20,6 +20,7 @@ mod checkpoint;
 mod config;
 mod device;
 mod error;
+mod fused;
 mod generate;
 mod gguf;
 mod memory;

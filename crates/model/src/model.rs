@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::fused;
 
 /// One named weight the model expects, with its shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +169,17 @@ impl Linear {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.rank() == 2 {
+            // Already flat: no reshape nodes (each costs a gradient buffer in the backward).
+            let y = match &self.weight {
+                Weight::Dense(w) => x.matmul(&w.t()?)?,
+                Weight::Quantized(q) => q.forward(x)?,
+            };
+            return Ok(match &self.bias {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            });
+        }
         let dims = x.dims().to_vec();
         let (last, lead) = dims
             .split_last()
@@ -197,6 +209,9 @@ struct RmsNorm {
 
 impl RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if fused::applies(x) && self.weight.dtype() == DType::F32 {
+            return Ok(fused::rms_norm(x, &self.weight, self.eps)?);
+        }
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
         let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
@@ -218,7 +233,7 @@ pub(crate) fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 }
 
 /// HF "rotate half" rope: `x * cos + rotate_half(x) * sin`, with `cos`/`sin` `[b, 1, t, hd]`.
-fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+pub(crate) fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let half = x.dim(D::Minus1)? / 2;
     let x1 = x.narrow(D::Minus1, 0, half)?;
     let x2 = x.narrow(D::Minus1, half, half)?;
@@ -241,26 +256,40 @@ struct Attention {
 pub(crate) type LayerCache = Option<(Tensor, Tensor)>;
 
 impl Attention {
+    /// `x` is `[b·t, hidden]` (flat tokens); so is the result.
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: &Tensor,
+        (b, t): (usize, usize),
         cos: &Tensor,
         sin: &Tensor,
         mask: &Tensor,
         cache: Option<&mut LayerCache>,
     ) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
         let split = |y: Tensor, heads: usize| -> Result<Tensor> {
             Ok(y.reshape((b, t, heads, self.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = split(self.q_proj.forward(x)?, self.n_heads)?;
-        let k = split(self.k_proj.forward(x)?, self.n_kv_heads)?;
-        let v = split(self.v_proj.forward(x)?, self.n_kv_heads)?;
-        let q = apply_rope(&q, cos, sin)?;
-        let mut k = apply_rope(&k, cos, sin)?;
-        let mut v = v;
+        // On the CPU in f32: rope fused with the split into heads, and the scaled, masked
+        // softmax in one op, each with its own backward pass (see `fused`).
+        let fused = fused::applies(x) && fused::rope_fits(cos, b, t, self.head_dim);
+        let (q, mut k) = if fused {
+            (
+                fused::rope_heads(&self.q_proj.forward(x)?, (b, t), cos, sin, self.n_heads)?,
+                fused::rope_heads(&self.k_proj.forward(x)?, (b, t), cos, sin, self.n_kv_heads)?,
+            )
+        } else {
+            let q = split(self.q_proj.forward(x)?, self.n_heads)?;
+            let k = split(self.k_proj.forward(x)?, self.n_kv_heads)?;
+            (apply_rope(&q, cos, sin)?, apply_rope(&k, cos, sin)?)
+        };
+        let mut v = if fused {
+            fused::split_heads(&self.v_proj.forward(x)?, (b, t), self.n_kv_heads)?
+        } else {
+            split(self.v_proj.forward(x)?, self.n_kv_heads)?
+        };
         if let Some(cache) = cache {
             if let Some((pk, pv)) = cache.as_ref() {
                 k = Tensor::cat(&[pk, &k], 2)?;
@@ -272,16 +301,26 @@ impl Attention {
             *cache = Some((k.detach(), v.detach()));
         }
         let n_rep = self.n_heads / self.n_kv_heads;
+        let s = k.dim(2)?;
+        if fused && fused::mask_fits(mask, b, t, s) {
+            // Grouped-query attention without repeating k and v: the query heads that share a
+            // kv head are consecutive, so `[b, heads, t, hd]` is `[b, kv_heads, n_rep·t, hd]`.
+            let q = q.reshape((b, self.n_kv_heads, n_rep * t, self.head_dim))?;
+            let scores = q.matmul(&k.t()?)?;
+            let scale = 1.0 / (self.head_dim as f64).sqrt();
+            let probs = fused::masked_softmax(&scores, mask, scale)?;
+            let out = fused::merge_heads(&probs.matmul(&v)?, self.n_heads)?;
+            return self.o_proj.forward(&out);
+        }
         let k = repeat_kv(k, n_rep)?;
         let v = repeat_kv(v, n_rep)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(mask)?;
         let probs = softmax_last_dim(&scores)?;
-        let out =
-            probs
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .reshape((b, t, self.n_heads * self.head_dim))?;
+        let out = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b * t, self.n_heads * self.head_dim))?;
         self.o_proj.forward(&out)
     }
 }
@@ -304,6 +343,12 @@ struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if fused::applies(x) {
+            let gate = self.gate.forward(x)?;
+            return self
+                .down
+                .forward(&fused::silu_mul(&gate, &self.up.forward(x)?)?);
+        }
         let gate = self.gate.forward(x)?.silu()?;
         self.down.forward(&(gate * self.up.forward(x)?)?)
     }
@@ -326,12 +371,15 @@ impl Layer {
         mask: &Tensor,
         cache: Option<&mut LayerCache>,
     ) -> Result<Tensor> {
+        // Flat tokens inside the layer: the projections need no reshapes.
+        let (b, t, hidden) = x.dims3()?;
+        let x = x.reshape((b * t, hidden))?;
         let h = self
             .attn
-            .forward(&self.input_norm.forward(x)?, cos, sin, mask, cache)?;
+            .forward(&self.input_norm.forward(&x)?, (b, t), cos, sin, mask, cache)?;
         let x = (x + h)?;
         let h = self.mlp.forward(&self.post_norm.forward(&x)?)?;
-        Ok((x + h)?)
+        Ok((x + h)?.reshape((b, t, hidden))?)
     }
 }
 

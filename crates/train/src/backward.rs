@@ -22,6 +22,7 @@ use distillery_model::Model;
 
 use crate::error::{Result, TrainError};
 use crate::loss::{SparseTarget, kd_loss_sum, masked_cross_entropy_sum, sparse_kd_loss_sum};
+use crate::optim::add_into;
 
 /// Logit elements (rows × vocabulary) per chunk of the loss: 16 MiB of f32 logits, under
 /// the size glibc serves from the heap (see `keep_freed_tensor_memory`), so chunks reuse memory.
@@ -180,10 +181,10 @@ fn chunked_loss(
 fn accumulate(acc: &mut [Option<Tensor>], vars: &[Var], grads: &GradStore) -> Result<()> {
     for (slot, var) in acc.iter_mut().zip(vars) {
         if let Some(g) = grads.get(var.as_tensor()) {
-            *slot = Some(match slot.take() {
-                None => g.clone(),
-                Some(prev) => (prev + g)?,
-            });
+            match slot {
+                None => *slot = Some(g.clone()),
+                Some(prev) => add_into(prev, g)?,
+            }
         }
     }
     Ok(())
@@ -293,10 +294,10 @@ pub fn accumulate_gradients(
             let grads = (total * scale)?.backward()?;
             accumulate(acc, vars, &grads)?;
             let g = grad_of(&grads, &hidden_leaf, "the hidden states")?;
-            upstream = Some(match upstream.take() {
-                None => g,
-                Some(prev) => (prev + g)?,
-            });
+            match &mut upstream {
+                None => upstream = Some(g),
+                Some(prev) => add_into(prev, &g)?,
+            }
             Ok(())
         },
     )?;

@@ -4,7 +4,8 @@
 //! number of loss tokens in the whole optimiser step, so gradient accumulation gives exactly
 //! the gradient of the step's mean loss.
 
-use candle_core::{D, DType, Result, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 /// log-softmax over the last dimension: `x - max - log(sum(exp(x - max)))`. The max is a
 /// constant shift (detached); every op used has a backward pass.
@@ -19,9 +20,131 @@ pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
 /// (u32).
 pub fn token_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let logits = logits.to_dtype(DType::F32)?;
-    let lp = log_softmax(&logits)?;
+    if logits.device().is_cpu() {
+        // One pass forward and one backward (`softmax − onehot`) instead of a chain of ops.
+        let v = logits.dim(D::Minus1)?;
+        let flat = if logits.rank() == 2 {
+            logits.contiguous()?
+        } else {
+            logits.reshape(((), v))?.contiguous()?
+        };
+        let t = targets.to_dtype(DType::U32)?.flatten_all()?.contiguous()?;
+        let ce = flat.apply_op2(&t, CrossEntropy)?;
+        return if targets.rank() == 1 {
+            Ok(ce)
+        } else {
+            ce.reshape(targets.shape())
+        };
+    }
+    token_cross_entropy_basic(&logits, targets)
+}
+
+/// [`token_cross_entropy`] from basic ops (other devices; the fused kernel's reference).
+fn token_cross_entropy_basic(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let lp = log_softmax(logits)?;
     let idx = targets.to_dtype(DType::U32)?.unsqueeze(D::Minus1)?;
     lp.gather(&idx, D::Minus1)?.squeeze(D::Minus1)?.neg()
+}
+
+/// Per-row `logsumexp(x) − x[target]` of `[n, v]` f32 logits and `[n]` u32 targets.
+struct CrossEntropy;
+
+fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
+        _ => candle_core::bail!("cross-entropy: contiguous f32 logits expected"),
+    }
+}
+
+fn cpu_u32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [u32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::U32(d), Some((a, b))) => Ok(&d[a..b]),
+        _ => candle_core::bail!("cross-entropy: contiguous u32 targets expected"),
+    }
+}
+
+/// `max` and `ln Σ exp(x − max)` of one row.
+fn log_sum_exp(x: &[f32]) -> (f32, f32) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    (max, x.iter().map(|&v| (v - max).exp()).sum::<f32>().ln())
+}
+
+impl CustomOp2 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, t) = (cpu_f32(s1, l1)?, cpu_u32(s2, l2)?);
+        let (n, v) = l1.shape().dims2()?;
+        if t.len() != n || t.iter().any(|&t| t as usize >= v) {
+            candle_core::bail!("cross-entropy: {} targets (< {v}) for {n} rows", t.len())
+        }
+        let out: Vec<f32> = x
+            .par_chunks(v)
+            .zip(t.par_iter())
+            .map(|(row, &t)| {
+                let (max, lse) = log_sum_exp(row);
+                -((row[t as usize] - max) - lse)
+            })
+            .collect();
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        Ok((
+            Some(logits.apply_op3_no_bwd(targets, &grad, &CrossEntropyGrad)?),
+            None,
+        ))
+    }
+}
+
+/// `g · (softmax(x) − onehot(target))` per row: the gradient of [`CrossEntropy`].
+struct CrossEntropyGrad;
+
+impl CustomOp3 for CrossEntropyGrad {
+    fn name(&self) -> &'static str {
+        "cross-entropy-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, t, g) = (cpu_f32(s1, l1)?, cpu_u32(s2, l2)?, cpu_f32(s3, l3)?);
+        let (_, v) = l1.shape().dims2()?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(v)
+            .zip(x.par_chunks(v))
+            .zip(t.par_iter().zip(g.par_iter()))
+            .for_each(|((d, row), (&t, &g))| {
+                let (max, lse) = log_sum_exp(row);
+                let shift = max + lse;
+                for (d, &x) in d.iter_mut().zip(row) {
+                    *d = g * (x - shift).exp();
+                }
+                d[t as usize] -= g;
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
 }
 
 /// Sum of the cross-entropy over positions where `mask` (`[b, t]`, f32 0/1) is 1.
@@ -255,6 +378,52 @@ mod tests {
             m.to_scalar::<f32>().unwrap() as f64,
             (0.40760596444438046 + 1.0986122886681098) / 2.0,
         );
+    }
+
+    /// The fused kernel against the basic-op version: values and gradients, on random logits
+    /// with a large spread.
+    #[test]
+    fn fused_cross_entropy_matches_basic_ops() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let mut rng = StdRng::seed_from_u64(5);
+        let (n, v) = (37, 301);
+        let x: Vec<f32> = (0..n * v)
+            .map(|_| rng.random::<f32>() * 30.0 - 15.0)
+            .collect();
+        let var = Var::from_tensor(&Tensor::from_vec(x, (n, v), &Device::Cpu).unwrap()).unwrap();
+        let t: Vec<u32> = (0..n).map(|_| rng.random_range(0..v as u32)).collect();
+        let targets = Tensor::from_vec(t, n, &Device::Cpu).unwrap();
+        let w: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
+        let w = Tensor::from_vec(w, n, &Device::Cpu).unwrap();
+        let fused = token_cross_entropy(var.as_tensor(), &targets).unwrap();
+        let basic = token_cross_entropy_basic(var.as_tensor(), &targets).unwrap();
+        let diff = (&fused - &basic).unwrap().abs().unwrap().max(0).unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+        let gf = (&fused * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gb = (&basic * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (gf, gb) = (
+            gf.get(var.as_tensor()).unwrap(),
+            gb.get(var.as_tensor()).unwrap(),
+        );
+        let diff = (gf - gb)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
     }
 
     #[test]

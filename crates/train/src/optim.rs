@@ -10,8 +10,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
 use candle_nn::VarMap;
+use rayon::prelude::*;
 
 use crate::error::{Result, TrainError};
 
@@ -121,10 +122,6 @@ impl AdamW {
             let Some(g) = g else { continue };
             let var = &self.vars[i];
             let g = g.to_dtype(DType::F32)?;
-            let theta = match &self.master[i] {
-                Some(master) => master.clone(),
-                None => var.as_tensor().to_dtype(DType::F32)?,
-            };
             let update = Update {
                 beta1: c.beta1,
                 beta2: c.beta2,
@@ -137,11 +134,16 @@ impl AdamW {
                 bc2_sqrt,
                 step_size,
             };
-            let (theta, m, v) = match fused_cpu_update(&theta, &g, &self.m[i], &self.v[i], &update)?
+            if self.master[i].is_none()
+                && fused_cpu_update(var.as_tensor(), &g, &self.m[i], &self.v[i], &update)?
             {
-                Some(fused) => fused,
-                None => update.apply(&theta, &g, &self.m[i], &self.v[i])?,
+                continue;
+            }
+            let theta = match &self.master[i] {
+                Some(master) => master.clone(),
+                None => var.as_tensor().to_dtype(DType::F32)?,
             };
+            let (theta, m, v) = update.apply(&theta, &g, &self.m[i], &self.v[i])?;
             var.set(&theta.to_dtype(var.dtype())?)?;
             if let Some(master) = &mut self.master[i] {
                 *master = theta;
@@ -264,71 +266,207 @@ impl Update {
     }
 }
 
-/// [`Update::apply`] for f32 tensors on the CPU in one pass that reads θ, g, m and v once and
-/// writes θ', m' and v': the tensor ops allocate about ten temporaries the size of the variable
-/// (1.1 GB at once for SmolLM2's embedding) and pass over memory as many times. None where it
-/// does not apply (another device or dtype).
+/// [`Update::apply`] for f32 tensors on the CPU, in place: `m` and `v` are updated from `g`,
+/// then `θ` from them, each in one pass and without a temporary. Tensor ops allocate about
+/// ten temporaries the size of the variable (1.1 GB at once for SmolLM2's embedding), and even
+/// a one-pass update that returns new tensors holds three more variables' worth at once.
+/// False (nothing done) where it does not apply: another device or dtype, or tensors that
+/// share storage.
 fn fused_cpu_update(
     theta: &Tensor,
     g: &Tensor,
     m: &Tensor,
     v: &Tensor,
     k: &Update,
-) -> Result<Option<(Tensor, Tensor, Tensor)>> {
-    use candle_core::Storage;
-    use rayon::prelude::*;
-
+) -> Result<bool> {
     let all = [theta, g, m, v];
     if all
         .iter()
-        .any(|t| !t.device().is_cpu() || t.dtype() != DType::F32)
+        .any(|t| !t.device().is_cpu() || t.dtype() != DType::F32 || !t.is_contiguous())
+        || shares_storage(theta, m)
+        || shares_storage(theta, v)
+        || shares_storage(m, v)
+        || [theta, m, v].iter().any(|t| shares_storage(t, g))
     {
-        return Ok(None);
+        return Ok(false);
     }
-    let (theta, g, m, v) = (
-        theta.contiguous()?,
-        g.contiguous()?,
-        m.contiguous()?,
-        v.contiguous()?,
-    );
-    let guards = [&theta, &g, &m, &v].map(|t| t.storage_and_layout());
-    let mut slices: Vec<&[f32]> = Vec::with_capacity(4);
-    for (storage, layout) in &guards {
-        let Storage::Cpu(cpu) = &**storage else {
-            return Ok(None);
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            return Ok(None);
-        };
-        slices.push(&cpu.as_slice::<f32>()?[start..end]);
-    }
-    let (t0, g, m0, v0) = (slices[0], slices[1], slices[2], slices[3]);
-    let n = t0.len();
     let f = |x: f64| x as f32;
-    let (b1, omb1, b2, omb2) = (f(k.beta1), f(1.0 - k.beta1), f(k.beta2), f(1.0 - k.beta2));
-    let (decay, inv_bc2, eps, step) = (f(k.decay), f(1.0 / k.bc2_sqrt), f(k.eps), f(k.step_size));
-    let (mut t1, mut m1, mut v1) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
-    const CHUNK: usize = 1 << 16;
-    t1.par_chunks_mut(CHUNK)
-        .zip(m1.par_chunks_mut(CHUNK))
-        .zip(v1.par_chunks_mut(CHUNK))
-        .enumerate()
-        .for_each(|(c, ((t1, m1), v1))| {
-            let base = c * CHUNK;
-            for j in 0..t1.len() {
-                let i = base + j;
-                let m = m0[i] * b1 + g[i] * omb1;
-                let v = v0[i] * b2 + g[i] * g[i] * omb2;
-                m1[j] = m;
-                v1[j] = v;
-                t1[j] = t0[i] * decay - m / (v.sqrt() * inv_bc2 + eps) * step;
-            }
-        });
-    drop(guards);
-    let shape = theta.shape().clone();
-    let device = theta.device().clone();
-    let tensor = |data: Vec<f32>| Tensor::from_vec(data, shape.clone(), &device);
-    Ok(Some((tensor(t1)?, tensor(m1)?, tensor(v1)?)))
+    m.inplace_op2(
+        g,
+        &Moment {
+            keep: f(k.beta1),
+            take: f(1.0 - k.beta1),
+            square: false,
+        },
+    )?;
+    v.inplace_op2(
+        g,
+        &Moment {
+            keep: f(k.beta2),
+            take: f(1.0 - k.beta2),
+            square: true,
+        },
+    )?;
+    theta.inplace_op3(
+        m,
+        v,
+        &Step {
+            decay: f(k.decay),
+            inv_bc2: f(1.0 / k.bc2_sqrt),
+            eps: f(k.eps),
+            step: f(k.step_size),
+        },
+    )?;
+    Ok(true)
+}
+
+/// Elements per parallel task of the in-place kernels.
+const CHUNK: usize = 1 << 16;
+
+fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
+        _ => candle_core::bail!("in-place update: contiguous f32 expected"),
+    }
+}
+
+fn cpu_slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(d), Some((a, b))) => Ok(&mut d[a..b]),
+        _ => candle_core::bail!("in-place update: contiguous f32 expected"),
+    }
+}
+
+/// `x ← x·keep + g·take` (or `g²·take`): AdamW's moments.
+struct Moment {
+    keep: f32,
+    take: f32,
+    square: bool,
+}
+
+impl InplaceOp2 for Moment {
+    fn name(&self) -> &'static str {
+        "adamw-moment"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let (x, g) = (cpu_slice_mut(s1, l1)?, cpu_slice(s2, l2)?);
+        x.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(x, g)| {
+                for (x, &g) in x.iter_mut().zip(g) {
+                    *x = *x * self.keep + if self.square { g * g } else { g } * self.take;
+                }
+            });
+        Ok(())
+    }
+}
+
+/// `θ ← θ·decay − m / (√v / √(1−β₂ᵗ) + ε) · step`.
+struct Step {
+    decay: f32,
+    inv_bc2: f32,
+    eps: f32,
+    step: f32,
+}
+
+impl InplaceOp3 for Step {
+    fn name(&self) -> &'static str {
+        "adamw-step"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<()> {
+        let theta = cpu_slice_mut(s1, l1)?;
+        let (m, v) = (cpu_slice(s2, l2)?, cpu_slice(s3, l3)?);
+        theta
+            .par_chunks_mut(CHUNK)
+            .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
+            .for_each(|(t, (m, v))| {
+                for ((t, &m), &v) in t.iter_mut().zip(m).zip(v) {
+                    *t = *t * self.decay - m / (v.sqrt() * self.inv_bc2 + self.eps) * self.step;
+                }
+            });
+        Ok(())
+    }
+}
+
+/// `x ← x + y`.
+struct AddAssign;
+
+impl InplaceOp2 for AddAssign {
+    fn name(&self) -> &'static str {
+        "add-assign"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let (x, y) = (cpu_slice_mut(s1, l1)?, cpu_slice(s2, l2)?);
+        x.par_chunks_mut(CHUNK)
+            .zip(y.par_chunks(CHUNK))
+            .for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(x, &y)| *x += y));
+        Ok(())
+    }
+}
+
+/// `x ← x · s`.
+struct ScaleAssign(f32);
+
+impl InplaceOp1 for ScaleAssign {
+    fn name(&self) -> &'static str {
+        "scale-assign"
+    }
+
+    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout) -> candle_core::Result<()> {
+        cpu_slice_mut(s1, l1)?
+            .par_chunks_mut(CHUNK)
+            .for_each(|x| x.iter_mut().for_each(|x| *x *= self.0));
+        Ok(())
+    }
+}
+
+/// Whether `a` and `b` are views of one buffer.
+fn shares_storage(a: &Tensor, b: &Tensor) -> bool {
+    // One lock at a time: the address of the storage behind it is what is compared.
+    let address = |t: &Tensor| {
+        let (storage, _) = t.storage_and_layout();
+        std::ptr::from_ref(&*storage).addr()
+    };
+    address(a) == address(b)
+}
+
+/// Whether `x` may be written in place: f32, contiguous, on the CPU.
+fn writable(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous()
+}
+
+/// `acc ← acc + g` (a gradient accumulator that nothing else reads), in place on the CPU in
+/// f32, so a step never holds a second copy of a variable's gradient.
+pub(crate) fn add_into(acc: &mut Tensor, g: &Tensor) -> Result<()> {
+    if writable(acc) && writable(g) && acc.shape() == g.shape() && !shares_storage(acc, g) {
+        acc.inplace_op2(g, &AddAssign)?;
+    } else {
+        *acc = (&*acc + g)?;
+    }
+    Ok(())
 }
 
 /// Every variable of `varmap` with its name, sorted by name.
@@ -360,7 +498,11 @@ pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64
     if max_norm > 0.0 && norm > max_norm {
         let scale = max_norm / (norm + 1e-6);
         for g in grads.iter_mut().flatten() {
-            *g = (&*g * scale)?;
+            if writable(g) {
+                g.inplace_op1(&ScaleAssign(scale as f32))?;
+            } else {
+                *g = (&*g * scale)?;
+            }
         }
     }
     Ok(norm)
@@ -428,9 +570,14 @@ mod tests {
             bc2_sqrt: (1.0f64 - 0.95f64.powi(3)).sqrt(),
             step_size: 1e-3 / (1.0 - 0.9f64.powi(3)),
         };
-        let fused = fused_cpu_update(&theta, &g, &m, &v, &k)
-            .unwrap()
-            .expect("f32 on the CPU");
+        let fused = (
+            theta.copy().unwrap(),
+            g.copy().unwrap(),
+            m.copy().unwrap(),
+            v.copy().unwrap(),
+        );
+        assert!(fused_cpu_update(&fused.0, &fused.1, &fused.2, &fused.3, &k).unwrap());
+        let fused = (fused.0, fused.2, fused.3);
         let ops = k.apply(&theta, &g, &m, &v).unwrap();
         for (a, b) in [(&fused.0, &ops.0), (&fused.1, &ops.1), (&fused.2, &ops.2)] {
             let (a, b) = (vec1(a), vec1(b));
@@ -442,7 +589,9 @@ mod tests {
             assert!(worst < 1e-6, "relative difference {worst}");
         }
         let bf16 = theta.to_dtype(DType::BF16).unwrap();
-        assert!(fused_cpu_update(&bf16, &g, &m, &v, &k).unwrap().is_none());
+        assert!(!fused_cpu_update(&bf16, &g, &m, &v, &k).unwrap());
+        // Shared storage is never written in place.
+        assert!(!fused_cpu_update(&theta, &g, &theta, &v, &k).unwrap());
     }
 
     #[test]

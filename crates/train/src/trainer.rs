@@ -788,6 +788,34 @@ impl Trainer {
         }
     }
 
+    /// The micro-batches of the next `steps` optimiser steps (`grad_accum` each), in the order
+    /// [`train_step`](Self::train_step) will take them, without taking them: what a reference
+    /// implementation needs to train on exactly the same rows (the training bench's PyTorch loop).
+    pub fn upcoming_batches(&self, steps: u64) -> Vec<Vec<Batch>> {
+        let (mut epoch, mut index) = (self.epoch, self.batch);
+        let mut batches = match &self.epoch_batches {
+            Some((e, b)) if *e == epoch => b.clone(),
+            _ => self.batches_for_epoch(epoch),
+        };
+        let mut next = || loop {
+            if index < batches.len() {
+                index += 1;
+                return batches[index - 1].clone();
+            }
+            epoch += 1;
+            index = 0;
+            batches = self.batches_for_epoch(epoch);
+        };
+        (0..steps)
+            .map(|_| (0..self.cfg.grad_accum).map(|_| next()).collect())
+            .collect()
+    }
+
+    /// The learning rate of optimiser step `step` (0-based) under this run's schedule.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        self.schedule.lr_at(step)
+    }
+
     fn micro_batch(&self, b: &Batch) -> Result<MicroBatch> {
         let shape = (b.rows, b.len);
         Ok(MicroBatch {
