@@ -7,7 +7,7 @@ BIN := target/release/distillery
 BENCH_JSON ?= target/bench/summary.jsonl
 BENCH_SUMMARY ?= target/bench/summary.json
 
-.PHONY: all demo demo-real test test-real lint fmt bench bench-deps build cuda gpu-distill model clean-runs verify-diff verify-suite
+.PHONY: all demo demo-real test test-real llama lint fmt bench bench-deps build cuda gpu-distill model clean-runs verify-diff verify-suite
 
 all: build
 
@@ -52,12 +52,15 @@ test:
 ## AMX/AVX-512 the sandbox forbids, set CMAKE_ARGS as tests/llama_server.rs's header says.
 LLAMA_VENV ?= .venv-llama
 LLAMA_PY := $(abspath $(LLAMA_VENV))/bin/python
-test-real: model
+test-real: model llama
+	python3 -c 'import transformers' 2>/dev/null || python3 -m pip install --quiet transformers
+	DISTILLERY_LLAMA_PYTHON=$(LLAMA_PY) $(CARGO) test --workspace -- --ignored
+
+## llama.cpp (llama-cpp-python[server], built from PyPI) in $(LLAMA_VENV).
+llama:
 	test -x $(LLAMA_PY) || python3 -m venv $(LLAMA_VENV)
 	$(LLAMA_PY) -c 'import llama_cpp.server' 2>/dev/null || $(LLAMA_PY) -m pip install --quiet cmake 'llama-cpp-python[server]'
 	$(LLAMA_PY) -c 'import llama_cpp.server'
-	python3 -c 'import transformers' 2>/dev/null || python3 -m pip install --quiet transformers
-	DISTILLERY_LLAMA_PYTHON=$(LLAMA_PY) $(CARGO) test --workspace -- --ignored
 
 lint:
 	$(CARGO) fmt --all --check
@@ -66,23 +69,26 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## PyTorch and transformers in $(BENCH_VENV), for the train bench's side-by-side PyTorch loop
-## (CPU wheels; set TORCH_INDEX= for PyPI's default).
+## What the side-by-side benchmarks run: PyTorch and transformers in $(BENCH_VENV) (the train
+## bench's PyTorch loop; TORCH_INDEX=https://download.pytorch.org/whl/cpu takes the CPU-only
+## wheels where that index is reachable) and llama.cpp in $(LLAMA_VENV) (the generate bench).
 BENCH_VENV ?= .venv-bench
 BENCH_PY := $(abspath $(BENCH_VENV))/bin/python
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
-bench-deps:
+TORCH_INDEX ?=
+bench-deps: llama
 	test -x $(BENCH_PY) || python3 -m venv $(BENCH_VENV)
 	$(BENCH_PY) -c 'import torch' 2>/dev/null || $(BENCH_PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch
 	$(BENCH_PY) -c 'import transformers, safetensors' 2>/dev/null || $(BENCH_PY) -m pip install --quiet transformers safetensors
 	$(BENCH_PY) -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
 
 ## Every benchmark; one JSON summary in $(BENCH_SUMMARY) and a readable table. The train bench
-## puts a PyTorch loop beside the trainer when $(BENCH_VENV) exists (`make bench-deps`).
-bench:
+## puts a PyTorch loop beside the trainer, and the generate bench llama.cpp beside the local
+## engine, when `make bench-deps` has installed them (each says so when they are missing).
+bench: model
 	mkdir -p $(dir $(BENCH_JSON)) $(dir $(BENCH_SUMMARY))
 	rm -f $(BENCH_JSON) $(BENCH_SUMMARY)
 	$(if $(wildcard $(BENCH_PY)),DISTILLERY_TORCH_PYTHON=$(BENCH_PY)) \
+	$(if $(wildcard $(LLAMA_PY)),DISTILLERY_LLAMA_PYTHON=$(LLAMA_PY)) \
 	DISTILLERY_BENCH_JSON=$(abspath $(BENCH_JSON)) $(CARGO) bench --workspace
 	DISTILLERY_BENCH_JSON=$(abspath $(BENCH_JSON)) python3 scripts/verify/diff_mathverify.py --bench-only
 	./scripts/bench-table.sh $(BENCH_JSON) $(BENCH_SUMMARY)
