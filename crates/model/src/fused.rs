@@ -1,11 +1,11 @@
 //! Fused CPU kernels, each with its own backward pass, for the f32 training path.
 //!
-//! Built from basic ops, an attention softmax, an RMS norm, rope or SwiGLU is a chain of ops
-//! that each allocate their output and read and write the whole tensor, and as many again in
-//! the backward pass (plus a zero-filled gradient buffer for each). Here each is one pass
-//! forward and one backward. The basic-op versions in `model.rs` remain for other devices and
-//! dtypes; [`applies`] says when these are used, and the tests compare both, values and
-//! gradients.
+//! Built from basic ops, attention, a linear layer, an RMS norm, rope or SwiGLU is a chain of
+//! ops that each allocate their output and read and write the whole tensor, and as many again
+//! in the backward pass (plus a zero-filled gradient buffer for each). Here each is one op with
+//! its own backward pass ([`attention`] and [`linear`] in their modules). The basic-op versions
+//! in `model.rs` remain for other devices and dtypes; [`applies`] says when these are used, and
+//! the tests compare both, values and gradients.
 
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail,
@@ -15,6 +15,13 @@ use rayon::prelude::*;
 /// Rows handed to one rayon task: big enough that scheduling is noise, fixed so that
 /// reductions over rows add in the same order whatever the thread count.
 const ROWS_PER_TASK: usize = 64;
+
+mod attention;
+mod gemm;
+mod linear;
+
+pub(crate) use attention::attention;
+pub(crate) use linear::{linear, linear_fits};
 
 /// Whether the fused kernels serve `x`: f32 on the CPU.
 pub(crate) fn applies(x: &Tensor) -> bool {
@@ -32,141 +39,10 @@ fn slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Softmax of scaled, masked attention scores.
-
-/// `softmax(scores · scale + mask)` over the last dimension. `scores` is `[b, h, t, s]`, or
-/// `[b, g, n·t, s]` (grouped query heads: `n` heads' rows one after the other); `mask`
-/// (additive, not differentiated) is `[1 | b, 1, t, s]`.
-pub(crate) fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
-    let scores = scores.contiguous()?;
-    let mask = mask.contiguous()?;
-    scores.apply_op2(
-        &mask,
-        MaskedSoftmax {
-            scale: scale as f32,
-        },
-    )
-}
-
-/// Whether [`masked_softmax`] takes this mask for scores `[b, h, t, s]`.
+/// Whether [`attention`] takes this mask for `t` queries of `b` rows over `s` keys.
 pub(crate) fn mask_fits(mask: &Tensor, b: usize, t: usize, s: usize) -> bool {
     matches!(mask.dims(), &[mb, 1, mt, ms] if (mb == 1 || mb == b) && mt == t && ms == s)
         && mask.dtype() == DType::F32
-}
-
-struct MaskedSoftmax {
-    scale: f32,
-}
-
-impl CustomOp2 for MaskedSoftmax {
-    fn name(&self) -> &'static str {
-        "masked-softmax"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1, self.name())?;
-        let mask = slice(s2, l2, self.name())?;
-        let (b, g, rows, s) = l1.shape().dims4()?;
-        let (mb, _, t, ms) = l2.shape().dims4()?;
-        if !rows.is_multiple_of(t) || ms != s || (mb != 1 && mb != b) {
-            bail!(
-                "masked-softmax: mask {:?} for scores {:?}",
-                l2.shape(),
-                l1.shape()
-            )
-        }
-        // Rows of one batch row; the mask row of flat row `r` is `r mod t`.
-        let per_batch = g * rows;
-        let mut out = vec![0f32; x.len()];
-        let scale = self.scale;
-        out.par_chunks_mut(s * ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(task, rows)| {
-                for (k, y) in rows.chunks_mut(s).enumerate() {
-                    let r = task * ROWS_PER_TASK + k;
-                    let (bi, i) = (r / per_batch, r % t);
-                    let m = &mask[(if mb == 1 { 0 } else { bi }) * t * s + i * s..][..s];
-                    let xr = &x[r * s..][..s];
-                    let mut max = f32::NEG_INFINITY;
-                    for ((y, &x), &m) in y.iter_mut().zip(xr).zip(m) {
-                        *y = x * scale + m;
-                        max = max.max(*y);
-                    }
-                    if max == f32::NEG_INFINITY {
-                        // Nothing to attend to: zeros rather than NaN.
-                        y.fill(0.0);
-                        continue;
-                    }
-                    let mut sum = 0f32;
-                    for y in y.iter_mut() {
-                        *y = (*y - max).exp();
-                        sum += *y;
-                    }
-                    let inv = 1.0 / sum;
-                    for y in y.iter_mut() {
-                        *y *= inv;
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        _scores: &Tensor,
-        _mask: &Tensor,
-        probs: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let d = probs.apply_op2_no_bwd(&grad, &SoftmaxGrad { scale: self.scale })?;
-        Ok((Some(d), None))
-    }
-}
-
-/// `scale · p ⊙ (g − Σ p ⊙ g)` per row: the gradient of [`MaskedSoftmax`]'s input.
-struct SoftmaxGrad {
-    scale: f32,
-}
-
-impl CustomOp2 for SoftmaxGrad {
-    fn name(&self) -> &'static str {
-        "masked-softmax-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let p = slice(s1, l1, self.name())?;
-        let g = slice(s2, l2, self.name())?;
-        let s = l1.shape().dims().last().copied().unwrap_or(1);
-        let mut out = vec![0f32; p.len()];
-        let scale = self.scale;
-        out.par_chunks_mut(s * ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(task, rows)| {
-                for (k, d) in rows.chunks_mut(s).enumerate() {
-                    let r = task * ROWS_PER_TASK + k;
-                    let (p, g) = (&p[r * s..][..s], &g[r * s..][..s]);
-                    let dot: f32 = p.iter().zip(g).map(|(p, g)| p * g).sum();
-                    for ((d, &p), &g) in d.iter_mut().zip(p).zip(g) {
-                        *d = scale * p * (g - dot);
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -324,20 +200,6 @@ pub(crate) fn split_heads(x: &Tensor, (b, t): (usize, usize), heads: usize) -> R
         t,
         heads,
         to_heads: true,
-    })
-}
-
-/// Heads `x` (`[b, heads, t, hd]`, or any shape with that layout such as grouped
-/// `[b, g, n·t, hd]`) back to tokens `[b·t, heads·hd]`, in one copy.
-pub(crate) fn merge_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
-    let dims = x.dims();
-    let (b, hd) = (dims[0], dims[dims.len() - 1]);
-    let t = x.elem_count() / (b * heads * hd);
-    x.contiguous()?.apply_op1(Permute {
-        b,
-        t,
-        heads,
-        to_heads: false,
     })
 }
 
@@ -724,70 +586,124 @@ mod tests {
     }
 
     #[test]
-    fn masked_softmax_matches_basic_ops() {
-        let (b, h, t) = (2, 3, 70);
-        for mb in [1, b] {
-            let scores = Var::from_tensor(&random(&[b, h, t, t], 1)).unwrap();
-            // Causal, with one row of the second batch row fully open.
-            let mask: Vec<f32> = (0..mb * t * t)
-                .map(|k| {
-                    let (bi, i, j) = (k / (t * t), (k / t) % t, k % t);
-                    if j <= i || (bi == 1 && i == 5) {
-                        0.0
-                    } else {
-                        f32::NEG_INFINITY
-                    }
-                })
-                .collect();
-            let mask = Tensor::from_vec(mask, (mb, 1, t, t), &Device::Cpu).unwrap();
-            let scale = 0.3;
-            same(
-                &[scores],
-                |x| masked_softmax(&x[0], &mask, scale).unwrap(),
-                |x| {
-                    let s = (&x[0] * scale).unwrap().broadcast_add(&mask).unwrap();
-                    crate::model::softmax_last_dim(&s).unwrap()
-                },
-                &format!("masked softmax, mask batch {mb}"),
-            );
-        }
+    fn linear_matches_basic_ops() {
+        // Sizes that are not multiples of gemm's register blocks, and enough rows that the
+        // gemm splits its work.
+        let (rows, inp, out) = (259, 37, 71);
+        let x = Var::from_tensor(&random(&[rows, inp], 14)).unwrap();
+        let w = Var::from_tensor(&random(&[out, inp], 15)).unwrap();
+        let b = Var::from_tensor(&random(&[out], 16)).unwrap();
+        same(
+            &[x.clone(), w.clone(), b],
+            |v| linear(&v[0], &v[1], Some(&v[2])).unwrap(),
+            |v| {
+                v[0].matmul(&v[1].t().unwrap())
+                    .unwrap()
+                    .broadcast_add(&v[2])
+                    .unwrap()
+            },
+            "linear with bias",
+        );
+        same(
+            &[x, w],
+            |v| linear(&v[0], &v[1], None).unwrap(),
+            |v| v[0].matmul(&v[1].t().unwrap()).unwrap(),
+            "linear",
+        );
     }
 
-    /// Grouped query heads: `[b, kv_heads, n·t, s]` scores, the mask row repeating every `t`.
-    #[test]
-    fn masked_softmax_of_grouped_heads_matches_basic_ops() {
-        let (b, g, n, t) = (2, 2, 3, 11);
-        let scores = Var::from_tensor(&random(&[b, g, n * t, t], 11)).unwrap();
-        let mask: Vec<f32> = (0..b * t * t)
+    /// `[b, g, n·t, hd]` grouped query heads against basic ops: repeated k/v, the full score
+    /// matrix, softmax, and the merge back to token rows.
+    fn attention_reference(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+        n: usize,
+        scale: f64,
+    ) -> Tensor {
+        let (b, g, nt, hd) = q.dims4().unwrap();
+        let t = nt / n;
+        let q = q.reshape((b, g * n, t, hd)).unwrap();
+        let k = crate::model::repeat_kv(k.clone(), n).unwrap();
+        let v = crate::model::repeat_kv(v.clone(), n).unwrap();
+        let scores = (q.matmul(&k.t().unwrap()).unwrap() * scale)
+            .unwrap()
+            .broadcast_add(mask)
+            .unwrap();
+        crate::model::softmax_last_dim(&scores)
+            .unwrap()
+            .matmul(&v)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b * t, g * n * hd))
+            .unwrap()
+    }
+
+    fn mask_from(
+        mb: usize,
+        t: usize,
+        s: usize,
+        open: impl Fn(usize, usize, usize) -> bool,
+    ) -> Tensor {
+        let mask: Vec<f32> = (0..mb * t * s)
             .map(|k| {
-                let (bi, i, j) = (k / (t * t), (k / t) % t, k % t);
-                if j <= i && (bi == 0 || j > 2) || i == j {
+                let (bi, i, j) = (k / (t * s), (k / s) % t, k % s);
+                if open(bi, i, j) {
                     0.0
                 } else {
                     f32::NEG_INFINITY
                 }
             })
             .collect();
-        let mask = Tensor::from_vec(mask, (b, 1, t, t), &Device::Cpu).unwrap();
-        same(
-            &[scores],
-            |x| masked_softmax(&x[0], &mask, 0.5).unwrap(),
-            |x| {
-                let s = (x[0].reshape((b, g * n, t, t)).unwrap() * 0.5)
-                    .unwrap()
-                    .broadcast_add(&mask)
-                    .unwrap();
-                crate::model::softmax_last_dim(&s)
-                    .unwrap()
-                    .reshape((b, g, n * t, t))
-                    .unwrap()
-            },
-            "grouped masked softmax",
-        );
+        Tensor::from_vec(mask, (mb, 1, t, s), &Device::Cpu).unwrap()
     }
 
     #[test]
-    fn split_and_merge_heads_match_reshape_and_transpose() {
+    fn attention_matches_basic_ops() {
+        // Rows over more than one block (with a partial last one), grouped heads, and masks:
+        // causal over packed segments per batch row, with a hole inside a row's span; shared
+        // causal with a prefix of cached keys (s > t); and every key open.
+        let (b, g, n, t, hd) = (2, 2, 3, 70, 8);
+        let packed = mask_from(b, t, t, |bi, i, j| {
+            let seg = |x: usize| if bi == 0 { x / 30 } else { x / 50 };
+            j <= i && seg(i) == seg(j) && !(i == 40 && j == 35)
+        });
+        let prefix = 5;
+        let cached = mask_from(1, t, t + prefix, |_, i, j| j <= i + prefix);
+        let open = mask_from(1, t, t, |_, _, _| true);
+        for (mask, what) in [(packed, "packed"), (cached, "cached keys"), (open, "open")] {
+            let s = mask.dim(3).unwrap();
+            let q = Var::from_tensor(&random(&[b, g, n * t, hd], 21)).unwrap();
+            let k = Var::from_tensor(&random(&[b, g, s, hd], 22)).unwrap();
+            let v = Var::from_tensor(&random(&[b, g, s, hd], 23)).unwrap();
+            same(
+                &[q, k, v],
+                |x| attention(&x[0], &x[1], &x[2], &mask, 0.4).unwrap(),
+                |x| attention_reference(&x[0], &x[1], &x[2], &mask, n, 0.4),
+                &format!("attention, {what} mask"),
+            );
+        }
+    }
+
+    #[test]
+    fn attention_of_a_row_that_sees_nothing_is_zero() {
+        let (t, hd) = (4, 2);
+        let mask = mask_from(1, t, t, |_, i, j| i != 2 && j <= i);
+        let q = Var::from_tensor(&random(&[1, 1, t, hd], 31)).unwrap();
+        let k = random(&[1, 1, t, hd], 32);
+        let out = attention(q.as_tensor(), &k, &k, &mask, 1.0).unwrap();
+        let rows = out.to_vec2::<f32>().unwrap();
+        assert_eq!(rows[2], vec![0.0; hd]);
+        assert!(rows[3].iter().all(|v| v.is_finite() && *v != 0.0));
+        let grad = out.sum_all().unwrap().backward().unwrap();
+        let dq = grad.get(q.as_tensor()).unwrap().flatten_all().unwrap();
+        assert!(dq.to_vec1::<f32>().unwrap().iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn split_heads_matches_reshape_and_transpose() {
         let (b, t, heads, hd) = (3, 5, 4, 6);
         let x = Var::from_tensor(&random(&[b * t, heads * hd], 12)).unwrap();
         same(
@@ -802,21 +718,6 @@ mod tests {
                     .unwrap()
             },
             "split heads",
-        );
-        // Merged from the grouped layout `[b, 2, 2·t, hd]`.
-        let y = Var::from_tensor(&random(&[b, 2, 2 * t, hd], 13)).unwrap();
-        same(
-            &[y],
-            |v| merge_heads(&v[0], heads).unwrap(),
-            |v| {
-                v[0].reshape((b, heads, t, hd))
-                    .unwrap()
-                    .transpose(1, 2)
-                    .unwrap()
-                    .reshape((b * t, heads * hd))
-                    .unwrap()
-            },
-            "merge heads",
         );
     }
 

@@ -171,32 +171,32 @@ impl Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if x.rank() == 2 {
             // Already flat: no reshape nodes (each costs a gradient buffer in the backward).
-            let y = match &self.weight {
-                Weight::Dense(w) => x.matmul(&w.t()?)?,
-                Weight::Quantized(q) => q.forward(x)?,
-            };
-            return Ok(match &self.bias {
-                Some(b) => y.broadcast_add(b)?,
-                None => y,
-            });
+            return self.forward_flat(x);
         }
         let dims = x.dims().to_vec();
         let (last, lead) = dims
             .split_last()
             .expect("linear input has a feature dimension");
         let rows: usize = lead.iter().product();
-        let x = x.reshape((rows, *last))?;
-        let y = match &self.weight {
-            Weight::Dense(w) => x.matmul(&w.t()?)?,
-            Weight::Quantized(q) => q.forward(&x)?,
-        };
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
+        let y = self.forward_flat(&x.reshape((rows, *last))?)?;
         let mut out = lead.to_vec();
         out.push(self.out_features);
         Ok(y.reshape(out)?)
+    }
+
+    /// `x` is `[rows, in]`.
+    fn forward_flat(&self, x: &Tensor) -> Result<Tensor> {
+        let y = match &self.weight {
+            Weight::Dense(w) if fused::applies(x) && fused::linear_fits(w, self.bias.as_ref()) => {
+                return Ok(fused::linear(x, w, self.bias.as_ref())?);
+            }
+            Weight::Dense(w) => x.matmul(&w.t()?)?,
+            Weight::Quantized(q) => q.forward(x)?,
+        };
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
     }
 }
 
@@ -306,10 +306,8 @@ impl Attention {
             // Grouped-query attention without repeating k and v: the query heads that share a
             // kv head are consecutive, so `[b, heads, t, hd]` is `[b, kv_heads, n_rep·t, hd]`.
             let q = q.reshape((b, self.n_kv_heads, n_rep * t, self.head_dim))?;
-            let scores = q.matmul(&k.t()?)?;
             let scale = 1.0 / (self.head_dim as f64).sqrt();
-            let probs = fused::masked_softmax(&scores, mask, scale)?;
-            let out = fused::merge_heads(&probs.matmul(&v)?, self.n_heads)?;
+            let out = fused::attention(&q, &k, &v, mask, scale)?;
             return self.o_proj.forward(&out);
         }
         let k = repeat_kv(k, n_rep)?;
@@ -326,7 +324,7 @@ impl Attention {
 }
 
 /// GQA: kv head `j` serves query heads `j * n_rep .. (j + 1) * n_rep` (HF's `repeat_kv`).
-fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
+pub(crate) fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
     if n_rep == 1 {
         return Ok(x);
     }
