@@ -12,6 +12,8 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+use crate::vector_math;
+
 /// Rows handed to one rayon task: big enough that scheduling is noise, fixed so that
 /// reductions over rows add in the same order whatever the thread count.
 const ROWS_PER_TASK: usize = 64;
@@ -440,7 +442,7 @@ pub(crate) fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 struct SiluMul;
 
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + vector_math::exp(-x))
 }
 
 /// Elements per rayon task of the elementwise ops.
@@ -469,7 +471,7 @@ impl CustomOp2 for SiluMul {
             .for_each(|(task, o)| {
                 let at = task * ELEMS_PER_TASK;
                 for ((o, &g), &u) in o.iter_mut().zip(&g[at..]).zip(&u[at..]) {
-                    *o = g / (1.0 + (-g).exp()) * u;
+                    *o = g / (1.0 + vector_math::exp(-g)) * u;
                 }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))

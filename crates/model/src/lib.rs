@@ -27,6 +27,7 @@ mod memory;
 mod model;
 mod tiny;
 mod token_bytes;
+pub mod vector_math;
 
 pub use chat_template::{CHATML_FALLBACK_TEMPLATE, ChatTemplate, ChatTurn, TemplateError};
 pub use checkpoint::{Checkpoint, QuantizedWeights, save_checkpoint};

@@ -5,6 +5,7 @@
 //! the gradient of the step's mean loss.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
+use distillery_model::vector_math;
 use rayon::prelude::*;
 
 /// log-softmax over the last dimension: `x - max - log(sum(exp(x - max)))`. The max is a
@@ -65,8 +66,8 @@ fn cpu_u32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [u32]> {
 
 /// `max` and `ln Σ exp(x − max)` of one row.
 fn log_sum_exp(x: &[f32]) -> (f32, f32) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    (max, x.iter().map(|&v| (v - max).exp()).sum::<f32>().ln())
+    let max = vector_math::max(x);
+    (max, vector_math::sum_exp(x, max).ln())
 }
 
 impl CustomOp2 for CrossEntropy {
@@ -139,7 +140,7 @@ impl CustomOp3 for CrossEntropyGrad {
                 let (max, lse) = log_sum_exp(row);
                 let shift = max + lse;
                 for (d, &x) in d.iter_mut().zip(row) {
-                    *d = g * (x - shift).exp();
+                    *d = g * vector_math::exp(x - shift);
                 }
                 d[t as usize] -= g;
             });

@@ -1069,7 +1069,14 @@ impl Trainer {
         let mut window_tokens = 0usize;
         let mut window_start = Instant::now();
         while self.step < stop {
-            let m = self.train_step()?;
+            // On the CPU, on one of rayon's threads: the step's many parallel loops then run as
+            // local jobs instead of each waking a worker and sleeping until it is done (a GPU
+            // step stays on the thread that holds its context).
+            let m = if self.student.device.is_cpu() {
+                rayon::scope(|_| self.train_step())?
+            } else {
+                self.train_step()?
+            };
             self.append_metrics(&m)?;
             window_tokens += m.tokens;
             let log_every = self.cfg.log_every.max(1);

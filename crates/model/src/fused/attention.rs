@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 use super::gemm::{Operand, Threads, gemm};
 use super::slice;
+use crate::vector_math;
 
 /// Query rows per block: enough to keep gemm efficient, few enough that a causal mask's blocks
 /// skip most of the keys the block's last row cannot see.
@@ -168,24 +169,10 @@ impl Block<'_> {
             row[hi..].fill(0.0);
             let live = &mut row[lo..hi];
             let mask = &self.mask[r * s + self.lo + lo..][..live.len()];
-            let mut max = f32::NEG_INFINITY;
             for (y, &m) in live.iter_mut().zip(mask) {
                 *y = *y * scale + m;
-                max = max.max(*y);
             }
-            if max == f32::NEG_INFINITY {
-                live.fill(0.0);
-                continue;
-            }
-            let mut sum = 0f32;
-            for y in live.iter_mut() {
-                *y = (*y - max).exp();
-                sum += *y;
-            }
-            let inv = 1.0 / sum;
-            for y in live.iter_mut() {
-                *y *= inv;
-            }
+            vector_math::softmax_in_place(live);
         }
     }
 }
@@ -306,7 +293,7 @@ impl Attention {
                         {
                             let (g_row, o_row) =
                                 (&grad[at + r * width..][..hd], &out[at + r * width..][..hd]);
-                            let dot: f32 = g_row.iter().zip(o_row).map(|(g, o)| g * o).sum();
+                            let dot = vector_math::dot(g_row, o_row);
                             for (d, &p) in ds.iter_mut().zip(p) {
                                 *d = self.scale * p * (*d - dot);
                             }
