@@ -93,15 +93,25 @@ pub(crate) struct Placement {
     pub threads: Option<u16>,
 }
 
+/// The thread count of candle's element-wise pool (its own, beside rayon's).
+const CANDLE_POOL: &str = "CANDLE_NUM_THREADS";
+
 impl Placement {
     /// Applies `--threads`; call before the model runs anything.
     #[allow(unsafe_code)]
     pub(crate) fn apply_threads(&self) {
+        // SAFETY (both): no other thread exists yet (this runs before any model or async
+        // runtime starts), so nothing reads the environment concurrently.
         if let Some(n) = self.threads {
             // candle and its matmul read rayon's variable when its thread pool starts, which
-            // is at the first op. SAFETY: no other thread exists yet (this runs before any model
-            // or async runtime starts), so nothing reads the environment concurrently.
+            // is at the first op.
             unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+        }
+        if std::env::var_os(CANDLE_POOL).is_none() {
+            // The model's CPU kernels and matmuls run on rayon's threads. candle's own pool
+            // for its element-wise ops would add as many threads again, which spin between
+            // ops: on two cores it made two-thread training 10% slower (`make bench`).
+            unsafe { std::env::set_var(CANDLE_POOL, "1") };
         }
     }
 }
