@@ -217,25 +217,7 @@ pub(crate) fn f32_kernel() -> F32DotFn {
     if simd::available() {
         return simd::dot_f32;
     }
-    dot_f32_portable
-}
-
-/// f32 dot product with eight independent sums, which the compiler keeps in vector registers.
-pub(crate) fn dot_f32_portable(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a8.zip(b8) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
+    distillery_model::vector_math::dot
 }
 
 /// AVX2 kernels. The only unsafe code of the crate: intrinsics behind a run-time check of the
@@ -613,7 +595,10 @@ mod tests {
             let a: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
             let b: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
             let want = exact_dot(&a, &b);
-            assert!((dot_f32_portable(&a, &b) as f64 - want).abs() < 1e-5, "{n}");
+            assert!(
+                (distillery_model::vector_math::dot(&a, &b) as f64 - want).abs() < 1e-5,
+                "{n}"
+            );
             assert!((f32_kernel()(&a, &b) as f64 - want).abs() < 1e-5, "{n}");
         }
     }
