@@ -403,25 +403,12 @@ fn write_atomic(dir: &Path, name: &str, write: impl FnOnce(&Path) -> Result<()>)
 mod tests {
     use super::*;
     use crate::config::Arch;
-    use crate::model::tests::{test_config, test_model};
+    use crate::model::tests::{max_abs_diff, test_config, test_model};
     use crate::tiny::{TINY_IM_END_ID, chatml_tokenizer_config, tiny_tokenizer};
 
     fn logits(model: &Model) -> Tensor {
         let input = Tensor::new(&[[3u32, 17, 42, 5, 96, 0, 33]], &Device::Cpu).unwrap();
         model.forward(&input, None).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     #[test]
@@ -435,7 +422,7 @@ mod tests {
             let ck = Checkpoint::load(dir.path(), &Device::Cpu, DType::F32).unwrap();
             assert_eq!(ck.config, cfg);
             assert_eq!(
-                max_diff(&logits(&ck.model().unwrap()), &logits(&model)),
+                max_abs_diff(&logits(&ck.model().unwrap()), &logits(&model)),
                 0.0
             );
             assert!(
@@ -531,7 +518,7 @@ mod tests {
         .unwrap();
         let m = ck.model().unwrap();
         assert_eq!(ck.varmap.all_vars()[0].dtype(), DType::F32);
-        assert_eq!(max_diff(&logits(&m), &logits(&expected)), 0.0);
+        assert_eq!(max_abs_diff(&logits(&m), &logits(&expected)), 0.0);
         assert!(ck.chat_template.is_none());
     }
 

@@ -30,13 +30,29 @@ pub(crate) fn applies(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
 
-/// The f32 data of a contiguous CPU tensor.
-fn slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+/// The f32 data of a contiguous CPU tensor, for the CPU kernels of custom ops (these and
+/// `distillery-train`'s); `op` names the op in the error.
+pub fn cpu_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         bail!("{op}: f32 only")
     };
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{op}: contiguous input only"),
+    }
+}
+
+/// [`cpu_f32`] of a tensor updated in place.
+pub fn cpu_f32_mut<'a>(
+    storage: &'a mut CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<&'a mut [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        bail!("{op}: f32 only")
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&mut data[start..end]),
         None => bail!("{op}: contiguous input only"),
     }
 }
@@ -77,8 +93,8 @@ impl CustomOp2 for RmsNorm {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1, self.name())?;
-        let w = slice(s2, l2, self.name())?;
+        let x = cpu_f32(s1, l1, self.name())?;
+        let w = cpu_f32(s2, l2, self.name())?;
         let h = w.len();
         if l1.shape().dims().last() != Some(&h) {
             bail!(
@@ -138,9 +154,9 @@ impl CustomOp3 for RmsNormGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1, self.name())?;
-        let w = slice(s2, l2, self.name())?;
-        let g = slice(s3, l3, self.name())?;
+        let x = cpu_f32(s1, l1, self.name())?;
+        let w = cpu_f32(s2, l2, self.name())?;
+        let g = cpu_f32(s3, l3, self.name())?;
         let h = w.len();
         let rows = x.len() / h;
         let mut out = vec![0f32; x.len() + h];
@@ -237,7 +253,7 @@ impl CustomOp1 for Permute {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let d = self.dims(layout)?;
-        let x = slice(storage, layout, self.name())?;
+        let x = cpu_f32(storage, layout, self.name())?;
         let out = rope_pass(x, None, &d, false, self.to_heads);
         let shape = if self.to_heads {
             Shape::from((d.b, d.heads, d.t, d.hd))
@@ -380,8 +396,8 @@ impl CustomOp3 for RopeHeads {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let d = rope_dims(*self, l1, l2)?;
-        let x = slice(s1, l1, self.name())?;
-        let (cos, sin) = (slice(s2, l2, self.name())?, slice(s3, l3, self.name())?);
+        let x = cpu_f32(s1, l1, self.name())?;
+        let (cos, sin) = (cpu_f32(s2, l2, self.name())?, cpu_f32(s3, l3, self.name())?);
         let out = rope_pass(x, Some((cos, sin)), &d, false, true);
         Ok((CpuStorage::F32(out), Shape::from((d.b, d.heads, d.t, d.hd))))
     }
@@ -420,8 +436,8 @@ impl CustomOp3 for RopeHeadsGrad {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let d = rope_dims(self.0, l1, l2)?;
-        let g = slice(s1, l1, self.name())?;
-        let (cos, sin) = (slice(s2, l2, self.name())?, slice(s3, l3, self.name())?);
+        let g = cpu_f32(s1, l1, self.name())?;
+        let (cos, sin) = (cpu_f32(s2, l2, self.name())?, cpu_f32(s3, l3, self.name())?);
         let out = rope_pass(g, Some((cos, sin)), &d, true, false);
         Ok((
             CpuStorage::F32(out),
@@ -460,8 +476,8 @@ impl CustomOp2 for SiluMul {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = slice(s1, l1, self.name())?;
-        let u = slice(s2, l2, self.name())?;
+        let g = cpu_f32(s1, l1, self.name())?;
+        let u = cpu_f32(s2, l2, self.name())?;
         if l1.shape() != l2.shape() {
             bail!("silu-mul: {:?} and {:?}", l1.shape(), l2.shape())
         }
@@ -510,9 +526,9 @@ impl CustomOp3 for SiluMulGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let gate = slice(s1, l1, self.name())?;
-        let up = slice(s2, l2, self.name())?;
-        let grad = slice(s3, l3, self.name())?;
+        let gate = cpu_f32(s1, l1, self.name())?;
+        let up = cpu_f32(s2, l2, self.name())?;
+        let grad = cpu_f32(s3, l3, self.name())?;
         let n = gate.len();
         let mut out = vec![0f32; 2 * n];
         let (dgate, dup) = out.split_at_mut(n);
@@ -536,6 +552,7 @@ impl CustomOp3 for SiluMulGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::tests::max_abs_diff;
     use candle_core::{D, Device, Var};
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -544,19 +561,6 @@ mod tests {
         let n: usize = shape.iter().product();
         let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>() * 4.0 - 2.0).collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// The fused op and the basic-op reference give the same values, and the same gradients
@@ -570,7 +574,7 @@ mod tests {
         let inputs: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
         let (a, b) = (fused(&inputs), reference(&inputs));
         assert_eq!(a.dims(), b.dims(), "{what}");
-        let d = max_diff(&a, &b);
+        let d = max_abs_diff(&a, &b);
         assert!(d < 1e-5, "{what}: values differ by {d}");
         let r = random(a.dims(), 99);
         let ga = (&a * &r).unwrap().sum_all().unwrap().backward().unwrap();
@@ -578,8 +582,8 @@ mod tests {
         for (i, v) in vars.iter().enumerate() {
             let (x, y) = (ga.get(v.as_tensor()), gb.get(v.as_tensor()));
             let (x, y) = (x.expect("fused gradient"), y.expect("reference gradient"));
-            let d = max_diff(x, y);
-            let scale = max_diff(y, &y.zeros_like().unwrap()).max(1.0);
+            let d = max_abs_diff(x, y);
+            let scale = max_abs_diff(y, &y.zeros_like().unwrap()).max(1.0);
             assert!(
                 d < 2e-5 * scale,
                 "{what}: gradient of input {i} differs by {d}"

@@ -449,7 +449,7 @@ mod tests {
     use super::*;
     use crate::GenerateOptions;
     use crate::generate::argmax;
-    use crate::model::tests::{test_config, test_model};
+    use crate::model::tests::{max_abs_diff, test_config, test_model};
     use crate::tiny::{TINY_SPECIAL_TOKENS, TINY_VOCAB_SIZE, tiny_merges, tiny_tokenizer};
     use candle_core::Tensor;
     use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
@@ -580,15 +580,7 @@ mod tests {
             let input = Tensor::new(&[[3u32, 17, 42, 5, 96, 0, 33]], &Device::Cpu).unwrap();
             let a = ck.model().unwrap().forward(&input, None).unwrap();
             let b = model.forward(&input, None).unwrap();
-            let diff = (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap();
-            let diff = diff.to_scalar::<f32>().unwrap();
+            let diff = max_abs_diff(&a, &b);
             assert!(diff < 1e-5, "{arch}: GGUF logits differ by {diff}");
             let tok = tiny_tokenizer().unwrap();
             let text = "<|im_start|>user\nWhat is 12+7?<|im_end|>\n";

@@ -35,6 +35,7 @@ pub use config::{Arch, Config, RopeScaling};
 pub use device::{CUDA_BUILD, OpenDevice, PrecisionDType};
 pub use distillery_spec::{DeviceSpec, Precision};
 pub use error::{Error, Result};
+pub use fused::{cpu_f32, cpu_f32_mut};
 pub use generate::{
     FinishReason, GenerateOptions, Generated, RowOptions, TokenEvent, TokenLogprobs, sample_token,
 };

@@ -754,7 +754,8 @@ pub(crate) mod tests {
         Tensor::new(v, &Device::Cpu).unwrap().unsqueeze(0).unwrap()
     }
 
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    /// The largest absolute difference of two tensors' elements.
+    pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
             .abs()

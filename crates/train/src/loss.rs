@@ -5,7 +5,7 @@
 //! the gradient of the step's mean loss.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
-use distillery_model::vector_math;
+use distillery_model::{cpu_f32, vector_math};
 use rayon::prelude::*;
 
 /// log-softmax over the last dimension: `x - max - log(sum(exp(x - max)))`. The max is a
@@ -50,13 +50,6 @@ fn token_cross_entropy_basic(logits: &Tensor, targets: &Tensor) -> Result<Tensor
 /// Per-row `logsumexp(x) − x[target]` of `[n, v]` f32 logits and `[n]` u32 targets.
 struct CrossEntropy;
 
-fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
-        _ => candle_core::bail!("cross-entropy: contiguous f32 logits expected"),
-    }
-}
-
 fn cpu_u32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [u32]> {
     match (s, l.contiguous_offsets()) {
         (CpuStorage::U32(d), Some((a, b))) => Ok(&d[a..b]),
@@ -82,7 +75,7 @@ impl CustomOp2 for CrossEntropy {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, t) = (cpu_f32(s1, l1)?, cpu_u32(s2, l2)?);
+        let (x, t) = (cpu_f32(s1, l1, self.name())?, cpu_u32(s2, l2)?);
         let (n, v) = l1.shape().dims2()?;
         if t.len() != n || t.iter().any(|&t| t as usize >= v) {
             candle_core::bail!("cross-entropy: {} targets (< {v}) for {n} rows", t.len())
@@ -130,7 +123,8 @@ impl CustomOp3 for CrossEntropyGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, t, g) = (cpu_f32(s1, l1)?, cpu_u32(s2, l2)?, cpu_f32(s3, l3)?);
+        let (x, g) = (cpu_f32(s1, l1, self.name())?, cpu_f32(s3, l3, self.name())?);
+        let t = cpu_u32(s2, l2)?;
         let (_, v) = l1.shape().dims2()?;
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(v)

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
 use candle_nn::VarMap;
+use distillery_model::{cpu_f32, cpu_f32_mut};
 use rayon::prelude::*;
 
 use crate::error::{Result, TrainError};
@@ -323,20 +324,6 @@ fn fused_cpu_update(
 /// Elements per parallel task of the in-place kernels.
 const CHUNK: usize = 1 << 16;
 
-fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
-        _ => candle_core::bail!("in-place update: contiguous f32 expected"),
-    }
-}
-
-fn cpu_slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(d), Some((a, b))) => Ok(&mut d[a..b]),
-        _ => candle_core::bail!("in-place update: contiguous f32 expected"),
-    }
-}
-
 /// `x ← x·keep + g·take` (or `g²·take`): AdamW's moments.
 struct Moment {
     keep: f32,
@@ -356,7 +343,10 @@ impl InplaceOp2 for Moment {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let (x, g) = (cpu_slice_mut(s1, l1)?, cpu_slice(s2, l2)?);
+        let (x, g) = (
+            cpu_f32_mut(s1, l1, self.name())?,
+            cpu_f32(s2, l2, self.name())?,
+        );
         x.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
             .for_each(|(x, g)| {
@@ -390,8 +380,8 @@ impl InplaceOp3 for Step {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<()> {
-        let theta = cpu_slice_mut(s1, l1)?;
-        let (m, v) = (cpu_slice(s2, l2)?, cpu_slice(s3, l3)?);
+        let theta = cpu_f32_mut(s1, l1, self.name())?;
+        let (m, v) = (cpu_f32(s2, l2, self.name())?, cpu_f32(s3, l3, self.name())?);
         theta
             .par_chunks_mut(CHUNK)
             .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
@@ -419,7 +409,10 @@ impl InplaceOp2 for AddAssign {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let (x, y) = (cpu_slice_mut(s1, l1)?, cpu_slice(s2, l2)?);
+        let (x, y) = (
+            cpu_f32_mut(s1, l1, self.name())?,
+            cpu_f32(s2, l2, self.name())?,
+        );
         x.par_chunks_mut(CHUNK)
             .zip(y.par_chunks(CHUNK))
             .for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(x, &y)| *x += y));
@@ -436,7 +429,7 @@ impl InplaceOp1 for ScaleAssign {
     }
 
     fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout) -> candle_core::Result<()> {
-        cpu_slice_mut(s1, l1)?
+        cpu_f32_mut(s1, l1, self.name())?
             .par_chunks_mut(CHUNK)
             .for_each(|x| x.iter_mut().for_each(|x| *x *= self.0));
         Ok(())

@@ -12,8 +12,8 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor, bail};
 use rayon::prelude::*;
 
+use super::cpu_f32;
 use super::gemm::{Operand, Threads, gemm};
-use super::slice;
 use crate::vector_math;
 
 /// Query rows per block: enough to keep gemm efficient, few enough that a causal mask's blocks
@@ -179,7 +179,7 @@ impl Block<'_> {
 
 /// The f32 data of a contiguous CPU tensor behind a storage guard.
 fn data<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
-    slice(cpu(storage)?, layout, "attention")
+    cpu_f32(cpu(storage)?, layout, "attention")
 }
 
 /// Everything an attention pass reads.
@@ -345,9 +345,9 @@ impl Attention {
         let spans = key_spans(mask, d.s);
         let inputs = Inputs {
             d,
-            q: slice(q, ql, "attention")?,
-            k: slice(k, kl, "attention")?,
-            v: slice(v, vl, "attention")?,
+            q: cpu_f32(q, ql, "attention")?,
+            k: cpu_f32(k, kl, "attention")?,
+            v: cpu_f32(v, vl, "attention")?,
             mask,
             spans: &spans,
         };

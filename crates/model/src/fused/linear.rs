@@ -12,7 +12,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail};
 
 use super::gemm::{Operand, Threads, filled, gemm_raw};
-use super::{applies, slice};
+use super::{applies, cpu_f32};
 
 /// `x · wᵀ + b` for `x` `[rows, in]`, `w` `[out, in]` and `b` `[out]`.
 pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
@@ -46,9 +46,9 @@ impl Linear {
         bias: Option<(&CpuStorage, &Layout)>,
     ) -> Result<(CpuStorage, Shape)> {
         let (rows, inp, out) = linear_dims(xl, wl)?;
-        let (x, w) = (slice(x, xl, "linear")?, slice(w, wl, "linear")?);
+        let (x, w) = (cpu_f32(x, xl, "linear")?, cpu_f32(w, wl, "linear")?);
         let bias = match bias {
-            Some((b, bl)) => Some(slice(b, bl, "linear")?),
+            Some((b, bl)) => Some(cpu_f32(b, bl, "linear")?),
             None => None,
         };
         if bias.is_some_and(|b| b.len() != out) {
@@ -180,9 +180,9 @@ impl CustomOp3 for LinearGrad {
         if l3.shape().dims() != [rows, out] {
             bail!("linear-grad: gradient {:?} for {rows} × {out}", l3.shape())
         }
-        let x = slice(s1, l1, self.name())?;
-        let w = slice(s2, l2, self.name())?;
-        let g = slice(s3, l3, self.name())?;
+        let x = cpu_f32(s1, l1, self.name())?;
+        let w = cpu_f32(s2, l2, self.name())?;
+        let g = cpu_f32(s3, l3, self.name())?;
         let len = (rows + out) * inp + if self.bias { out } else { 0 };
         // SAFETY: the parts lie one after the other inside the `len` elements, and each is
         // written whole: gemms without `accumulate`, then the bias sums from zero.
