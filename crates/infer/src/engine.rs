@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use distillery_model::{Checkpoint, Config};
+use distillery_model::{Checkpoint, Config, vector_math};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -281,7 +281,7 @@ impl Engine {
             {
                 let (gate, up) = gu.split_at(inter);
                 for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-                    *o = g / (1.0 + (-g).exp()) * u;
+                    *o = g / (1.0 + vector_math::exp(-g)) * u;
                 }
             }
             let down = layer.down.matmul(&act, m);
@@ -317,16 +317,10 @@ impl Engine {
         let mut scores: Vec<f32> = (0..positions)
             .map(|t| dot(q, &keys[t * kv_dim + kv..t * kv_dim + kv + hd]) * scale)
             .collect();
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut total = 0f32;
-        for score in scores.iter_mut() {
-            *score = (*score - max).exp();
-            total += *score;
-        }
+        vector_math::softmax_in_place(&mut scores);
         out.fill(0.0);
         for (t, &p) in scores.iter().enumerate() {
             let v = &values[t * kv_dim + kv..t * kv_dim + kv + hd];
-            let p = p / total;
             out.iter_mut().zip(v).for_each(|(o, &v)| *o += p * v);
         }
     }
